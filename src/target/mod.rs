@@ -1,0 +1,129 @@
+//! Targets: where blocks are written and read back.
+//!
+//! A target knows how to move bytes at an offset and nothing about stamps,
+//! manifests or the command line. Every target is shareable across threads
+//! (`&self` methods): the sync engine and the verifier call it from many
+//! threads at once, and the NBD target turns that into many requests in
+//! flight on one connection.
+
+pub mod file;
+
+use std::fmt;
+use std::io;
+use std::os::fd::BorrowedFd;
+
+use serde::Serialize;
+
+/// What sort of thing a target is; the JSON report's `target.kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    File,
+    BlockDevice,
+    Nbd,
+}
+
+impl fmt::Display for TargetKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TargetKind::File => "file",
+            TargetKind::BlockDevice => "block_device",
+            TargetKind::Nbd => "nbd",
+        })
+    }
+}
+
+/// Who the target is, as far as the system tells: recorded in the manifest
+/// so that a verify on another host can say when it is looking at a
+/// different device than the one written.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TargetIdentity {
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    pub wwn: Option<String>,
+}
+
+/// Facts about an opened target.
+#[derive(Clone, Debug)]
+pub struct TargetInfo {
+    /// The TARGET argument as the user gave it.
+    pub uri: String,
+    pub kind: TargetKind,
+    pub size_bytes: u64,
+    /// Smallest unit the target reads or writes atomically-addressable.
+    pub logical_sector_size: u32,
+    /// The unit the medium writes internally (torn writes happen on these).
+    pub physical_sector_size: u32,
+    /// Reads and writes bypass the page cache (O_DIRECT, or no cache at all).
+    pub direct_io: bool,
+    /// The target only accepts reads.
+    pub read_only: bool,
+    /// Writes may carry Force Unit Access.
+    pub supports_fua: bool,
+    pub identity: TargetIdentity,
+}
+
+/// Byte-level access to a target.
+///
+/// Buffers passed in are [`crate::buf::AlignedBuf`]-aligned and sized in whole
+/// logical sectors; offsets are sector-aligned. Short transfers are the
+/// target's to finish: `read_at` and `write_at` move the whole buffer or fail.
+pub trait Target: Send + Sync {
+    fn info(&self) -> &TargetInfo;
+
+    /// Read exactly `buf.len()` bytes at `offset`.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+
+    /// Write all of `buf` at `offset`; with `fua`, durable when this returns.
+    fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()>;
+
+    /// Make every completed write durable.
+    fn flush(&self) -> io::Result<()>;
+
+    /// The file descriptor behind the target, for engines that drive the
+    /// kernel directly (io_uring). `None` for network targets.
+    fn raw_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+
+    /// Byte ranges that may hold data, ascending, or `None` when the target
+    /// cannot tell (then everything may). Lets verify skip the holes of a
+    /// sparse image when it checks blocks the run never wrote.
+    fn data_ranges(&self) -> Option<Vec<std::ops::Range<u64>>> {
+        None
+    }
+}
+
+/// How a command wants its target opened.
+#[derive(Clone, Debug, Default)]
+pub struct OpenRequest {
+    /// Open for writing (write, run); verify and inspect only read.
+    pub write: bool,
+    /// Regular files: create or extend (sparse) to this many bytes.
+    pub create_size: Option<u64>,
+    /// Bypass the page cache where the target allows it.
+    pub direct: bool,
+    /// Override the safety refusals for block devices.
+    pub force: bool,
+}
+
+/// Open TARGET as the user named it: an `nbd://` or `nbd+unix://` URI, a
+/// block device, or a regular file.
+pub fn open(uri: &str, request: &OpenRequest) -> crate::error::Result<Box<dyn Target>> {
+    use crate::error::Error;
+    if uri.starts_with("nbd:") || uri.starts_with("nbd+") || uri.starts_with("nbds") {
+        return Err(Error::usage(format!(
+            "target {uri}: NBD targets are not supported by this build yet"
+        )));
+    }
+    let path = std::path::Path::new(uri);
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if meta.file_type().is_block_device() {
+            return Err(Error::usage(format!(
+                "target {uri}: block devices are not supported by this build yet"
+            )));
+        }
+    }
+    Ok(Box::new(file::FileTarget::open(path, uri, request)?))
+}
