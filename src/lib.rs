@@ -1,13 +1,25 @@
 //! blockstamp: a write-integrity verifier for block devices and disk images.
 //!
 //! The data path, in module order: the command line (`cli`) becomes a
-//! configuration; a `workload` schedules which blocks to write; the `writer`
-//! builds `stamp`s and hands them to an `engine`, which carries them to a
-//! `target`; the `manifest` remembers what was written; `verify` reads the
-//! target back and classifies each block; `report` tells the user.
+//! configuration (`config`); a `workload` schedules which blocks to write;
+//! the `writer` builds `stamp`s and hands them to an `engine`, which carries
+//! them to a `target`; the `manifest` remembers what was written; `verify`
+//! reads the target back and classifies each block; `report` tells the user.
+//! `app` is the glue of the commands.
 
+pub mod app;
 pub mod buf;
+pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod error;
 pub mod exit;
+pub mod manifest;
+pub mod report;
+pub mod signals;
+pub mod stamp;
 pub mod target;
+pub mod units;
+pub mod verify;
+pub mod workload;
+pub mod writer;

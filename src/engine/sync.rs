@@ -39,7 +39,10 @@ impl SyncEngine {
     pub fn new(target: Arc<dyn Target>, queue_depth: usize) -> SyncEngine {
         let queue_depth = queue_depth.max(1);
         let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue { pending: VecDeque::new(), closed: false }),
+            queue: Mutex::new(Queue {
+                pending: VecDeque::new(),
+                closed: false,
+            }),
             ready: Condvar::new(),
         });
         let (sender, completions) = channel();
@@ -54,7 +57,14 @@ impl SyncEngine {
                     .expect("spawn IO worker thread")
             })
             .collect();
-        SyncEngine { shared, staged: Vec::new(), completions, workers, queue_depth, in_flight: 0 }
+        SyncEngine {
+            shared,
+            staged: Vec::new(),
+            completions,
+            workers,
+            queue_depth,
+            in_flight: 0,
+        }
     }
 }
 
@@ -115,7 +125,9 @@ impl Engine for SyncEngine {
         }
         let now = Instant::now();
         let mut queue = self.shared.queue.lock().expect("engine queue lock");
-        queue.pending.extend(self.staged.drain(..).map(|io| (io, now)));
+        queue
+            .pending
+            .extend(self.staged.drain(..).map(|io| (io, now)));
         drop(queue);
         self.shared.ready.notify_all();
         Ok(())

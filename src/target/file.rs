@@ -122,11 +122,19 @@ impl Target for FileTarget {
             // rather than from what this host still remembers writing.
             let len = buf.len() as u64;
             let _ = rustix::fs::fdatasync(&self.file);
-            let _ = rustix::fs::fadvise(&self.file, offset, std::num::NonZeroU64::new(len), Advice::DontNeed);
+            let _ = rustix::fs::fadvise(
+                &self.file,
+                offset,
+                std::num::NonZeroU64::new(len),
+                Advice::DontNeed,
+            );
         }
         self.file.read_exact_at(buf, offset).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
-                io::Error::new(io::ErrorKind::UnexpectedEof, format!("short read at offset {offset}"))
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("short read at offset {offset}"),
+                )
             } else {
                 e
             }

@@ -1,0 +1,480 @@
+//! The commands: glue between the resolved configuration and the modules
+//! that do the work.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::buf::AlignedBuf;
+use crate::cli::{
+    CheckpointArgs, Command, InspectArgs, RunArgs, TargetArgs, VerifyArgs, WriteArgs,
+};
+use crate::config::{DEFAULT_BLOCK_SIZE, VerifyConfig, WriteConfig};
+use crate::engine::Engine;
+use crate::engine::sync::SyncEngine;
+use crate::error::{Error, Result};
+use crate::exit::ExitCode;
+use crate::manifest::{Access, Manifest, ManifestState, NewManifest, TargetRecord};
+use crate::report::{Report, ReportContext, TargetSection};
+use crate::stamp::{self, PAYLOAD_BYTES, SECTOR_BYTES, SectorContent};
+use crate::target::{self, OpenRequest, Target};
+use crate::units::{format_rate, format_size};
+use crate::verify::{self, Expectation, VerifyOutcome};
+use crate::workload::PassWorkload;
+use crate::writer::{self, WriteOutcome};
+
+pub fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Write(args) => write_command(&args),
+        Command::Verify(args) => verify_command(&args),
+        Command::Run(args) => run_command(&args),
+        Command::Checkpoint(args) => checkpoint_command(&args),
+        Command::Inspect(args) => inspect_command(&args),
+    }
+}
+
+fn write_command(args: &WriteArgs) -> Result<ExitCode> {
+    let config = WriteConfig::from_flags(&args.write)?;
+    let (mut manifest, target) = prepare_write(&args.target, &config)?;
+    write_phase(&mut manifest, &target, &config)?;
+    Ok(ExitCode::Clean)
+}
+
+fn run_command(args: &RunArgs) -> Result<ExitCode> {
+    let write_config = WriteConfig::from_flags(&args.write)?;
+    let verify_config = VerifyConfig::from_flags(&args.verify)?;
+    let (mut manifest, target) = prepare_write(&args.target, &write_config)?;
+    write_phase(&mut manifest, &target, &write_config)?;
+    verify_phase(&manifest, target, None, &verify_config)
+}
+
+fn verify_command(args: &VerifyArgs) -> Result<ExitCode> {
+    let config = VerifyConfig::from_flags(&args.verify)?;
+    let manifest = Manifest::open(&args.target.manifest, Access::Read)?;
+    if let Some(name) = &args.at {
+        manifest.expected(Some(name))?;
+    }
+    refuse_manifest_on_target(&args.target)?;
+    let target = open_for_reading(&args.target.target, &manifest)?;
+    if manifest.header().state == ManifestState::Writing {
+        eprintln!(
+            "warning: manifest {} was not closed cleanly (its writer was killed or is still running); \
+             blocks written at that moment may be reported",
+            manifest.path().display()
+        );
+    }
+    verify_phase(&manifest, target, args.at.as_deref(), &config)
+}
+
+/// Open and check everything a write needs, before anything is written.
+fn prepare_write(args: &TargetArgs, config: &WriteConfig) -> Result<(Manifest, Arc<dyn Target>)> {
+    refuse_manifest_on_target(args)?;
+    let existing = if args.manifest.exists() {
+        let manifest = Manifest::open(&args.manifest, Access::Write)?;
+        let header = manifest.header();
+        if let Some(size) = config.size_bytes
+            && size != header.target.size_bytes
+        {
+            return Err(Error::usage(format!(
+                "manifest {} was written for a target of {} bytes; --size asks for {size} (use a new manifest for a new size)",
+                args.manifest.display(),
+                header.target.size_bytes
+            )));
+        }
+        if let Some(block_size) = config.block_size
+            && block_size != header.block_size
+        {
+            return Err(Error::usage(format!(
+                "manifest {} uses {} blocks; --block-size asks for {} (use a new manifest for another block size)",
+                args.manifest.display(),
+                format_size(header.block_size as u64),
+                format_size(block_size as u64)
+            )));
+        }
+        Some(manifest)
+    } else {
+        let parent = args
+            .manifest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !parent.is_dir() {
+            return Err(Error::usage(format!(
+                "cannot create manifest {}: directory {} does not exist",
+                args.manifest.display(),
+                parent.display()
+            )));
+        }
+        None
+    };
+    let block_size = config
+        .block_size
+        .or(existing.as_ref().map(|m| m.header().block_size))
+        .unwrap_or(DEFAULT_BLOCK_SIZE);
+    if let Some(size) = config.size_bytes
+        && size < block_size as u64
+    {
+        return Err(Error::usage(format!(
+            "bad --size {size}: smaller than one {} block",
+            format_size(block_size as u64)
+        )));
+    }
+    let request = OpenRequest {
+        write: true,
+        create_size: config.size_bytes,
+        direct: config.direct,
+        force: config.force,
+    };
+    let target: Arc<dyn Target> = Arc::from(target::open(&args.target, &request)?);
+    let info = target.info().clone();
+    if info.read_only {
+        return Err(Error::usage(format!(
+            "target {} is read-only; it cannot be written",
+            info.uri
+        )));
+    }
+    check_block_size(block_size, &info)?;
+    if config.direct && !info.direct_io {
+        eprintln!(
+            "note: {} does not support O_DIRECT (tmpfs?); writing through the page cache, and verify drops cached pages before reading",
+            info.uri
+        );
+    }
+    let manifest = match existing {
+        Some(manifest) => {
+            check_same_target(&manifest, &info)?;
+            manifest
+        }
+        None => {
+            if info.size_bytes < block_size as u64 {
+                return Err(Error::usage(format!(
+                    "target {} has {} bytes, less than one {} block; pass --size to create or extend an image",
+                    info.uri,
+                    info.size_bytes,
+                    format_size(block_size as u64)
+                )));
+            }
+            let mut record = TargetRecord::from_info(&info);
+            // Only whole blocks are used; the manifest records that size.
+            record.size_bytes = info.size_bytes / block_size as u64 * block_size as u64;
+            Manifest::create(
+                &args.manifest,
+                NewManifest {
+                    run_id: random_u64(),
+                    seed: config.seed.unwrap_or_else(random_u64),
+                    block_size,
+                    random_bytes: PAYLOAD_BYTES as u16,
+                    target: record,
+                    journal_bytes: 0,
+                },
+            )?
+        }
+    };
+    Ok((manifest, target))
+}
+
+fn write_phase(
+    manifest: &mut Manifest,
+    target: &Arc<dyn Target>,
+    config: &WriteConfig,
+) -> Result<WriteOutcome> {
+    crate::signals::install();
+    let seed = match config.seed {
+        Some(seed) => seed,
+        None if manifest.header().writes_completed == 0 => manifest.header().seed,
+        None => random_u64(),
+    };
+    let mut engine = SyncEngine::new(Arc::clone(target), config.queue_depth);
+    let mut workload = PassWorkload::new(
+        manifest.block_count(),
+        config.passes,
+        config.coverage,
+        seed,
+        config.burst,
+    );
+    let outcome = writer::write(manifest, &mut engine, &mut workload, &config.options)?;
+    println!(
+        "wrote {} block(s), {} in {:.2} s: {}, {:.0} IOPS (queue depth {}, engine {}, seed {seed})",
+        outcome.blocks_written,
+        format_size(outcome.bytes_written),
+        outcome.elapsed.as_secs_f64(),
+        format_rate(outcome.bytes_per_second()),
+        outcome.iops(),
+        engine.queue_depth(),
+        engine.name(),
+    );
+    println!(
+        "manifest {}: run {:016x}, {} of {} blocks written",
+        manifest.path().display(),
+        manifest.header().run_id,
+        manifest.count_written(),
+        manifest.block_count()
+    );
+    if outcome.interrupted {
+        println!("stopped early by a signal; the manifest records every completed write");
+    }
+    Ok(outcome)
+}
+
+fn verify_phase(
+    manifest: &Manifest,
+    target: Arc<dyn Target>,
+    checkpoint: Option<&str>,
+    config: &VerifyConfig,
+) -> Result<ExitCode> {
+    let expected = manifest.expected(checkpoint)?;
+    let format = manifest.format();
+    let mut notes = Vec::new();
+    if !target.info().direct_io {
+        let note = format!(
+            "{} does not support O_DIRECT; reads went through the page cache after dropping its cached pages",
+            target.info().uri
+        );
+        eprintln!("note: {note}");
+        notes.push(note);
+    }
+    let chunk_bytes = config.options.chunk_bytes.max(format.block_size as usize);
+    let mut engine = SyncEngine::new(Arc::clone(&target), config.options.queue_depth);
+    let options = verify::VerifyOptions {
+        chunk_bytes,
+        ..config.options.clone()
+    };
+    let outcome: VerifyOutcome = verify::verify(
+        Arc::clone(&target),
+        &format,
+        &expected,
+        &mut engine,
+        &options,
+        None,
+    )?;
+    let info = target.info();
+    let report = Report::new(
+        ReportContext {
+            run_id: manifest.header().run_id,
+            target: TargetSection {
+                uri: info.uri.clone(),
+                kind: info.kind.to_string(),
+                size_bytes: manifest.header().target.size_bytes,
+            },
+            block_size: format.block_size,
+            checkpoint: checkpoint.map(str::to_string),
+            direct_io: info.direct_io,
+            engine: engine.name().to_string(),
+            notes,
+        },
+        &outcome,
+    );
+    let summary = report.human_summary(config.show);
+    match config.json.as_deref() {
+        Some("-") => {
+            eprint!("{summary}");
+            println!("{}", report.to_json());
+        }
+        Some(path) => {
+            std::fs::write(path, report.to_json() + "\n")
+                .map_err(|e| Error::run(format!("cannot write JSON report {path}: {e}")))?;
+            print!("{summary}");
+        }
+        None => print!("{summary}"),
+    }
+    let _ = std::io::stdout().flush();
+    Ok(if report.clean {
+        ExitCode::Clean
+    } else {
+        ExitCode::Findings
+    })
+}
+
+fn checkpoint_command(args: &CheckpointArgs) -> Result<ExitCode> {
+    if args.list {
+        let manifest = Manifest::open(&args.manifest, Access::Read)?;
+        if manifest.header().checkpoints.is_empty() {
+            println!("manifest {} has no checkpoints", args.manifest.display());
+        }
+        for checkpoint in &manifest.header().checkpoints {
+            println!(
+                "{}\tcreated {}\tblocks written {}\twrite seq {}",
+                checkpoint.name,
+                checkpoint.created_unix_s,
+                checkpoint.blocks_written,
+                checkpoint.write_seq
+            );
+        }
+        return Ok(ExitCode::Clean);
+    }
+    let name = args.name.as_deref().unwrap_or_default();
+    let mut manifest = Manifest::open(&args.manifest, Access::Write)?;
+    manifest.add_checkpoint(name)?;
+    println!(
+        "checkpoint '{name}' recorded in {}: {} blocks written",
+        args.manifest.display(),
+        manifest.count_written()
+    );
+    Ok(ExitCode::Clean)
+}
+
+fn inspect_command(args: &InspectArgs) -> Result<ExitCode> {
+    let manifest = Manifest::open(&args.target.manifest, Access::Read)?;
+    let expected = manifest.expected(args.at.as_deref())?;
+    if args.block >= manifest.block_count() {
+        return Err(Error::usage(format!(
+            "bad --block {}: the target has {} blocks (0 to {})",
+            args.block,
+            manifest.block_count(),
+            manifest.block_count().saturating_sub(1)
+        )));
+    }
+    refuse_manifest_on_target(&args.target)?;
+    let target = open_for_reading(&args.target.target, &manifest)?;
+    let format = manifest.format();
+    let offset = args.block * format.block_size as u64;
+    let mut buf = AlignedBuf::new(format.block_size as usize);
+    let generation = expected.generation(args.block);
+    println!(
+        "block {} at offset {offset}: expected generation {generation}{}",
+        args.block,
+        if generation == 0 {
+            " (never written by this run)"
+        } else {
+            ""
+        }
+    );
+    if let Err(e) = target.read_at(&mut buf, offset) {
+        println!("read failed: {e}");
+        return Ok(ExitCode::Findings);
+    }
+    for (index, sector) in buf.chunks_exact(SECTOR_BYTES).enumerate() {
+        let description = match stamp::decode_sector(sector) {
+            SectorContent::Zero => "zero".to_string(),
+            SectorContent::Other => "not a valid stamp (damaged or foreign)".to_string(),
+            SectorContent::Stamp(h) => format!(
+                "stamp run {:016x}{} block {} sector {} generation {} write {} at {}",
+                h.run_id,
+                if h.run_id == format.run_id {
+                    " (this run)"
+                } else {
+                    " (another run)"
+                },
+                h.block,
+                h.sector_index,
+                h.generation,
+                h.write_seq,
+                h.write_time_s
+            ),
+        };
+        println!("  sector {index:>4}: {description}");
+    }
+    match verify::classify(
+        &format,
+        Expectation {
+            block: args.block,
+            generation,
+        },
+        &buf,
+    ) {
+        None => {
+            println!("verdict: ok");
+            Ok(ExitCode::Clean)
+        }
+        Some(classified) => {
+            println!(
+                "verdict: {}: {}",
+                classified.class.name(),
+                classified.detail
+            );
+            if let Some(corruption) = &classified.corruption {
+                for row in &corruption.diff_rows {
+                    println!("  {:08x}  expected {}", row.offset, row.expected);
+                    println!("  {:08x}  found    {}", row.offset, row.found);
+                }
+            }
+            Ok(ExitCode::Findings)
+        }
+    }
+}
+
+fn open_for_reading(uri: &str, manifest: &Manifest) -> Result<Arc<dyn Target>> {
+    let request = OpenRequest {
+        write: false,
+        create_size: None,
+        direct: true,
+        force: false,
+    };
+    let target: Arc<dyn Target> = Arc::from(target::open(uri, &request)?);
+    check_same_target(manifest, target.info())?;
+    Ok(target)
+}
+
+/// The target must be the size the manifest was written for; a different
+/// identity is worth a warning (a verify on another host sees other paths).
+fn check_same_target(manifest: &Manifest, info: &target::TargetInfo) -> Result<()> {
+    let header = manifest.header();
+    let usable = info.size_bytes / header.block_size as u64 * header.block_size as u64;
+    if usable != header.target.size_bytes {
+        return Err(Error::usage(format!(
+            "manifest {} was written for a target of {} bytes; {} has {} bytes",
+            manifest.path().display(),
+            header.target.size_bytes,
+            info.uri,
+            info.size_bytes
+        )));
+    }
+    check_block_size(header.block_size, info)?;
+    let recorded = header.target.identity();
+    if recorded != info.identity && recorded != Default::default() {
+        eprintln!(
+            "warning: {} does not look like the device the manifest was written on (recorded {:?}, found {:?})",
+            info.uri, recorded, info.identity
+        );
+    }
+    Ok(())
+}
+
+fn check_block_size(block_size: u32, info: &target::TargetInfo) -> Result<()> {
+    if block_size % info.logical_sector_size != 0 {
+        return Err(Error::usage(format!(
+            "block size {} is not a multiple of {}'s logical sector size ({} bytes)",
+            format_size(block_size as u64),
+            info.uri,
+            info.logical_sector_size
+        )));
+    }
+    Ok(())
+}
+
+/// The manifest never lives on the target.
+fn refuse_manifest_on_target(args: &TargetArgs) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if let (Ok(a), Ok(b)) = (
+        std::fs::metadata(&args.manifest),
+        std::fs::metadata(&args.target),
+    ) {
+        let same = a.dev() == b.dev() && a.ino() == b.ino();
+        if same {
+            return Err(Error::usage(format!(
+                "the manifest {} is the target itself; keep the manifest off the target",
+                args.manifest.display()
+            )));
+        }
+    }
+    if args.manifest.as_os_str() == args.target.as_str() {
+        return Err(Error::usage(
+            "the manifest and the target are the same path; keep the manifest off the target",
+        ));
+    }
+    Ok(())
+}
+
+/// 64 random bits from the kernel.
+pub fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    match rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()) {
+        Ok(8) => u64::from_le_bytes(bytes),
+        _ => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            crate::stamp::mix64(now.as_nanos() as u64 ^ std::process::id() as u64)
+        }
+    }
+}

@@ -1,0 +1,481 @@
+//! The verify phase: read the whole target back at depth, check every block
+//! against the manifest in parallel, classify each one that is wrong, and
+//! re-read every finding once to tell persistent from transient.
+//!
+//! Reads are large and aligned (1 MiB by default) and kept in flight by an
+//! engine; each completed chunk is checked on the rayon pool while the next
+//! reads are in flight. Memory is bounded by the chunks in flight and in
+//! checking, not by the target's size.
+
+pub mod classify;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::channel;
+use std::time::{Duration, Instant};
+
+use crate::buf::AlignedBuf;
+use crate::engine::{Engine, Io, IoKind};
+use crate::error::{Error, Result};
+use crate::manifest::Expected;
+use crate::stamp::{self, MAGIC, RunFormat, SECTOR_BYTES};
+use crate::target::Target;
+pub use classify::{Classified, Corruption, Expectation, FindingClass, SectorSpan, classify};
+
+/// One block that is not what was expected.
+#[derive(Clone, Debug)]
+pub struct Finding {
+    pub block: u64,
+    pub offset: u64,
+    pub expected_generation: u32,
+    pub classified: Classified,
+    /// Failing sectors (index within the block) of an unreadable block.
+    pub unreadable_sectors: Vec<u32>,
+    /// The second read returned the same bytes (or failed again).
+    pub persistent: bool,
+    /// CRC32C of the bytes first read (None when the read failed).
+    first_read_crc: Option<u32>,
+}
+
+#[derive(Clone, Debug)]
+pub struct VerifyOptions {
+    /// Threads checking blocks.
+    pub threads: usize,
+    /// Read chunks kept in flight.
+    pub queue_depth: usize,
+    /// Bytes per read (rounded to whole blocks).
+    pub chunk_bytes: usize,
+    /// Findings kept with their details; more are counted only.
+    pub max_findings: usize,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            queue_depth: 8,
+            chunk_bytes: 1 << 20,
+            max_findings: 100_000,
+        }
+    }
+}
+
+/// Counts of blocks, as the report's `blocks` object.
+#[derive(Clone, Debug, Default)]
+pub struct BlockCounts {
+    pub total: u64,
+    pub expected_written: u64,
+    pub checked: u64,
+    pub ok: u64,
+}
+
+/// The result of a verify.
+#[derive(Clone, Debug)]
+pub struct VerifyOutcome {
+    pub blocks: BlockCounts,
+    /// Findings kept, ordered by block.
+    pub findings: Vec<Finding>,
+    /// Per class, counting every finding (also those not kept).
+    pub counts_by_class: Vec<(FindingClass, u64)>,
+    pub bytes_read: u64,
+    pub elapsed: Duration,
+    /// Blocks skipped without reading because the target reports them as
+    /// holes and the run never wrote them.
+    pub blocks_in_holes: u64,
+}
+
+impl VerifyOutcome {
+    pub fn total_findings(&self) -> u64 {
+        self.counts_by_class.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// Progress counters a caller may watch from another thread.
+#[derive(Debug, Default)]
+pub struct VerifyProgress {
+    pub bytes_done: AtomicU64,
+    pub bytes_total: AtomicU64,
+}
+
+struct Chunk {
+    first_block: u64,
+    block_count: u64,
+}
+
+struct ChunkResult {
+    findings: Vec<Finding>,
+    ok: u64,
+    checked: u64,
+    buf: Option<AlignedBuf>,
+}
+
+/// Verify every block of the target against `expected`.
+pub fn verify(
+    target: Arc<dyn Target>,
+    format: &RunFormat,
+    expected: &Expected<'_>,
+    engine: &mut dyn Engine,
+    options: &VerifyOptions,
+    progress: Option<&VerifyProgress>,
+) -> Result<VerifyOutcome> {
+    let started = Instant::now();
+    let block_size = format.block_size as u64;
+    let block_count = expected.block_count();
+    let blocks_per_chunk = (options.chunk_bytes as u64 / block_size).max(1);
+    let chunk_count = block_count.div_ceil(blocks_per_chunk);
+    let holes = target.data_ranges();
+    if let Some(p) = progress {
+        p.bytes_total
+            .store(block_count * block_size, Ordering::Relaxed);
+    }
+
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(options.threads.max(1))
+        .thread_name(|i| format!("bs-check-{i}"))
+        .build()
+        .map_err(|e| Error::run(format!("cannot start checking threads: {e}")))?;
+    let max_buffers = options.queue_depth.max(1) + options.threads.max(1) * 2;
+    let mut free_buffers: Vec<AlignedBuf> = Vec::new();
+    let mut buffers_out = 0usize;
+    let mut tally = Tally {
+        counts: BlockCounts {
+            total: block_count,
+            expected_written: expected.count_written(),
+            ..Default::default()
+        },
+        findings: Vec::new(),
+        class_counts: Default::default(),
+        max_findings: options.max_findings,
+    };
+    let mut bytes_read = 0u64;
+    let mut blocks_in_holes = 0u64;
+    let mut chunks: std::collections::HashMap<u64, Chunk> = Default::default();
+
+    let (sender, receiver) = channel::<ChunkResult>();
+    let mut checking = 0usize;
+    let mut next_chunk = 0u64;
+    let take_back =
+        |result: ChunkResult, tally: &mut Tally, free: &mut Vec<AlignedBuf>, out: &mut usize| {
+            if let Some(buf) = tally.merge(result) {
+                free.push(buf);
+                *out -= 1;
+            }
+        };
+
+    pool.in_place_scope(|scope| -> Result<()> {
+        loop {
+            // Keep reads in flight.
+            while next_chunk < chunk_count
+                && engine.in_flight() < engine.queue_depth()
+                && buffers_out < max_buffers
+            {
+                let first_block = next_chunk * blocks_per_chunk;
+                let chunk = Chunk {
+                    first_block,
+                    block_count: blocks_per_chunk.min(block_count - first_block),
+                };
+                let chunk_index = next_chunk;
+                next_chunk += 1;
+                let range =
+                    first_block * block_size..(first_block + chunk.block_count) * block_size;
+                if in_hole(holes.as_deref(), &range)
+                    && (first_block..first_block + chunk.block_count)
+                        .all(|b| expected.generation(b) == 0)
+                {
+                    // Never written and not allocated: reads as zeros.
+                    tally.counts.checked += chunk.block_count;
+                    tally.counts.ok += chunk.block_count;
+                    blocks_in_holes += chunk.block_count;
+                    if let Some(p) = progress {
+                        p.bytes_done
+                            .fetch_add(range.end - range.start, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                let mut buf = free_buffers.pop().unwrap_or_else(|| {
+                    engine.take_buffer((blocks_per_chunk * block_size) as usize)
+                });
+                buffers_out += 1;
+                buf.set_len((range.end - range.start) as usize);
+                engine
+                    .submit(Io {
+                        id: chunk_index,
+                        kind: IoKind::Read {
+                            offset: range.start,
+                        },
+                        buf,
+                    })
+                    .map_err(|e| Error::run(format!("read engine failed: {e}")))?;
+                chunks.insert(chunk_index, chunk);
+            }
+            engine
+                .kick()
+                .map_err(|e| Error::run(format!("read engine failed: {e}")))?;
+
+            let idle = next_chunk >= chunk_count && engine.in_flight() == 0;
+            if idle && checking == 0 {
+                break;
+            }
+            if engine.in_flight() > 0 {
+                let completions = engine
+                    .complete(1)
+                    .map_err(|e| Error::run(format!("read engine failed: {e}")))?;
+                for completion in completions {
+                    let chunk = chunks
+                        .remove(&completion.id)
+                        .expect("completion for a submitted chunk");
+                    bytes_read += completion.buf.len() as u64;
+                    if let Some(p) = progress {
+                        p.bytes_done
+                            .fetch_add(completion.buf.len() as u64, Ordering::Relaxed);
+                    }
+                    let sender = sender.clone();
+                    let target = Arc::clone(&target);
+                    let read_ok = completion.result.is_ok();
+                    let buf = completion.buf;
+                    checking += 1;
+                    scope.spawn(move |_| {
+                        let result = if read_ok {
+                            check_chunk(format, expected, &chunk, buf)
+                        } else {
+                            // The chunk read failed: find the failing
+                            // blocks and sectors, and check the rest.
+                            let mut result =
+                                check_blocks_one_by_one(target.as_ref(), format, expected, &chunk);
+                            result.buf = Some(buf);
+                            result
+                        };
+                        let _ = sender.send(result);
+                    });
+                }
+            } else if checking > 0 {
+                // Every buffer is being checked: wait for one back.
+                let result = receiver.recv().expect("checking thread result");
+                checking -= 1;
+                take_back(result, &mut tally, &mut free_buffers, &mut buffers_out);
+            }
+            while let Ok(result) = receiver.try_recv() {
+                checking -= 1;
+                take_back(result, &mut tally, &mut free_buffers, &mut buffers_out);
+            }
+        }
+        Ok(())
+    })?;
+
+    let Tally {
+        counts,
+        mut findings,
+        class_counts,
+        ..
+    } = tally;
+    findings.sort_by_key(|f| f.block);
+    // Re-read each finding once: the same bytes again means the medium
+    // holds them; different bytes point at the read path or a cache.
+    let rereads: Vec<(usize, bool)> = pool.install(|| {
+        use rayon::prelude::*;
+        findings
+            .par_iter()
+            .enumerate()
+            .map(|(index, finding)| (index, reread_matches(target.as_ref(), format, finding)))
+            .collect()
+    });
+    for (index, persistent) in rereads {
+        findings[index].persistent = persistent;
+    }
+
+    Ok(VerifyOutcome {
+        blocks: counts,
+        findings,
+        counts_by_class: class_counts.into_iter().collect(),
+        bytes_read,
+        elapsed: started.elapsed(),
+        blocks_in_holes,
+    })
+}
+
+struct Tally {
+    counts: BlockCounts,
+    findings: Vec<Finding>,
+    class_counts: std::collections::BTreeMap<FindingClass, u64>,
+    max_findings: usize,
+}
+
+impl Tally {
+    /// Add a checked chunk's results; hands back its buffer.
+    fn merge(&mut self, result: ChunkResult) -> Option<AlignedBuf> {
+        self.counts.ok += result.ok;
+        self.counts.checked += result.checked;
+        for finding in result.findings {
+            *self
+                .class_counts
+                .entry(finding.classified.class)
+                .or_default() += 1;
+            if self.findings.len() < self.max_findings {
+                self.findings.push(finding);
+            }
+        }
+        result.buf
+    }
+}
+
+fn in_hole(holes: Option<&[std::ops::Range<u64>]>, range: &std::ops::Range<u64>) -> bool {
+    match holes {
+        Some(data) => !data
+            .iter()
+            .any(|d| d.start < range.end && range.start < d.end),
+        None => false,
+    }
+}
+
+/// Check every block of a chunk that was read whole.
+fn check_chunk(
+    format: &RunFormat,
+    expected: &Expected<'_>,
+    chunk: &Chunk,
+    buf: AlignedBuf,
+) -> ChunkResult {
+    let block_size = format.block_size as usize;
+    let mut findings = Vec::new();
+    let mut ok = 0;
+    for (i, bytes) in buf.chunks_exact(block_size).enumerate() {
+        let block = chunk.first_block + i as u64;
+        match check_block(format, expected, block, bytes) {
+            None => ok += 1,
+            Some(finding) => findings.push(finding),
+        }
+    }
+    ChunkResult {
+        findings,
+        ok,
+        checked: chunk.block_count,
+        buf: Some(buf),
+    }
+}
+
+/// Check one block's bytes; `None` when it is what the manifest expects.
+pub fn check_block(
+    format: &RunFormat,
+    expected: &Expected<'_>,
+    block: u64,
+    bytes: &[u8],
+) -> Option<Finding> {
+    let generation = expected.generation(block);
+    if generation != 0 {
+        if stamp::block_is_intact(format, block, generation, bytes) {
+            return None;
+        }
+    } else if !bytes
+        .chunks_exact(SECTOR_BYTES)
+        .any(|s| s[..4] == MAGIC.to_le_bytes())
+    {
+        // Never written, and no sector even starts like a stamp.
+        return None;
+    }
+    let classified = classify(format, Expectation { block, generation }, bytes)?;
+    Some(Finding {
+        block,
+        offset: block * format.block_size as u64,
+        expected_generation: generation,
+        classified,
+        unreadable_sectors: Vec::new(),
+        persistent: false,
+        first_read_crc: Some(crc32c::crc32c(bytes)),
+    })
+}
+
+/// After a failed chunk read: read block by block, and for a block that
+/// fails, sector by sector, so only the failing sectors are `unreadable`.
+fn check_blocks_one_by_one(
+    target: &dyn Target,
+    format: &RunFormat,
+    expected: &Expected<'_>,
+    chunk: &Chunk,
+) -> ChunkResult {
+    let block_size = format.block_size as usize;
+    let sector_size = (target.info().logical_sector_size as usize).max(SECTOR_BYTES);
+    let mut buf = AlignedBuf::new(block_size);
+    let mut findings = Vec::new();
+    let mut ok = 0;
+    for i in 0..chunk.block_count {
+        let block = chunk.first_block + i;
+        let offset = block * block_size as u64;
+        match target.read_at(&mut buf, offset) {
+            Ok(()) => match check_block(format, expected, block, &buf) {
+                None => ok += 1,
+                Some(finding) => findings.push(finding),
+            },
+            Err(error) => {
+                let mut sector = AlignedBuf::new(sector_size);
+                let failing: Vec<u32> = (0..block_size / sector_size)
+                    .filter(|s| {
+                        target
+                            .read_at(&mut sector, offset + (s * sector_size) as u64)
+                            .is_err()
+                    })
+                    .map(|s| (s * sector_size / SECTOR_BYTES) as u32)
+                    .collect();
+                let detail = if failing.is_empty() {
+                    format!("the block read failed ({error}) but each sector read alone succeeded")
+                } else {
+                    format!(
+                        "read failed ({error}) in 512-byte sector(s) {}",
+                        describe_sectors(&failing)
+                    )
+                };
+                findings.push(Finding {
+                    block,
+                    offset,
+                    expected_generation: expected.generation(block),
+                    classified: Classified {
+                        class: FindingClass::Unreadable,
+                        found_generation: None,
+                        found_block: None,
+                        detail,
+                        torn_split: None,
+                        corruption: None,
+                    },
+                    unreadable_sectors: failing,
+                    persistent: false,
+                    first_read_crc: None,
+                });
+            }
+        }
+    }
+    ChunkResult {
+        findings,
+        ok,
+        checked: chunk.block_count,
+        buf: None,
+    }
+}
+
+fn describe_sectors(sectors: &[u32]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut iter = sectors.iter().copied().peekable();
+    while let Some(start) = iter.next() {
+        let mut end = start;
+        while iter.peek() == Some(&(end + 1)) {
+            end = iter.next().unwrap_or(end);
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+    }
+    parts.join(", ")
+}
+
+fn reread_matches(target: &dyn Target, format: &RunFormat, finding: &Finding) -> bool {
+    let mut buf = AlignedBuf::new(format.block_size as usize);
+    match (
+        target.read_at(&mut buf, finding.offset),
+        finding.first_read_crc,
+    ) {
+        (Err(_), None) => true,
+        (Ok(()), Some(crc)) => crc32c::crc32c(&buf) == crc,
+        _ => false,
+    }
+}
