@@ -24,12 +24,19 @@ fn main() -> std::process::ExitCode {
             }
             // One line: clap's first line, without its usage block.
             let rendered = error.render().to_string();
-            let first = rendered
-                .lines()
+            let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+            let mut message = lines
                 .next()
                 .unwrap_or("bad usage")
-                .trim_start_matches("error: ");
-            eprintln!("blockstamp: {first} (see 'blockstamp --help')");
+                .trim_start_matches("error: ")
+                .to_string();
+            // "the following required arguments were not provided:" is
+            // followed by the arguments, one per line: keep them on one.
+            if message.ends_with(':') {
+                let items: Vec<&str> = lines.take_while(|l| !l.starts_with("Usage:")).collect();
+                message = format!("{} {}", message, items.join(", "));
+            }
+            eprintln!("blockstamp: {message} (see 'blockstamp --help')");
             return ExitCode::BadInput.into();
         }
     };

@@ -1,0 +1,213 @@
+//! A scratch world for integration tests: a temp dir, the real binary, and
+//! helpers that damage image files the way storage does.
+#![allow(dead_code)]
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+}
+
+/// What a run of the binary did.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(output: Output) -> Run {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// The JSON report printed by `--json -`.
+    pub fn report(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("report is not JSON ({e}): {}", self.stdout))
+    }
+
+    pub fn assert_code(&self, code: i32) -> &Run {
+        assert_eq!(
+            self.code, code,
+            "exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        assert!(!self.stderr.contains("panicked"), "panic: {}", self.stderr);
+        self
+    }
+}
+
+impl TestEnv {
+    pub fn new() -> TestEnv {
+        TestEnv {
+            dir: tempfile::Builder::new()
+                .prefix("blockstamp-test")
+                .tempdir()
+                .expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn p(&self, name: &str) -> String {
+        self.path(name).to_string_lossy().into_owned()
+    }
+
+    /// Run the binary with `args` in the scratch dir.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let output = Command::new(env!("CARGO_BIN_EXE_blockstamp"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .expect("run blockstamp");
+        Run::from(output)
+    }
+
+    /// `write` with the given extra flags; asserts success.
+    pub fn write(&self, image: &str, manifest: &str, extra: &[&str]) -> Run {
+        let mut args = vec!["write", image, "--manifest", manifest];
+        args.extend_from_slice(extra);
+        let run = self.run(&args);
+        run.assert_code(0);
+        run
+    }
+
+    /// `verify --json -` with extra flags.
+    pub fn verify(&self, image: &str, manifest: &str, extra: &[&str]) -> Run {
+        let mut args = vec!["verify", image, "--manifest", manifest, "--json", "-"];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+}
+
+/// Block-level damage to an image file.
+pub struct Image {
+    file: File,
+    pub block_size: u64,
+}
+
+impl Image {
+    pub fn open(path: &Path, block_size: u64) -> Image {
+        Image {
+            file: OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .expect("open image"),
+            block_size,
+        }
+    }
+
+    pub fn read_block(&self, block: u64) -> Vec<u8> {
+        let mut buf = vec![0u8; self.block_size as usize];
+        self.file
+            .read_exact_at(&mut buf, block * self.block_size)
+            .expect("read block");
+        buf
+    }
+
+    pub fn write_block(&self, block: u64, bytes: &[u8]) {
+        self.file
+            .write_all_at(bytes, block * self.block_size)
+            .expect("write block");
+    }
+
+    /// Flip one bit at `byte` within the block.
+    pub fn flip_bit(&self, block: u64, byte: u64, bit: u8) {
+        let mut one = [0u8; 1];
+        let at = block * self.block_size + byte;
+        self.file.read_exact_at(&mut one, at).expect("read byte");
+        one[0] ^= 1 << bit;
+        self.file.write_all_at(&one, at).expect("write byte");
+    }
+
+    pub fn zero_block(&self, block: u64) {
+        self.write_block(block, &vec![0u8; self.block_size as usize]);
+    }
+
+    /// Deallocate the block (a hole reads as zeros).
+    pub fn punch_hole(&self, block: u64) {
+        use rustix::fs::{FallocateFlags, fallocate};
+        fallocate(
+            &self.file,
+            FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+            block * self.block_size,
+            self.block_size,
+        )
+        .expect("punch hole");
+    }
+
+    /// Copy block `from` of `source` over block `to` of this image.
+    pub fn copy_block_from(&self, source: &Image, from: u64, to: u64) {
+        self.write_block(to, &source.read_block(from));
+    }
+
+    /// Replace sectors `first..last` (512-byte) of `block` with those of
+    /// `source`'s same block.
+    pub fn splice_sectors(&self, source: &Image, block: u64, sectors: std::ops::Range<u64>) {
+        let theirs = source.read_block(block);
+        let mut ours = self.read_block(block);
+        let range = (sectors.start * 512) as usize..(sectors.end * 512) as usize;
+        ours[range.clone()].copy_from_slice(&theirs[range]);
+        self.write_block(block, &ours);
+    }
+
+    pub fn sync(&self) {
+        self.file.sync_all().expect("sync image");
+    }
+}
+
+/// Copy an image file (a frozen older state of the target).
+pub fn snapshot(from: &Path, to: &Path) {
+    std::fs::copy(from, to).expect("copy image");
+}
+
+/// (block, class) of every finding, sorted.
+pub fn finding_set(report: &Value) -> Vec<(u64, String)> {
+    let mut set: Vec<(u64, String)> = report["findings"]
+        .as_array()
+        .expect("findings array")
+        .iter()
+        .map(|f| {
+            (
+                f["block"].as_u64().unwrap(),
+                f["class"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    set.sort();
+    set
+}
+
+/// The finding for `block`.
+pub fn finding(report: &Value, block: u64) -> Value {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["block"].as_u64() == Some(block))
+        .cloned()
+        .unwrap_or_else(|| panic!("no finding for block {block}"))
+}
+
+/// Hash of a file's bytes, to prove a target was not touched.
+pub fn file_digest(path: &Path) -> Option<u32> {
+    std::fs::read(path).ok().map(|bytes| crc32c::crc32c(&bytes))
+}
+
+/// Should tests that need root, loop devices or qemu fail instead of skip?
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
