@@ -21,4 +21,4 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 cargo build --release --locked
-cargo test --release --locked --all-targets -- --test-threads="${TEST_THREADS:-4}"
+cargo test --release --locked --all-targets
