@@ -6,6 +6,7 @@
 //! threads at once, and the NBD target turns that into many requests in
 //! flight on one connection.
 
+pub mod blockdev;
 pub mod file;
 
 use std::fmt;
