@@ -486,9 +486,17 @@ fn a_device_opened_for_writing_is_claimed_exclusively() {
         Some(rustix::io::Errno::BUSY.raw_os_error())
     );
     drop(target);
-    device
-        .claim_exclusively()
-        .expect("claim released when the target closes");
+    // Other tests spawn losetup and mkfs meanwhile; a child between fork
+    // and exec holds a copy of every descriptor of this process, ours too,
+    // so the claim ends when that child has exec'd: wait a little for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while let Err(e) = device.claim_exclusively() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the claim outlived the target: {e}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 #[test]
