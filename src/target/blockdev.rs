@@ -339,8 +339,9 @@ impl Device<'_> {
             return Ok(());
         }
         let what: Vec<&str> = found.iter().map(|s| Signature::description(*s)).collect();
+        let pronoun = if what.len() == 1 { "it" } else { "them" };
         Err(Error::usage(format!(
-            "target {} holds {}; writing would destroy it: pass --force to overwrite it",
+            "target {} holds {}; writing would destroy {pronoun}: pass --force to overwrite {pronoun}",
             self.uri,
             what.join(" and ")
         )))
