@@ -6,6 +6,7 @@
 //! threads at once, and the NBD target turns that into many requests in
 //! flight on one connection.
 
+pub mod blockdev;
 pub mod file;
 
 use std::fmt;
@@ -120,9 +121,8 @@ pub fn open(uri: &str, request: &OpenRequest) -> crate::error::Result<Box<dyn Ta
     if let Ok(meta) = std::fs::metadata(path) {
         use std::os::unix::fs::FileTypeExt;
         if meta.file_type().is_block_device() {
-            return Err(Error::usage(format!(
-                "target {uri}: block devices are not supported by this build yet"
-            )));
+            let device = blockdev::BlockDeviceTarget::open(path, uri, request)?;
+            return Ok(Box::new(device));
         }
     }
     Ok(Box::new(file::FileTarget::open(path, uri, request)?))
