@@ -119,9 +119,17 @@ fn prepare_write(args: &TargetArgs, config: &WriteConfig) -> Result<(Manifest, A
             format_size(block_size as u64)
         )));
     }
+    // A block device written with --size is used only up to that size; a
+    // continued run keeps the manifest's limit.
+    let create_size = match (&existing, config.size_bytes) {
+        (Some(manifest), None) if is_block_device(&args.target) => {
+            Some(manifest.header().target.size_bytes)
+        }
+        (_, size) => size,
+    };
     let request = OpenRequest {
         write: true,
-        create_size: config.size_bytes,
+        create_size,
         direct: config.direct,
         force: config.force,
     };
@@ -394,9 +402,11 @@ fn inspect_command(args: &InspectArgs) -> Result<ExitCode> {
 }
 
 fn open_for_reading(uri: &str, manifest: &Manifest) -> Result<Arc<dyn Target>> {
+    // Only the first `size_bytes` of a block device belong to the run.
+    let create_size = is_block_device(uri).then_some(manifest.header().target.size_bytes);
     let request = OpenRequest {
         write: false,
-        create_size: None,
+        create_size,
         direct: true,
         force: false,
     };
@@ -440,6 +450,11 @@ fn check_block_size(block_size: u32, info: &target::TargetInfo) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+fn is_block_device(uri: &str) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(uri).is_ok_and(|m| m.file_type().is_block_device())
 }
 
 /// The manifest never lives on the target.
