@@ -185,8 +185,12 @@ impl Client {
         if let Err(e) = writer.write_all_two(&header, payload) {
             drop(writer);
             // Part of a request may be on the wire: the stream is out of step.
+            let kind = match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::ErrorKind::TimedOut,
+                _ => io::ErrorKind::BrokenPipe,
+            };
             let failure = self.shared.fail(
-                io::ErrorKind::BrokenPipe,
+                kind,
                 format!(
                     "cannot send to the {}: {}",
                     self.shared.server,
@@ -359,7 +363,9 @@ fn read_replies(shared: &Shared, socket: Socket) {
 /// An IO error in words, end-of-file included.
 fn describe(e: &io::Error) -> String {
     match e.kind() {
-        io::ErrorKind::UnexpectedEof => "the server closed the connection".into(),
+        io::ErrorKind::UnexpectedEof
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::ConnectionReset => "the server closed the connection".into(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
             "the server stopped taking data".into()
         }

@@ -84,7 +84,9 @@ impl NbdTarget {
         } = uri::parse(uri)?;
         let server = format!("NBD server at {endpoint}");
         let mut socket = Socket::connect(&endpoint, options.connect_timeout).map_err(|e| {
-            Error::run(format!("target {uri}: cannot connect to the {server}: {e}"))
+            Error::run(format!(
+                "target {uri}: cannot connect to the {server}: {e}; is the server running there?"
+            ))
         })?;
         let negotiated = socket
             .set_timeouts(
