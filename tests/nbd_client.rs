@@ -403,7 +403,12 @@ fn server_killed_mid_run_fails_pending_and_later_requests_without_hanging() {
             })
         })
         .collect();
+    let started = Instant::now();
     while target.max_in_flight() < 8 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the 8 reads never got in flight"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let killed = Instant::now();
