@@ -8,6 +8,7 @@
 
 pub mod blockdev;
 pub mod file;
+pub mod nbd;
 
 use std::fmt;
 use std::io;
@@ -113,9 +114,7 @@ pub struct OpenRequest {
 pub fn open(uri: &str, request: &OpenRequest) -> crate::error::Result<Box<dyn Target>> {
     use crate::error::Error;
     if uri.starts_with("nbd:") || uri.starts_with("nbd+") || uri.starts_with("nbds") {
-        return Err(Error::usage(format!(
-            "target {uri}: NBD targets are not supported by this build yet"
-        )));
+        return Ok(Box::new(nbd::NbdTarget::open(uri, request)?));
     }
     let path = std::path::Path::new(uri);
     if let Ok(meta) = std::fs::metadata(path) {
