@@ -165,3 +165,59 @@ pub fn build(
         Decision::Uring => unreachable!("choose gives Uring only when io_uring works"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DISABLED: &str = "kernel.io_uring_disabled=2";
+
+    #[test]
+    fn auto_uses_uring_where_it_works() {
+        assert_eq!(choose(EngineChoice::Auto, Ok(()), true), Decision::Uring);
+        assert_eq!(choose(EngineChoice::Uring, Ok(()), true), Decision::Uring);
+    }
+
+    #[test]
+    fn auto_falls_back_to_sync_with_a_note_saying_why() {
+        let decision = choose(EngineChoice::Auto, Err(DISABLED.to_string()), true);
+        let note = "io_uring unavailable here (kernel.io_uring_disabled=2); \
+                    using the sync engine (pread/pwrite threads)";
+        assert_eq!(
+            decision,
+            Decision::Sync {
+                note: Some(note.to_string())
+            }
+        );
+    }
+
+    #[test]
+    fn explicit_uring_that_cannot_work_is_refused() {
+        let decision = choose(EngineChoice::Uring, Err(DISABLED.to_string()), true);
+        let message = "io_uring unavailable here (kernel.io_uring_disabled=2); use the sync engine";
+        assert_eq!(decision, Decision::Refuse(message.to_string()));
+        let Decision::Refuse(message) = choose(EngineChoice::Uring, Ok(()), false) else {
+            panic!("uring without a file descriptor must be refused")
+        };
+        assert!(
+            message.contains("needs a file or block device"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn sync_is_sync_whatever_io_uring_says() {
+        for uring in [Ok(()), Err(DISABLED.to_string())] {
+            assert_eq!(
+                choose(EngineChoice::Sync, uring, true),
+                Decision::Sync { note: None }
+            );
+        }
+    }
+
+    #[test]
+    fn auto_on_a_target_without_fd_is_sync_without_a_note() {
+        let decision = choose(EngineChoice::Auto, Err(DISABLED.to_string()), false);
+        assert_eq!(decision, Decision::Sync { note: None });
+    }
+}
