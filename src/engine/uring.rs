@@ -38,11 +38,12 @@
 //! FUA write on devices that support it (and a cache flush after the write
 //! on those that do not).
 //!
-//! Registered buffers: `take_buffer` lends buffers of the registered pool.
-//! The kernel holds on to the pages it registered, not to the address, so a
-//! pool buffer must come back through `submit` or `recycle`, or outlive the
-//! engine: if one were freed while the engine lives and a new buffer
-//! allocated at its address, a fixed write would send the old pages.
+//! Registered buffers: `take_buffer` lends buffers of the registered pool,
+//! and `submit` recognises them by address. The kernel holds on to the pages
+//! it registered, not to the address, so a lent buffer must come back through
+//! `submit` or `recycle`, or be dropped only after the engine: were one freed
+//! while the engine lives and a new buffer allocated at its address, a fixed
+//! write of the new buffer would send the old pages.
 
 use std::collections::HashMap;
 use std::io;
@@ -179,7 +180,9 @@ struct Op {
     done: usize,
     /// Retries after `-EAGAIN` / `-EINTR` so far.
     retries: u32,
-    /// When the SQE went to the kernel; `None` while it waits in the SQ.
+    /// When the io_uring_enter that sent the IO began; `None` while it waits
+    /// in the SQ. Latency runs from here to the reap that finds its last
+    /// completion, retries and resubmitted parts included.
     submitted: Option<Instant>,
 }
 
@@ -249,8 +252,8 @@ fn next_step(kind: IoKind, len: usize, done: usize, res: i32, retries: u32) -> S
 /// The io_uring engine. See the module documentation.
 pub struct UringEngine {
     ring: IoUring,
-    /// Keeps the target's fd open for as long as the ring may use it.
-    target: Arc<dyn Target>,
+    /// Never read: holds the target's fd open for as long as the ring lives.
+    _target: Arc<dyn Target>,
     file: FileRef,
     queue_depth: usize,
     pool: BufferPool,
@@ -318,7 +321,7 @@ impl UringEngine {
                 ),
             ));
         };
-        let ring = IoUring::builder()
+        let mut ring = IoUring::builder()
             .setup_cqsize(cq_entries as u32)
             .setup_clamp()
             .build(sq_entries as u32)?;
@@ -328,11 +331,10 @@ impl UringEngine {
             Err(_) => FileRef::Raw(raw_fd),
         };
         let (pool, registration_note) = register_pool(&ring, queue_depth, max_io_bytes);
-        let mut ring = ring;
         let dropped_baseline = ring.completion().overflow();
         Ok(UringEngine {
             ring,
-            target,
+            _target: target,
             file,
             queue_depth,
             pool,
@@ -360,11 +362,6 @@ impl UringEngine {
         self.registration_note.as_deref()
     }
 
-    /// The target this engine writes to.
-    pub fn target(&self) -> &Arc<dyn Target> {
-        &self.target
-    }
-
     fn check_healthy(&self) -> io::Result<()> {
         if self.lost > 0 {
             return Err(io::Error::other(format!(
@@ -385,8 +382,8 @@ impl UringEngine {
         let entry = match op.kind {
             IoKind::Write { offset, fua } => {
                 let flags = if fua { libc::RWF_DSYNC } else { 0 };
-                // SAFETY: `done < buf.len()` (a part is only resubmitted when
-                // bytes remain), so the pointer stays inside the buffer.
+                // SAFETY: `done` is 0 or, for the rest of a short transfer,
+                // less than `buf.len()`: the pointer stays in the buffer.
                 let ptr = unsafe { op.buf.as_ptr().add(done) };
                 let offset = offset + done as u64;
                 match op.fixed {
@@ -437,7 +434,7 @@ impl UringEngine {
             // SAFETY: every buffer an entry points at is owned by its op in
             // `self.ops` and is neither freed nor moved (it lives on the heap)
             // until that op's last completion is reaped, or in Drop leaked;
-            // the fd stays open through `self.target` or the registration.
+            // the fd stays open through `self._target` or the registration.
             if unsafe { self.ring.submission().push(entry) }.is_ok() {
                 return Ok(());
             }
