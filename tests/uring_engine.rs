@@ -243,10 +243,12 @@ fn a_read_crossing_end_of_file_reports_eof_and_keeps_the_partial_data() {
     assert_eq!(completion.buf[..5904], content[4096..]);
 }
 
-/// The read end of a pipe: reads return what has been written so far, the
-/// short transfers a disk rarely shows on demand.
-struct PipeTarget {
-    read_end: OwnedFd,
+/// A target the engine drives only through its fd: the read end of a pipe,
+/// whose reads return what has been written so far (the short transfers a
+/// disk rarely shows on demand); or, without an fd, a target io_uring cannot
+/// drive, as an NBD export.
+struct StubTarget {
+    fd: Option<OwnedFd>,
     info: TargetInfo,
 }
 
@@ -268,7 +270,7 @@ fn unsupported() -> std::io::Error {
     std::io::Error::from(std::io::ErrorKind::Unsupported)
 }
 
-impl Target for PipeTarget {
+impl Target for StubTarget {
     fn info(&self) -> &TargetInfo {
         &self.info
     }
@@ -282,19 +284,17 @@ impl Target for PipeTarget {
         Ok(())
     }
     fn raw_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.read_end.as_fd())
+        self.fd.as_ref().map(|fd| fd.as_fd())
     }
 }
 
 fn pipe() -> (Arc<dyn Target>, OwnedFd) {
     let (read_end, write_end) = rustix::pipe::pipe().unwrap();
-    (
-        Arc::new(PipeTarget {
-            read_end,
-            info: target_info("pipe"),
-        }),
-        write_end,
-    )
+    let target = StubTarget {
+        fd: Some(read_end),
+        info: target_info("pipe"),
+    };
+    (Arc::new(target), write_end)
 }
 
 #[test]
@@ -471,27 +471,12 @@ fn in_flight_counts_ios_from_submit_until_complete_returns_them() {
     assert!(engine.complete(1).unwrap().is_empty());
 }
 
-/// A target without a file descriptor, as an NBD export is.
-struct RemoteTarget(TargetInfo);
-
-impl Target for RemoteTarget {
-    fn info(&self) -> &TargetInfo {
-        &self.0
-    }
-    fn read_at(&self, _: &mut [u8], _: u64) -> std::io::Result<()> {
-        Err(unsupported())
-    }
-    fn write_at(&self, _: &[u8], _: u64, _: bool) -> std::io::Result<()> {
-        Err(unsupported())
-    }
-    fn flush(&self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn uring_engine_needs_a_file_descriptor() {
-    let target: Arc<dyn Target> = Arc::new(RemoteTarget(target_info("nbd://host/export")));
+    let target: Arc<dyn Target> = Arc::new(StubTarget {
+        fd: None,
+        info: target_info("nbd://host/export"),
+    });
     let error = UringEngine::new(Arc::clone(&target), 4, BLOCK)
         .err()
         .unwrap();
