@@ -16,6 +16,11 @@ pub struct AlignedBuf {
     ptr: NonNull<u8>,
     len: usize,
     capacity: usize,
+    /// (pool, index) when this allocation is registered with an io_uring
+    /// ring. A fresh allocation that happens to reuse the address of a
+    /// dropped registered buffer has none, so it can never be mistaken for
+    /// the registered memory.
+    registration: Option<(u64, u16)>,
 }
 
 // SAFETY: AlignedBuf owns its allocation exclusively, like Vec<u8>.
@@ -30,12 +35,28 @@ impl AlignedBuf {
         // SAFETY: layout has non-zero size.
         let raw = unsafe { alloc_zeroed(layout) };
         let ptr = NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        AlignedBuf { ptr, len, capacity }
+        AlignedBuf {
+            ptr,
+            len,
+            capacity,
+            registration: None,
+        }
     }
 
     /// Bytes the allocation can hold without reallocating.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// The io_uring registration of this allocation, if an engine made one.
+    pub fn registration(&self) -> Option<(u64, u16)> {
+        self.registration
+    }
+
+    /// For engines: mark this allocation as registered buffer `index` of
+    /// buffer pool `pool`.
+    pub fn set_registration(&mut self, registration: Option<(u64, u16)>) {
+        self.registration = registration;
     }
 
     /// Change the visible length within the capacity (contents are kept).

@@ -8,11 +8,14 @@
 //! block while either is in flight, so completion order does not matter.
 
 pub mod sync;
+pub mod uring;
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::buf::AlignedBuf;
+use crate::target::Target;
 
 /// What an IO does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,4 +79,145 @@ pub trait Engine {
     /// Wait until at least `min` IOs have completed (0: do not wait) and
     /// return every completion available.
     fn complete(&mut self, min: usize) -> io::Result<Vec<Completion>>;
+}
+
+/// Which engine the user asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineChoice {
+    /// io_uring, or an error when it cannot work here.
+    Uring,
+    /// The thread pool of blocking pread/pwrite calls.
+    Sync,
+    /// io_uring where it works, else the sync engine with a note saying why.
+    Auto,
+}
+
+/// What [`build`] makes of a choice, given whether io_uring works here.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    Uring,
+    /// The sync engine, with a one-line note when it replaces io_uring.
+    Sync {
+        note: Option<String>,
+    },
+    /// An explicit uring choice that cannot be honoured: the message.
+    Refuse(String),
+}
+
+/// Decide which engine to build. `uring` is [`uring::probe`]'s verdict (or
+/// why the engine could not be set up); `target_has_fd` is false for targets
+/// io_uring cannot drive (NBD), for which `Auto` quietly means sync: that is
+/// their engine, not a fallback.
+pub fn choose(choice: EngineChoice, uring: Result<(), String>, target_has_fd: bool) -> Decision {
+    match (choice, target_has_fd, uring) {
+        (EngineChoice::Sync, _, _) | (EngineChoice::Auto, false, _) => {
+            Decision::Sync { note: None }
+        }
+        (EngineChoice::Uring, false, _) => Decision::Refuse(
+            "the uring engine needs a file or block device target; use the sync engine".to_string(),
+        ),
+        (EngineChoice::Uring, true, Err(reason)) => Decision::Refuse(format!(
+            "io_uring unavailable here ({reason}); use the sync engine"
+        )),
+        (EngineChoice::Auto, true, Err(reason)) => Decision::Sync {
+            note: Some(format!(
+                "io_uring unavailable here ({reason}); using the sync engine (pread/pwrite threads)"
+            )),
+        },
+        (EngineChoice::Uring | EngineChoice::Auto, true, Ok(())) => Decision::Uring,
+    }
+}
+
+/// A built engine and, when the choice was not carried out as asked (a
+/// fallback, unregistered buffers), one line for the user saying so.
+pub type Built = (Box<dyn Engine + Send>, Option<String>);
+
+/// Build the engine `choice` asks for over `target`, with `queue_depth` IOs
+/// in flight of at most `max_io_bytes` each. The error is one line for the
+/// user, naming the target.
+pub fn build(
+    choice: EngineChoice,
+    target: Arc<dyn Target>,
+    queue_depth: usize,
+    max_io_bytes: usize,
+) -> Result<Built, String> {
+    let uri = target.info().uri.clone();
+    let has_fd = target.raw_fd().is_some();
+    let probed = match choice {
+        EngineChoice::Sync => Ok(()),
+        EngineChoice::Uring | EngineChoice::Auto => uring::probe(),
+    };
+    let decision = match choose(choice, probed, has_fd) {
+        Decision::Uring => {
+            match uring::UringEngine::new(Arc::clone(&target), queue_depth, max_io_bytes) {
+                Ok(engine) => {
+                    let note = engine.registration_note().map(str::to_string);
+                    return Ok((Box::new(engine), note));
+                }
+                Err(error) => choose(choice, Err(uring::unavailable_reason(&error)), has_fd),
+            }
+        }
+        other => other,
+    };
+    match decision {
+        Decision::Sync { note } => Ok((Box::new(sync::SyncEngine::new(target, queue_depth)), note)),
+        Decision::Refuse(message) => Err(format!("target {uri}: {message}")),
+        Decision::Uring => unreachable!("choose gives Uring only when io_uring works"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DISABLED: &str = "kernel.io_uring_disabled=2";
+
+    #[test]
+    fn auto_uses_uring_where_it_works() {
+        assert_eq!(choose(EngineChoice::Auto, Ok(()), true), Decision::Uring);
+        assert_eq!(choose(EngineChoice::Uring, Ok(()), true), Decision::Uring);
+    }
+
+    #[test]
+    fn auto_falls_back_to_sync_with_a_note_saying_why() {
+        let decision = choose(EngineChoice::Auto, Err(DISABLED.to_string()), true);
+        let note = "io_uring unavailable here (kernel.io_uring_disabled=2); \
+                    using the sync engine (pread/pwrite threads)";
+        assert_eq!(
+            decision,
+            Decision::Sync {
+                note: Some(note.to_string())
+            }
+        );
+    }
+
+    #[test]
+    fn explicit_uring_that_cannot_work_is_refused() {
+        let decision = choose(EngineChoice::Uring, Err(DISABLED.to_string()), true);
+        let message = "io_uring unavailable here (kernel.io_uring_disabled=2); use the sync engine";
+        assert_eq!(decision, Decision::Refuse(message.to_string()));
+        let Decision::Refuse(message) = choose(EngineChoice::Uring, Ok(()), false) else {
+            panic!("uring without a file descriptor must be refused")
+        };
+        assert!(
+            message.contains("needs a file or block device"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn sync_is_sync_whatever_io_uring_says() {
+        for uring in [Ok(()), Err(DISABLED.to_string())] {
+            assert_eq!(
+                choose(EngineChoice::Sync, uring, true),
+                Decision::Sync { note: None }
+            );
+        }
+    }
+
+    #[test]
+    fn auto_on_a_target_without_fd_is_sync_without_a_note() {
+        let decision = choose(EngineChoice::Auto, Err(DISABLED.to_string()), false);
+        assert_eq!(decision, Decision::Sync { note: None });
+    }
 }

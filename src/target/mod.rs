@@ -112,7 +112,6 @@ pub struct OpenRequest {
 /// Open TARGET as the user named it: an `nbd://` or `nbd+unix://` URI, a
 /// block device, or a regular file.
 pub fn open(uri: &str, request: &OpenRequest) -> crate::error::Result<Box<dyn Target>> {
-    use crate::error::Error;
     if uri.starts_with("nbd:") || uri.starts_with("nbd+") || uri.starts_with("nbds") {
         return Ok(Box::new(nbd::NbdTarget::open(uri, request)?));
     }
