@@ -10,18 +10,18 @@ use crate::cli::{
     CheckpointArgs, Command, InspectArgs, RunArgs, TargetArgs, VerifyArgs, WriteArgs,
 };
 use crate::config::{DEFAULT_BLOCK_SIZE, VerifyConfig, WriteConfig};
-use crate::engine::Engine;
-use crate::engine::sync::SyncEngine;
+use crate::engine;
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
 use crate::manifest::{Access, Manifest, ManifestState, NewManifest, TargetRecord};
+use crate::progress::Goal;
 use crate::report::{Report, ReportContext, TargetSection};
-use crate::stamp::{self, PAYLOAD_BYTES, SECTOR_BYTES, SectorContent};
+use crate::stamp::{self, SECTOR_BYTES, SectorContent};
 use crate::target::{self, OpenRequest, Target};
 use crate::units::{format_rate, format_size};
-use crate::verify::{self, Expectation, VerifyOutcome};
-use crate::workload::PassWorkload;
-use crate::writer::{self, WriteOutcome};
+use crate::verify::{self, Expectation};
+use crate::workload::{BurstPlan, BurstWorkload};
+use crate::writer::{self, WriteOptions, WriteOutcome};
 
 pub fn run(command: Command) -> Result<ExitCode> {
     match command {
@@ -89,6 +89,13 @@ fn prepare_write(args: &TargetArgs, config: &WriteConfig) -> Result<(Manifest, A
                 args.manifest.display(),
                 format_size(header.block_size as u64),
                 format_size(block_size as u64)
+            )));
+        }
+        let random_bytes = crate::config::random_bytes_for(config.compress_ratio);
+        if config.compress_ratio != 1.0 && random_bytes != header.random_bytes {
+            return Err(Error::usage(format!(
+                "manifest {} was written with another --compress-ratio; continue it without the flag or use a new manifest",
+                args.manifest.display()
             )));
         }
         Some(manifest)
@@ -171,9 +178,11 @@ fn prepare_write(args: &TargetArgs, config: &WriteConfig) -> Result<(Manifest, A
                     run_id: random_u64(),
                     seed: config.seed.unwrap_or_else(random_u64),
                     block_size,
-                    random_bytes: PAYLOAD_BYTES as u16,
+                    random_bytes: crate::config::random_bytes_for(config.compress_ratio),
+                    journal_bytes: crate::manifest::journal::journal_bytes_for(
+                        record.size_bytes / block_size as u64,
+                    ),
                     target: record,
-                    journal_bytes: 0,
                 },
             )?
         }
@@ -187,23 +196,88 @@ fn write_phase(
     config: &WriteConfig,
 ) -> Result<WriteOutcome> {
     crate::signals::install();
+    if manifest.header().state == ManifestState::Writing {
+        let recovery = crate::recovery::recover(manifest, target.as_ref())?;
+        eprintln!(
+            "note: the last write of this manifest did not finish; reconciled {} block(s) with pending writes \
+             ({} held the new generation, {} the old, {} torn and rewritten)",
+            recovery.pending_blocks, recovery.kept_new, recovery.kept_old, recovery.rewritten
+        );
+    }
     let seed = match config.seed {
         Some(seed) => seed,
         None if manifest.header().writes_completed == 0 => manifest.header().seed,
         None => random_u64(),
     };
-    let mut engine = SyncEngine::new(Arc::clone(target), config.queue_depth);
-    let mut workload = PassWorkload::new(
-        manifest.block_count(),
-        config.passes,
-        config.coverage,
+    let block_size = manifest.header().block_size as u64;
+    let io_blocks = match config.io_size {
+        None => (1, 1),
+        Some((low, high)) => {
+            if low % block_size != 0 || high % block_size != 0 {
+                return Err(Error::usage(format!(
+                    "bad --io-size: {} and {} must be whole {} blocks",
+                    low,
+                    high,
+                    format_size(block_size)
+                )));
+            }
+            (
+                (low / block_size) as u32,
+                (high / block_size).min(u32::MAX as u64) as u32,
+            )
+        }
+    };
+    let max_io_bytes = io_blocks.1 as usize * block_size as usize;
+    if max_io_bytes > 64 << 20 {
+        return Err(Error::usage("bad --io-size: at most 64 MiB per write"));
+    }
+    let (mut engine, note) = engine::build(
+        config.engine,
+        Arc::clone(target),
+        config.queue_depth,
+        max_io_bytes,
+    )
+    .map_err(Error::usage)?;
+    if let Some(note) = note {
+        eprintln!("note: {note}");
+    }
+    let mut workload = BurstWorkload::new(BurstPlan {
+        block_count: manifest.block_count(),
+        burst: config.burst,
+        scatter: config.scatter,
+        io_blocks,
+        overwrite: config.overwrite,
+        coverage: config.coverage,
+        passes: if config.options.duration.is_some() {
+            None
+        } else {
+            Some(config.passes)
+        },
         seed,
-        config.burst,
-    );
-    let outcome = writer::write(manifest, &mut engine, &mut workload, &config.options)?;
+    });
+    let counters = Arc::new(crate::progress::Counters::default());
+    let goal = match config.options.duration {
+        Some(duration) => Goal::Time(duration),
+        None => Goal::Bytes(
+            (manifest.block_count() as f64
+                * block_size as f64
+                * config.coverage
+                * config.passes as f64
+                / (1.0 - config.overwrite).max(0.01)) as u64,
+        ),
+    };
+    let display = crate::progress::Display::start("write", goal, Arc::clone(&counters));
+    let options = WriteOptions {
+        progress: Some(counters),
+        ..config.options.clone()
+    };
+    let outcome = writer::write(manifest, engine.as_mut(), &mut workload, &options);
+    drop(display);
+    let outcome = outcome?;
     println!(
-        "wrote {} block(s), {} in {:.2} s: {}, {:.0} IOPS (queue depth {}, engine {}, seed {seed})",
+        "wrote {} block(s) in {} writes, {} in {:.2} s: {}, {:.0} IOPS (queue depth {}, engine {}, seed {seed})",
         outcome.blocks_written,
+        outcome.writes,
         format_size(outcome.bytes_written),
         outcome.elapsed.as_secs_f64(),
         format_rate(outcome.bytes_per_second()),
@@ -212,11 +286,13 @@ fn write_phase(
         engine.name(),
     );
     println!(
-        "manifest {}: run {:016x}, {} of {} blocks written",
+        "manifest {}: run {:016x}, {} of {} blocks written, {} flush(es), {} journal sync(s)",
         manifest.path().display(),
         manifest.header().run_id,
         manifest.count_written(),
-        manifest.block_count()
+        manifest.block_count(),
+        outcome.flushes,
+        outcome.journal_syncs,
     );
     if outcome.interrupted {
         println!("stopped early by a signal; the manifest records every completed write");
@@ -242,19 +318,44 @@ fn verify_phase(
         notes.push(note);
     }
     let chunk_bytes = config.options.chunk_bytes.max(format.block_size as usize);
-    let mut engine = SyncEngine::new(Arc::clone(&target), config.options.queue_depth);
+    let (mut engine, note) = engine::build(
+        config.engine,
+        Arc::clone(&target),
+        config.options.queue_depth,
+        chunk_bytes,
+    )
+    .map_err(Error::usage)?;
+    if let Some(note) = note {
+        eprintln!("note: {note}");
+    }
+    if expected.pending_blocks() > 0 {
+        let note = format!(
+            "the writer did not finish: {} block(s) had writes pending (not yet durable); for those, the old or the new generation is accepted",
+            expected.pending_blocks()
+        );
+        eprintln!("note: {note}");
+        notes.push(note);
+    }
+    let counters = Arc::new(crate::progress::Counters::default());
+    let display = crate::progress::Display::start(
+        "verify",
+        Goal::Bytes(manifest.block_count() * format.block_size as u64),
+        Arc::clone(&counters),
+    );
     let options = verify::VerifyOptions {
         chunk_bytes,
         ..config.options.clone()
     };
-    let outcome: VerifyOutcome = verify::verify(
+    let outcome = verify::verify(
         Arc::clone(&target),
         &format,
         &expected,
-        &mut engine,
+        engine.as_mut(),
         &options,
-        None,
-    )?;
+        Some(&counters),
+    );
+    drop(display);
+    let outcome = outcome?;
     let info = target.info();
     let report = Report::new(
         ReportContext {

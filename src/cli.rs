@@ -69,12 +69,34 @@ pub struct WriteFlags {
     /// Idle time between bursts, e.g. 5ms.
     #[arg(long, value_name = "DURATION")]
     pub burst_gap: Option<String>,
-    /// Stop writing after this long, e.g. 10m.
+    /// Where a burst's writes land: random, stride, reverse, interleave.
+    #[arg(long, value_name = "MODE", default_value = "random")]
+    pub scatter: String,
+    /// burst (scattered bursts), or sequential (the contrast baseline).
+    #[arg(long, value_name = "KIND", default_value = "burst")]
+    pub workload: String,
+    /// Bytes per write, fixed or a range like 4KiB-64KiB [default: the block size].
+    #[arg(long, value_name = "SIZE")]
+    pub io_size: Option<String>,
+    /// Fraction of writes that re-hit written blocks (new generations).
+    #[arg(long, value_name = "F", default_value = "0")]
+    pub overwrite: String,
+    /// Stop writing after this long, e.g. 10m (runs passes until then).
     #[arg(long, value_name = "DURATION")]
     pub duration: Option<String>,
-    /// Flush cadence: end (one flush at the end), burst, or a number of writes.
-    #[arg(long, value_name = "POLICY", default_value = "end")]
+    /// Flush cadence: none (only at the end), burst, or a number of writes.
+    #[arg(long, value_name = "POLICY", default_value = "none")]
     pub sync: String,
+    /// Data compressibility for arrays that compress: 1 = incompressible, 2 = halves, …
+    #[arg(long, value_name = "R", default_value = "1")]
+    pub compress_ratio: String,
+    /// IO engine: auto (io_uring where it works), uring, sync.
+    #[arg(long, value_name = "ENGINE", default_value = "auto")]
+    pub engine: String,
+    /// Write without the write-ahead journal (only to measure its cost: a
+    /// crash then leaves a manifest verify cannot fully trust).
+    #[arg(long)]
+    pub no_journal: bool,
     /// Write with Force Unit Access.
     #[arg(long)]
     pub fua: bool,
@@ -97,6 +119,12 @@ pub struct VerifyFlags {
     /// Read chunks in flight during verify.
     #[arg(long = "read-depth", value_name = "N", default_value = "8")]
     pub read_depth: usize,
+    /// Bytes per verify read.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB")]
+    pub read_size: String,
+    /// IO engine for verify reads: auto, uring, sync.
+    #[arg(long = "read-engine", value_name = "ENGINE", default_value = "auto")]
+    pub read_engine: String,
     /// Findings kept in detail (more are counted).
     #[arg(long, value_name = "N", default_value = "100000")]
     pub max_findings: usize,

@@ -5,9 +5,11 @@
 use std::time::Duration;
 
 use crate::cli::{VerifyFlags, WriteFlags};
+use crate::engine::EngineChoice;
 use crate::error::{Error, Result};
 use crate::units::{parse_duration, parse_fraction, parse_size};
 use crate::verify::VerifyOptions;
+use crate::workload::Scatter;
 use crate::writer::{SyncPolicy, WriteOptions};
 
 pub const DEFAULT_BLOCK_SIZE: u32 = 4096;
@@ -25,6 +27,12 @@ pub struct WriteConfig {
     pub coverage: f64,
     pub queue_depth: usize,
     pub burst: usize,
+    pub scatter: Scatter,
+    /// Bytes per write (inclusive range); None: one block.
+    pub io_size: Option<(u64, u64)>,
+    pub overwrite: f64,
+    pub compress_ratio: f64,
+    pub engine: EngineChoice,
     pub direct: bool,
     pub force: bool,
     pub options: WriteOptions,
@@ -90,6 +98,41 @@ impl WriteConfig {
             ));
         }
         let sync = parse_sync(&flags.sync)?;
+        let scatter = match flags.workload.as_str() {
+            "burst" => Scatter::parse(&flags.scatter).map_err(Error::usage)?,
+            "sequential" => Scatter::Sequential,
+            other => {
+                return Err(Error::usage(format!(
+                    "bad --workload '{other}': use burst or sequential"
+                )));
+            }
+        };
+        let io_size = flags
+            .io_size
+            .as_deref()
+            .map(crate::units::parse_size_range)
+            .transpose()
+            .map_err(|e| usage("--io-size", e))?;
+        if let Some((low, _)) = io_size
+            && low == 0
+        {
+            return Err(Error::usage(
+                "bad --io-size: a write has at least one block",
+            ));
+        }
+        let overwrite = parse_fraction(&flags.overwrite).map_err(|e| usage("--overwrite", e))?;
+        let compress_ratio: f64 = flags
+            .compress_ratio
+            .parse()
+            .ok()
+            .filter(|r: &f64| r.is_finite() && *r >= 1.0 && *r <= 100.0)
+            .ok_or_else(|| {
+                Error::usage(format!(
+                    "bad --compress-ratio '{}': use a number from 1 (incompressible) to 100",
+                    flags.compress_ratio
+                ))
+            })?;
+        let engine = parse_engine(&flags.engine, "--engine")?;
         Ok(WriteConfig {
             size_bytes,
             block_size,
@@ -98,6 +141,11 @@ impl WriteConfig {
             coverage,
             queue_depth: flags.queue_depth,
             burst,
+            scatter,
+            io_size,
+            overwrite,
+            compress_ratio,
+            engine,
             direct: !flags.buffered,
             force: flags.force,
             options: WriteOptions {
@@ -105,6 +153,8 @@ impl WriteConfig {
                 fua: flags.fua,
                 duration,
                 burst_gap,
+                journal: !flags.no_journal,
+                progress: None,
             },
         })
     }
@@ -125,14 +175,35 @@ pub fn parse_block_size(text: &str) -> Result<u32> {
     Ok(size as u32)
 }
 
+pub fn parse_engine(text: &str, flag: &str) -> Result<EngineChoice> {
+    match text {
+        "auto" => Ok(EngineChoice::Auto),
+        "uring" | "io_uring" => Ok(EngineChoice::Uring),
+        "sync" => Ok(EngineChoice::Sync),
+        _ => Err(Error::usage(format!(
+            "bad {flag} '{text}': use auto, uring or sync"
+        ))),
+    }
+}
+
+/// Pseudo-random payload bytes per sector for a compress ratio: a sector
+/// then compresses to about 1/ratio of its size (the 48-byte header is
+/// counted as incompressible).
+pub fn random_bytes_for(compress_ratio: f64) -> u16 {
+    let sector = crate::stamp::SECTOR_BYTES as f64;
+    let header = crate::stamp::HEADER_BYTES as f64;
+    let random = (sector / compress_ratio - header).max(8.0);
+    (random as usize).min(crate::stamp::PAYLOAD_BYTES) as u16 & !7
+}
+
 fn parse_sync(text: &str) -> Result<SyncPolicy> {
     match text {
-        "end" | "none" => Ok(SyncPolicy::End),
+        "none" => Ok(SyncPolicy::None),
         "burst" => Ok(SyncPolicy::Burst),
         number => match number.parse::<u64>() {
             Ok(n) if n > 0 => Ok(SyncPolicy::Every(n)),
             _ => Err(Error::usage(format!(
-                "bad --sync '{text}': use end, burst, or a number of writes between flushes"
+                "bad --sync '{text}': use none, burst, or a number of writes between flushes"
             ))),
         },
     }
@@ -143,6 +214,7 @@ fn parse_sync(text: &str) -> Result<SyncPolicy> {
 pub struct VerifyConfig {
     pub json: Option<String>,
     pub show: usize,
+    pub engine: EngineChoice,
     pub options: VerifyOptions,
 }
 
@@ -164,6 +236,15 @@ impl VerifyConfig {
             )));
         }
         options.queue_depth = flags.read_depth;
+        let read_size = parse_size(&flags.read_size).map_err(|e| usage("--read-size", e))?;
+        if !read_size.is_power_of_two() || !(4096..=64 << 20).contains(&read_size) {
+            return Err(Error::usage(format!(
+                "bad --read-size '{}': use a power of two from 4 KiB to 64 MiB",
+                flags.read_size
+            )));
+        }
+        options.chunk_bytes = read_size as usize;
+        let engine = parse_engine(&flags.read_engine, "--read-engine")?;
         options.max_findings = flags.max_findings;
         if let Some(path) = &flags.json
             && path.is_empty()
@@ -175,6 +256,7 @@ impl VerifyConfig {
         Ok(VerifyConfig {
             json: flags.json.clone(),
             show: flags.show,
+            engine,
             options,
         })
     }

@@ -15,6 +15,8 @@ pub mod engine;
 pub mod error;
 pub mod exit;
 pub mod manifest;
+pub mod progress;
+pub mod recovery;
 pub mod report;
 pub mod signals;
 pub mod stamp;

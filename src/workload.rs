@@ -1,9 +1,16 @@
 //! Workloads decide which blocks each write covers and in what order.
 //!
-//! The writer asks for one burst at a time; a burst's writes are submitted
-//! together. Orders come from a keyed Feistel permutation over the block
-//! numbers, so a random, non-contiguous order over a 1 TiB target costs no
-//! memory.
+//! The default is the burst scheduler: bursts of `burst` writes submitted
+//! together, scattered so that no two writes of a burst touch or adjoin each
+//! other — the "burst of non-contiguous write IO in a very short period of
+//! time" that broke VMware's SEsparse coalescing (KB 59216). Within a pass
+//! every covered block is written exactly once (a bitmap, as fio's random
+//! map), whatever the IO sizes; `--overwrite` adds re-hits of recently
+//! written blocks on top, creating the newer generations a lost write needs
+//! in order to show. Orders come from a keyed Feistel permutation, so a
+//! random order over a 1 TiB target costs no memory beyond the bitmap.
+
+use std::collections::VecDeque;
 
 use crate::stamp::mix64;
 
@@ -14,20 +21,377 @@ pub struct WriteOp {
     pub block_count: u32,
 }
 
+impl WriteOp {
+    pub fn end(&self) -> u64 {
+        self.first_block + self.block_count as u64
+    }
+
+    /// Overlaps or adjoins `other`.
+    fn touches(&self, other: &WriteOp) -> bool {
+        self.first_block <= other.end() && other.first_block <= self.end()
+    }
+}
+
 /// A source of bursts.
 pub trait Workload {
     /// Fill `burst` with the next burst's writes; false when done.
     fn next_burst(&mut self, burst: &mut Vec<WriteOp>) -> bool;
 
-    /// True when the writer must let every IO in flight complete before the
-    /// next burst (the end of a pass: the next pass writes the same blocks).
-    fn at_barrier(&self) -> bool {
-        false
-    }
-
     /// Passes finished so far.
     fn passes_completed(&self) -> u64 {
         0
+    }
+}
+
+/// Where a burst's writes land.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scatter {
+    /// A random permutation of the target.
+    Random,
+    /// Evenly spread across the target, walking by a stride coprime with its size.
+    Stride,
+    /// From the end of the target down, every other block first.
+    Reverse,
+    /// One sequential stream per write of the burst, streams spread across the
+    /// target, each skipping a block between its writes.
+    Interleave,
+    /// In order, adjacent (the contrast baseline, `--workload sequential`).
+    Sequential,
+}
+
+impl Scatter {
+    pub fn parse(text: &str) -> Result<Scatter, String> {
+        match text {
+            "random" => Ok(Scatter::Random),
+            "stride" => Ok(Scatter::Stride),
+            "reverse" => Ok(Scatter::Reverse),
+            "interleave" => Ok(Scatter::Interleave),
+            "sequential" => Ok(Scatter::Sequential),
+            _ => Err(format!(
+                "bad --scatter '{text}': use random, stride, reverse or interleave"
+            )),
+        }
+    }
+}
+
+/// Parameters of the burst scheduler.
+#[derive(Clone, Debug)]
+pub struct BurstPlan {
+    pub block_count: u64,
+    /// Writes per burst.
+    pub burst: usize,
+    pub scatter: Scatter,
+    /// Blocks per write, inclusive range.
+    pub io_blocks: (u32, u32),
+    /// Fraction of writes that re-hit recently written blocks.
+    pub overwrite: f64,
+    /// Fraction of the blocks covered (chosen by `seed`).
+    pub coverage: f64,
+    /// Passes over the covered blocks; `None`: until stopped (time-based).
+    pub passes: Option<u64>,
+    pub seed: u64,
+}
+
+/// Recently written extents kept for overwrites.
+const RECENT_WRITES: usize = 4096;
+
+/// The burst scheduler.
+pub struct BurstWorkload {
+    plan: BurstPlan,
+    rng: SplitMix64,
+    coverage_key: u64,
+    pass: u64,
+    order: SlotOrder,
+    position: u64,
+    /// Blocks written in this pass (one bit each).
+    written: Vec<u64>,
+    /// Blocks whose turn came while they adjoined a write of the burst.
+    deferred: VecDeque<u64>,
+    recent: VecDeque<WriteOp>,
+}
+
+impl BurstWorkload {
+    pub fn new(plan: BurstPlan) -> BurstWorkload {
+        let words = plan.block_count.div_ceil(64) as usize;
+        let order = SlotOrder::new(&plan, 0);
+        BurstWorkload {
+            rng: SplitMix64(mix64(plan.seed ^ 0x5eed)),
+            coverage_key: mix64(plan.seed ^ 0xc0ffee),
+            order,
+            plan,
+            pass: 0,
+            position: 0,
+            written: vec![0; words],
+            deferred: VecDeque::new(),
+            recent: VecDeque::new(),
+        }
+    }
+
+    fn is_written(&self, block: u64) -> bool {
+        self.written[(block / 64) as usize] & (1 << (block % 64)) != 0
+    }
+
+    fn mark_written(&mut self, block: u64) {
+        self.written[(block / 64) as usize] |= 1 << (block % 64);
+    }
+
+    /// Free this pass and covered: may start or extend a write.
+    fn available(&self, block: u64) -> bool {
+        block < self.plan.block_count
+            && !self.is_written(block)
+            && covered(block, self.plan.coverage, self.coverage_key)
+    }
+
+    fn passes_done(&self) -> bool {
+        self.plan.passes.is_some_and(|passes| self.pass >= passes)
+    }
+
+    /// Try to place a fresh write starting at `block` into the burst.
+    fn place(&mut self, block: u64, burst: &mut Vec<WriteOp>) -> Placement {
+        if !self.available(block) {
+            return Placement::Skip;
+        }
+        let (low, high) = self.plan.io_blocks;
+        let wanted = if low == high {
+            low
+        } else {
+            low + (self.rng.next() % (high - low + 1) as u64) as u32
+        };
+        let mut op = WriteOp {
+            first_block: block,
+            block_count: 1,
+        };
+        while op.block_count < wanted && self.available(op.end()) {
+            op.block_count += 1;
+        }
+        let spread = self.plan.scatter != Scatter::Sequential;
+        if spread && burst.iter().any(|other| op.touches(other)) {
+            return Placement::Defer;
+        }
+        for b in op.first_block..op.end() {
+            self.mark_written(b);
+        }
+        self.remember(op);
+        burst.push(op);
+        Placement::Placed
+    }
+
+    fn remember(&mut self, op: WriteOp) {
+        if self.plan.overwrite > 0.0 {
+            if self.recent.len() == RECENT_WRITES {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(op);
+        }
+    }
+
+    /// A re-hit of a recently written extent that touches nothing in the
+    /// burst, if one is found quickly.
+    fn overwrite(&mut self, burst: &[WriteOp]) -> Option<WriteOp> {
+        for _ in 0..8 {
+            let index = (self.rng.next() % self.recent.len().max(1) as u64) as usize;
+            let op = *self.recent.get(index)?;
+            if !burst.iter().any(|other| op.touches(other)) {
+                return Some(op);
+            }
+        }
+        None
+    }
+
+    fn start_next_pass(&mut self) {
+        self.pass += 1;
+        self.position = 0;
+        self.written.iter_mut().for_each(|w| *w = 0);
+        self.order = SlotOrder::new(&self.plan, self.pass);
+    }
+}
+
+enum Placement {
+    Placed,
+    Defer,
+    Skip,
+}
+
+impl Workload for BurstWorkload {
+    fn next_burst(&mut self, burst: &mut Vec<WriteOp>) -> bool {
+        burst.clear();
+        if self.plan.block_count == 0 {
+            return false;
+        }
+        // Blocks deferred from the last burst go first.
+        let mut still_deferred = VecDeque::new();
+        while let Some(block) = self.deferred.pop_front() {
+            if burst.len() >= self.plan.burst {
+                still_deferred.push_back(block);
+                continue;
+            }
+            if let Placement::Defer = self.place(block, burst) {
+                still_deferred.push_back(block);
+            }
+        }
+        self.deferred = still_deferred;
+        let mut attempts = 0;
+        while burst.len() < self.plan.burst && !self.passes_done() {
+            if self.plan.overwrite > 0.0
+                && !self.recent.is_empty()
+                && self.rng.unit() < self.plan.overwrite
+            {
+                if let Some(op) = self.overwrite(burst) {
+                    burst.push(op);
+                    continue;
+                }
+            }
+            if self.position >= self.order.len() {
+                if self.deferred.is_empty() {
+                    self.start_next_pass();
+                    if burst.is_empty() {
+                        continue;
+                    }
+                }
+                break;
+            }
+            let slot = self.order.at(self.position);
+            self.position += 1;
+            attempts += 1;
+            if let Some(block) = slot
+                && let Placement::Defer = self.place(block, burst)
+            {
+                self.deferred.push_back(block);
+            }
+            // Guard against a coverage so low that almost every slot is
+            // skipped: hand out what we have.
+            if attempts > 64 * self.plan.burst && !burst.is_empty() {
+                break;
+            }
+        }
+        !burst.is_empty()
+    }
+
+    fn passes_completed(&self) -> u64 {
+        self.pass
+    }
+}
+
+/// The order in which a pass visits blocks: index → block (or nothing).
+#[derive(Clone, Debug)]
+enum SlotOrder {
+    Random(Permutation),
+    Stride {
+        n: u64,
+        stride: u64,
+        offset: u64,
+    },
+    Reverse {
+        n: u64,
+    },
+    Interleave {
+        n: u64,
+        streams: u64,
+        stream_len: u64,
+    },
+    Sequential {
+        n: u64,
+    },
+}
+
+impl SlotOrder {
+    fn new(plan: &BurstPlan, pass: u64) -> SlotOrder {
+        let n = plan.block_count;
+        let key = mix64(plan.seed ^ pass.wrapping_mul(0x9e37_79b9));
+        match plan.scatter {
+            Scatter::Random => SlotOrder::Random(Permutation::new(n, key)),
+            Scatter::Stride => {
+                let mut stride = (n / plan.burst.max(1) as u64).max(2);
+                while stride > 1 && gcd(stride, n) != 1 {
+                    stride -= 1;
+                }
+                SlotOrder::Stride {
+                    n,
+                    stride,
+                    offset: key % n.max(1),
+                }
+            }
+            Scatter::Reverse => SlotOrder::Reverse { n },
+            Scatter::Interleave => {
+                let streams = (plan.burst as u64).clamp(1, n.max(1));
+                SlotOrder::Interleave {
+                    n,
+                    streams,
+                    stream_len: n.div_ceil(streams),
+                }
+            }
+            Scatter::Sequential => SlotOrder::Sequential { n },
+        }
+    }
+
+    fn len(&self) -> u64 {
+        match self {
+            SlotOrder::Random(p) => p.len(),
+            SlotOrder::Stride { n, .. }
+            | SlotOrder::Reverse { n }
+            | SlotOrder::Sequential { n } => *n,
+            SlotOrder::Interleave {
+                streams,
+                stream_len,
+                ..
+            } => streams * stream_len,
+        }
+    }
+
+    fn at(&self, index: u64) -> Option<u64> {
+        match *self {
+            SlotOrder::Random(ref p) => Some(p.at(index)),
+            SlotOrder::Stride { n, stride, offset } => Some((offset + index * stride) % n),
+            SlotOrder::Reverse { n } => {
+                let evens = n.div_ceil(2);
+                Some(if index < evens {
+                    n - 1 - 2 * index
+                } else {
+                    n - 2 - 2 * (index - evens)
+                })
+            }
+            SlotOrder::Interleave {
+                n,
+                streams,
+                stream_len,
+            } => {
+                let stream = index % streams;
+                let step = index / streams;
+                let start = stream * stream_len;
+                let len = stream_len.min(n.saturating_sub(start));
+                // Every other block of the stream, then the ones skipped.
+                let within = if step < len.div_ceil(2) {
+                    2 * step
+                } else {
+                    1 + 2 * (step - len.div_ceil(2))
+                };
+                (within < len).then_some(start + within)
+            }
+            SlotOrder::Sequential { .. } => Some(index),
+        }
+    }
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// A small, fast, seedable generator (splitmix64).
+#[derive(Clone, Debug)]
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        mix64(self.0)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
@@ -93,90 +457,33 @@ pub fn covered(block: u64, coverage: f64, key: u64) -> bool {
     mix64(block ^ key) < threshold
 }
 
-/// The core workload: every covered block written once per pass, in a fresh
-/// random order each pass; `burst` writes per burst.
-pub struct PassWorkload {
-    block_count: u64,
-    passes: u64,
-    coverage: f64,
-    seed: u64,
-    burst: usize,
-    pass: u64,
-    order: Permutation,
-    position: u64,
-    barrier: bool,
-}
-
-impl PassWorkload {
-    pub fn new(
-        block_count: u64,
-        passes: u64,
-        coverage: f64,
-        seed: u64,
-        burst: usize,
-    ) -> PassWorkload {
-        PassWorkload {
-            block_count,
-            passes,
-            coverage,
-            seed,
-            burst: burst.max(1),
-            pass: 0,
-            order: Permutation::new(block_count, mix64(seed)),
-            position: 0,
-            barrier: false,
-        }
-    }
-
-    fn coverage_key(&self) -> u64 {
-        mix64(self.seed ^ 0xc0ffee)
-    }
-}
-
-impl Workload for PassWorkload {
-    fn next_burst(&mut self, burst: &mut Vec<WriteOp>) -> bool {
-        burst.clear();
-        self.barrier = false;
-        let key = self.coverage_key();
-        while burst.len() < self.burst {
-            if self.pass >= self.passes {
-                break;
-            }
-            if self.position >= self.block_count {
-                self.pass += 1;
-                self.position = 0;
-                self.order = Permutation::new(
-                    self.block_count,
-                    mix64(self.seed ^ self.pass.wrapping_mul(0x9e37)),
-                );
-                self.barrier = true;
-                break;
-            }
-            let block = self.order.at(self.position);
-            self.position += 1;
-            if covered(block, self.coverage, key) {
-                burst.push(WriteOp {
-                    first_block: block,
-                    block_count: 1,
-                });
-            }
-        }
-        !burst.is_empty() || (self.pass < self.passes && self.block_count > 0) || self.barrier
-    }
-
-    fn at_barrier(&self) -> bool {
-        self.barrier
-    }
-
-    fn passes_completed(&self) -> u64 {
-        self.pass
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    fn plan(block_count: u64, scatter: Scatter) -> BurstPlan {
+        BurstPlan {
+            block_count,
+            burst: 16,
+            scatter,
+            io_blocks: (1, 1),
+            overwrite: 0.0,
+            coverage: 1.0,
+            passes: Some(1),
+            seed: 3,
+        }
+    }
+
+    fn drain(workload: &mut BurstWorkload) -> Vec<Vec<WriteOp>> {
+        let mut bursts = Vec::new();
+        let mut burst = Vec::new();
+        while workload.next_burst(&mut burst) {
+            bursts.push(burst.clone());
+            assert!(bursts.len() < 1_000_000, "workload never ends");
+        }
+        bursts
+    }
 
     #[test]
     fn permutations_are_bijections_and_not_sequential() {
@@ -194,18 +501,103 @@ mod tests {
     }
 
     #[test]
-    fn passes_write_each_covered_block_once_per_pass() {
-        let mut workload = PassWorkload::new(500, 3, 0.5, 9, 16);
-        let mut burst = Vec::new();
-        let mut counts = vec![0u32; 500];
-        while workload.next_burst(&mut burst) {
-            for op in &burst {
-                counts[op.first_block as usize] += 1;
+    fn every_scatter_writes_each_block_once_per_pass_and_no_burst_adjoins_itself() {
+        for scatter in [
+            Scatter::Random,
+            Scatter::Stride,
+            Scatter::Reverse,
+            Scatter::Interleave,
+        ] {
+            for io_blocks in [(1, 1), (1, 4), (3, 3)] {
+                let mut p = plan(1000, scatter);
+                p.io_blocks = io_blocks;
+                p.passes = Some(2);
+                let mut workload = BurstWorkload::new(p);
+                let bursts = drain(&mut workload);
+                let mut counts = vec![0u32; 1000];
+                let mut adjoining = 0;
+                for burst in &bursts {
+                    assert!(burst.len() <= 16);
+                    for (i, op) in burst.iter().enumerate() {
+                        assert!((io_blocks.0.min(1)..=io_blocks.1).contains(&op.block_count));
+                        for b in op.first_block..op.end() {
+                            counts[b as usize] += 1;
+                        }
+                        adjoining += burst[..i].iter().filter(|o| o.touches(op)).count();
+                    }
+                }
+                assert!(counts.iter().all(|&c| c == 2), "{scatter:?} {io_blocks:?}");
+                // Only the tail of a pass, when nothing else is left, may adjoin.
+                assert!(
+                    adjoining <= 8,
+                    "{scatter:?} {io_blocks:?}: {adjoining} adjoining writes"
+                );
+                assert_eq!(workload.passes_completed(), 2);
             }
         }
-        let written = counts.iter().filter(|&&c| c > 0).count();
-        assert!(counts.iter().all(|&c| c == 0 || c == 3));
-        assert!((200..300).contains(&written), "{written} blocks covered");
-        assert_eq!(workload.passes_completed(), 3);
+    }
+
+    #[test]
+    fn sequential_writes_in_order() {
+        let mut workload = BurstWorkload::new(plan(100, Scatter::Sequential));
+        let order: Vec<u64> = drain(&mut workload)
+            .concat()
+            .iter()
+            .map(|op| op.first_block)
+            .collect();
+        assert_eq!(order, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn io_sizes_vary_within_the_range() {
+        let mut p = plan(4096, Scatter::Random);
+        p.io_blocks = (1, 16);
+        let sizes: HashSet<u32> = drain(&mut BurstWorkload::new(p))
+            .concat()
+            .iter()
+            .map(|op| op.block_count)
+            .collect();
+        assert!(sizes.len() > 8, "{sizes:?}");
+    }
+
+    #[test]
+    fn overwrites_rehit_written_blocks_and_never_collide_within_a_burst() {
+        let mut p = plan(2000, Scatter::Random);
+        p.overwrite = 0.5;
+        let bursts = drain(&mut BurstWorkload::new(p));
+        let mut counts = vec![0u32; 2000];
+        for burst in &bursts {
+            for (i, op) in burst.iter().enumerate() {
+                counts[op.first_block as usize] += 1;
+                assert!(
+                    !burst[..i]
+                        .iter()
+                        .any(|o| o.touches(op) && o.first_block == op.first_block)
+                );
+            }
+        }
+        assert!(counts.iter().all(|&c| c >= 1));
+        let rewritten = counts.iter().filter(|&&c| c > 1).count();
+        assert!(rewritten > 500, "{rewritten} blocks re-hit");
+    }
+
+    #[test]
+    fn coverage_selects_a_fraction() {
+        let mut p = plan(10_000, Scatter::Random);
+        p.coverage = 0.25;
+        let written: usize = drain(&mut BurstWorkload::new(p)).concat().len();
+        assert!((2000..3000).contains(&written), "{written}");
+    }
+
+    #[test]
+    fn time_based_runs_keep_going() {
+        let mut p = plan(10, Scatter::Random);
+        p.passes = None;
+        let mut workload = BurstWorkload::new(p);
+        let mut burst = Vec::new();
+        for _ in 0..100 {
+            assert!(workload.next_burst(&mut burst));
+        }
+        assert!(workload.passes_completed() > 10);
     }
 }

@@ -2,13 +2,22 @@
 //! every IO, carries them through an engine and records each completed
 //! write in the manifest.
 //!
-//! Invariant defended here: no two writes touching one block are ever in
-//! flight together. fio's verify can report false corruption when an
-//! overwrite races an earlier write of the same block (its issues #334 and
-//! #792); here a write waits until every earlier write of its blocks has
-//! completed, so the manifest's generation order is the device's order.
+//! Two invariants are defended here:
+//!
+//! - No two writes touching one block are ever in flight together. fio's
+//!   verify can report false corruption when an overwrite races an earlier
+//!   write of the same block (its issues #334 and #792); here a write waits
+//!   until every earlier write of its blocks has completed, so the order of
+//!   generations in the manifest is the order the device saw.
+//! - Write-ahead: before a write is submitted, its intent is durable in the
+//!   manifest's journal; an intent is released only once the write is
+//!   durable on the target (FUA, or a flush after it completed). After a
+//!   crash, verify knows exactly which writes the storage was free to lose.
+//!   Intents are logged a batch of bursts ahead, one sync per batch, so the
+//!   journal costs little throughput.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::engine::{Completion, Engine, Io, IoKind};
@@ -17,11 +26,11 @@ use crate::manifest::{Manifest, next_generation, unix_now_s};
 use crate::stamp::{self, WriteStamp};
 use crate::workload::{Workload, WriteOp};
 
-/// When writes are made durable.
+/// When writes are made durable (the README states the promise per policy).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncPolicy {
-    /// One flush at the end of the run.
-    End,
+    /// No flush while writing (unless the journal fills); one at the end.
+    None,
     /// A flush after every burst has completed.
     Burst,
     /// A flush after every N writes.
@@ -37,15 +46,20 @@ pub struct WriteOptions {
     pub duration: Option<Duration>,
     /// Pause between bursts.
     pub burst_gap: Duration,
+    /// Use the write-ahead journal (off only to measure its cost).
+    pub journal: bool,
+    pub progress: Option<Arc<crate::progress::Counters>>,
 }
 
 impl Default for WriteOptions {
     fn default() -> Self {
         WriteOptions {
-            sync: SyncPolicy::End,
+            sync: SyncPolicy::None,
             fua: false,
             duration: None,
             burst_gap: Duration::ZERO,
+            journal: true,
+            progress: None,
         }
     }
 }
@@ -57,6 +71,8 @@ pub struct WriteOutcome {
     pub blocks_written: u64,
     pub bytes_written: u64,
     pub flushes: u64,
+    /// Syncs of the manifest journal (one per batch of intents).
+    pub journal_syncs: u64,
     pub elapsed: Duration,
     pub passes_completed: u64,
     pub interrupted: bool,
@@ -72,245 +88,362 @@ impl WriteOutcome {
     }
 }
 
-struct Pending {
+/// Intents logged per journal sync, at least (a batch is whole bursts).
+const INTENT_BATCH_ENTRIES: usize = 2048;
+/// Bursts planned ahead, at most.
+const INTENT_BATCH_BURSTS: usize = 64;
+
+/// A write whose generations are decided and whose intent is logged.
+struct Planned {
     op: WriteOp,
-    /// Generation written to each block of the op.
     generations: Vec<u32>,
+    /// Journal position just after this write's entries.
+    journal_end: u64,
 }
 
-/// Run the write phase to the end of the workload (or the duration).
+struct InFlight {
+    planned: Planned,
+}
+
+struct Writer<'a> {
+    manifest: &'a mut Manifest,
+    engine: &'a mut dyn Engine,
+    options: &'a WriteOptions,
+    outcome: WriteOutcome,
+    in_flight: HashMap<u64, InFlight>,
+    blocks_in_flight: HashSet<u64>,
+    /// Newest generation planned for a block whose write has not completed.
+    planned_generation: HashMap<u64, u32>,
+    /// Journal end of every submitted write, in submission order, with
+    /// whether it is durable yet (for FUA writes, on completion).
+    submitted: VecDeque<(u64, bool)>,
+    next_id: u64,
+    failure: Option<Error>,
+}
+
+/// Run the write phase to the end of the workload (or the duration, or a
+/// stop signal).
 pub fn write(
     manifest: &mut Manifest,
     engine: &mut dyn Engine,
     workload: &mut dyn Workload,
     options: &WriteOptions,
 ) -> Result<WriteOutcome> {
-    let format = manifest.format();
-    let block_size = format.block_size as usize;
     let started = Instant::now();
-    let mut outcome = WriteOutcome::default();
-    let mut pending: HashMap<u64, Pending> = HashMap::new();
-    let mut blocks_in_flight: HashSet<u64> = HashSet::new();
-    let mut next_id = 0u64;
-    let mut writes_since_flush = 0u64;
-    let mut burst = Vec::new();
-    let mut last_header_store = Instant::now();
-    let mut failure: Option<Error> = None;
-
     manifest.begin_write()?;
-    'bursts: while workload.next_burst(&mut burst) {
-        for op in burst.iter().copied() {
-            if crate::signals::stop_requested()
-                || options.duration.is_some_and(|d| started.elapsed() >= d)
-            {
-                outcome.interrupted = crate::signals::stop_requested();
-                break 'bursts;
-            }
-            // Wait for room in the queue and for earlier writes of these blocks.
-            while engine.in_flight() >= engine.queue_depth()
-                || (op.first_block..op.first_block + op.block_count as u64)
-                    .any(|b| blocks_in_flight.contains(&b))
-            {
-                let done = engine.complete(1).map_err(engine_error)?;
-                absorb(
-                    manifest,
-                    engine,
-                    done,
-                    &mut pending,
-                    &mut blocks_in_flight,
-                    &mut outcome,
-                    &mut failure,
-                );
-            }
-            if failure.is_some() {
-                break 'bursts;
-            }
-            let write_seq = manifest.header().next_write_seq;
-            manifest.header_mut().next_write_seq += 1;
-            let write_time_s = unix_now_s() as u32;
-            let mut buf = engine.take_buffer(block_size * op.block_count as usize);
-            buf.set_len(block_size * op.block_count as usize);
-            let mut generations = Vec::with_capacity(op.block_count as usize);
-            for (i, chunk) in buf.chunks_exact_mut(block_size).enumerate() {
-                let block = op.first_block + i as u64;
-                let generation = next_generation(manifest.generation(block));
-                stamp::build_block(
-                    &format,
-                    &WriteStamp {
-                        block,
-                        generation,
-                        write_seq,
-                        write_time_s,
-                    },
-                    chunk,
-                );
-                generations.push(generation);
-                blocks_in_flight.insert(block);
-            }
-            let id = next_id;
-            next_id += 1;
-            let offset = op.first_block * block_size as u64;
-            engine
-                .submit(Io {
-                    id,
-                    kind: IoKind::Write {
-                        offset,
-                        fua: options.fua,
-                    },
-                    buf,
-                })
-                .map_err(engine_error)?;
-            pending.insert(id, Pending { op, generations });
-        }
-        engine.kick().map_err(engine_error)?;
-        let done = engine.complete(0).map_err(engine_error)?;
-        absorb(
-            manifest,
-            engine,
-            done,
-            &mut pending,
-            &mut blocks_in_flight,
-            &mut outcome,
-            &mut failure,
-        );
+    let mut writer = Writer {
+        manifest,
+        engine,
+        options,
+        outcome: WriteOutcome::default(),
+        in_flight: HashMap::new(),
+        blocks_in_flight: HashSet::new(),
+        planned_generation: HashMap::new(),
+        submitted: VecDeque::new(),
+        next_id: 0,
+        failure: None,
+    };
+    let mut planned: VecDeque<Vec<Planned>> = VecDeque::new();
+    let mut burst = Vec::new();
+    let mut workload_done = false;
+    let mut writes_since_flush = 0u64;
+    let mut last_header_store = Instant::now();
 
-        let barrier = workload.at_barrier();
+    loop {
+        let stop = crate::signals::stop_requested()
+            || options.duration.is_some_and(|d| started.elapsed() >= d);
+        if stop {
+            writer.outcome.interrupted = crate::signals::stop_requested();
+            break;
+        }
+        if planned.is_empty() {
+            if workload_done {
+                break;
+            }
+            workload_done = writer.plan_batch(workload, &mut burst, &mut planned)?;
+            if planned.is_empty() {
+                break;
+            }
+        }
+        let Some(this_burst) = planned.pop_front() else {
+            break;
+        };
+        let writes_in_burst = this_burst.len() as u64;
+        for write in this_burst {
+            writer.submit(write)?;
+            if writer.failure.is_some() {
+                break;
+            }
+        }
+        writer.engine.kick().map_err(engine_error)?;
+        writer.reap(0)?;
+
         let flush_now = match options.sync {
             SyncPolicy::Burst => true,
             SyncPolicy::Every(n) => {
-                writes_since_flush += burst.len() as u64;
+                writes_since_flush += writes_in_burst;
                 writes_since_flush >= n
             }
-            SyncPolicy::End => false,
+            SyncPolicy::None => false,
         };
-        if barrier || flush_now {
-            drain(
-                manifest,
-                engine,
-                &mut pending,
-                &mut blocks_in_flight,
-                &mut outcome,
-                &mut failure,
-            )?;
-        }
-        if flush_now {
-            flush(engine, &mut outcome)?;
+        if flush_now && writer.failure.is_none() {
+            writer.drain()?;
+            writer.flush()?;
             writes_since_flush = 0;
         }
-        if failure.is_some() {
+        if writer.failure.is_some() {
             break;
         }
         if last_header_store.elapsed() >= Duration::from_secs(5) {
-            manifest.persist_undo()?;
-            manifest.store_header()?;
+            writer.manifest.persist_undo()?;
+            writer.manifest.store_header()?;
             last_header_store = Instant::now();
         }
         if !options.burst_gap.is_zero() {
             std::thread::sleep(options.burst_gap);
         }
     }
-    drain(
-        manifest,
-        engine,
-        &mut pending,
-        &mut blocks_in_flight,
-        &mut outcome,
-        &mut failure,
-    )?;
-    flush(engine, &mut outcome)?;
+    writer.drain()?;
+    if let Some(error) = writer.failure.take() {
+        // The target failed under us: leave the manifest marked as being
+        // written, so its journal tells verify what may be missing.
+        writer.manifest.persist_undo()?;
+        writer.manifest.store_header()?;
+        return Err(error);
+    }
+    writer.flush()?;
+    let mut outcome = writer.outcome;
     outcome.elapsed = started.elapsed();
     outcome.passes_completed = workload.passes_completed();
     manifest.header_mut().passes_completed += outcome.passes_completed;
     manifest.finish_write()?;
-    match failure {
-        Some(error) => Err(error),
-        None => Ok(outcome),
-    }
+    Ok(outcome)
 }
 
 fn engine_error(e: std::io::Error) -> Error {
     Error::run(format!("IO engine failed: {e}"))
 }
 
-fn drain(
-    manifest: &mut Manifest,
-    engine: &mut dyn Engine,
-    pending: &mut HashMap<u64, Pending>,
-    blocks_in_flight: &mut HashSet<u64>,
-    outcome: &mut WriteOutcome,
-    failure: &mut Option<Error>,
-) -> Result<()> {
-    while engine.in_flight() > 0 {
-        let done = engine.complete(engine.in_flight()).map_err(engine_error)?;
-        absorb(
-            manifest,
-            engine,
-            done,
-            pending,
-            blocks_in_flight,
-            outcome,
-            failure,
-        );
-    }
-    Ok(())
-}
-
-fn flush(engine: &mut dyn Engine, outcome: &mut WriteOutcome) -> Result<()> {
-    let buf = engine.take_buffer(0);
-    engine
-        .submit(Io {
-            id: u64::MAX,
-            kind: IoKind::Flush,
-            buf,
-        })
-        .map_err(engine_error)?;
-    for completion in engine.complete(1).map_err(engine_error)? {
-        if let Err(e) = completion.result {
-            return Err(Error::run(format!("flush failed: {e}")));
-        }
-    }
-    outcome.flushes += 1;
-    Ok(())
-}
-
-/// Record completed writes in the manifest.
-fn absorb(
-    manifest: &mut Manifest,
-    engine: &mut dyn Engine,
-    completions: Vec<Completion>,
-    pending: &mut HashMap<u64, Pending>,
-    blocks_in_flight: &mut HashSet<u64>,
-    outcome: &mut WriteOutcome,
-    failure: &mut Option<Error>,
-) {
-    for completion in completions {
-        let Some(write) = pending.remove(&completion.id) else {
-            continue;
-        };
-        for i in 0..write.op.block_count as u64 {
-            blocks_in_flight.remove(&(write.op.first_block + i));
-        }
-        match completion.result {
-            Ok(()) => {
-                for (i, generation) in write.generations.iter().enumerate() {
-                    manifest.set_generation(write.op.first_block + i as u64, *generation);
-                }
-                outcome.writes += 1;
-                outcome.blocks_written += write.op.block_count as u64;
-                outcome.bytes_written += completion.buf.len() as u64;
-                manifest.header_mut().writes_completed += 1;
-                engine.recycle(completion.buf);
+impl Writer<'_> {
+    /// Take bursts from the workload until a batch is full, decide their
+    /// generations, and make their intents durable with one sync. Returns
+    /// true when the workload has no more.
+    fn plan_batch(
+        &mut self,
+        workload: &mut dyn Workload,
+        burst: &mut Vec<WriteOp>,
+        planned: &mut VecDeque<Vec<Planned>>,
+    ) -> Result<bool> {
+        let mut entries: Vec<(u64, u32)> = Vec::new();
+        let mut done = false;
+        let capacity = self.manifest.journal().map_or(u64::MAX, |j| j.capacity());
+        while entries.len() < INTENT_BATCH_ENTRIES && planned.len() < INTENT_BATCH_BURSTS {
+            if !workload.next_burst(burst) {
+                done = true;
+                break;
             }
-            Err(e) => {
-                if failure.is_none() {
-                    let block_size = manifest.header().block_size as u64;
-                    *failure = Some(Error::run(format!(
-                        "write of block {} (offset {}) failed: {e}; the run stopped, and verify may report the blocks of failed writes",
-                        write.op.first_block,
-                        write.op.first_block * block_size
-                    )));
-                }
+            let mut writes = Vec::with_capacity(burst.len());
+            for op in burst.iter().copied() {
+                let generations: Vec<u32> = (op.first_block..op.end())
+                    .map(|block| {
+                        let current = self
+                            .planned_generation
+                            .get(&block)
+                            .copied()
+                            .unwrap_or_else(|| self.manifest.generation(block));
+                        let generation = next_generation(current);
+                        self.planned_generation.insert(block, generation);
+                        generation
+                    })
+                    .collect();
+                entries.extend((op.first_block..op.end()).zip(generations.iter().copied()));
+                writes.push(Planned {
+                    op,
+                    generations,
+                    journal_end: 0,
+                });
+            }
+            planned.push_back(writes);
+            if entries.len() as u64 * 2 > capacity {
+                break;
             }
         }
+        if self.options.journal && self.manifest.journal().is_some() && !entries.is_empty() {
+            let room = self
+                .manifest
+                .journal()
+                .is_some_and(|j| j.has_room(entries.len() as u64));
+            if !room {
+                // The journal is full of writes not yet known durable:
+                // make them durable so their intents can go.
+                self.drain()?;
+                self.flush()?;
+            }
+            let start = self.manifest.journal().map_or(0, |j| j.tail());
+            self.manifest.journal_append(&entries)?;
+            self.manifest.sync_journal()?;
+            self.outcome.journal_syncs += 1;
+            let mut position = start;
+            for write in planned.iter_mut().flatten().filter(|w| w.journal_end == 0) {
+                position += write.op.block_count as u64;
+                write.journal_end = position;
+            }
+        }
+        Ok(done)
+    }
+
+    fn submit(&mut self, write: Planned) -> Result<()> {
+        let op = write.op;
+        // Room in the queue, and no earlier write of these blocks in flight.
+        while self.engine.in_flight() >= self.engine.queue_depth()
+            || (op.first_block..op.end()).any(|b| self.blocks_in_flight.contains(&b))
+        {
+            self.reap(1)?;
+            if self.failure.is_some() {
+                return Ok(());
+            }
+        }
+        let format = self.manifest.format();
+        let block_size = format.block_size as usize;
+        let write_seq = self.manifest.header().next_write_seq;
+        self.manifest.header_mut().next_write_seq += 1;
+        let write_time_s = unix_now_s() as u32;
+        let length = block_size * op.block_count as usize;
+        let mut buf = self.engine.take_buffer(length);
+        buf.set_len(length);
+        for (i, chunk) in buf.chunks_exact_mut(block_size).enumerate() {
+            let block = op.first_block + i as u64;
+            let generation = write.generations[i];
+            stamp::build_block(
+                &format,
+                &WriteStamp {
+                    block,
+                    generation,
+                    write_seq,
+                    write_time_s,
+                },
+                chunk,
+            );
+            self.blocks_in_flight.insert(block);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let offset = op.first_block * block_size as u64;
+        self.engine
+            .submit(Io {
+                id,
+                kind: IoKind::Write {
+                    offset,
+                    fua: self.options.fua,
+                },
+                buf,
+            })
+            .map_err(engine_error)?;
+        self.submitted.push_back((write.journal_end, false));
+        self.in_flight.insert(id, InFlight { planned: write });
+        Ok(())
+    }
+
+    fn reap(&mut self, min: usize) -> Result<()> {
+        let done = self.engine.complete(min).map_err(engine_error)?;
+        self.absorb(done)
+    }
+
+    fn drain(&mut self) -> Result<()> {
+        while self.engine.in_flight() > 0 {
+            let count = self.engine.in_flight();
+            self.reap(count)?;
+        }
+        Ok(())
+    }
+
+    /// Flush the target; every write submitted so far completed (callers
+    /// drain first), so after it every one of them is durable.
+    fn flush(&mut self) -> Result<()> {
+        let buf = self.engine.take_buffer(0);
+        self.engine
+            .submit(Io {
+                id: u64::MAX,
+                kind: IoKind::Flush,
+                buf,
+            })
+            .map_err(engine_error)?;
+        for completion in self.engine.complete(1).map_err(engine_error)? {
+            if completion.id != u64::MAX {
+                self.absorb(vec![completion])?;
+                continue;
+            }
+            if let Err(e) = completion.result {
+                return Err(Error::run(format!("flush failed: {e}")));
+            }
+        }
+        self.outcome.flushes += 1;
+        if let Some(&(end, _)) = self.submitted.back() {
+            self.manifest.journal_release(end)?;
+        }
+        self.submitted.clear();
+        Ok(())
+    }
+
+    /// Record completed writes in the manifest.
+    fn absorb(&mut self, completions: Vec<Completion>) -> Result<()> {
+        let mut released = None;
+        for completion in completions {
+            let Some(InFlight { planned: write }) = self.in_flight.remove(&completion.id) else {
+                continue;
+            };
+            let op = write.op;
+            for block in op.first_block..op.end() {
+                self.blocks_in_flight.remove(&block);
+            }
+            match completion.result {
+                Ok(()) => {
+                    for (i, generation) in write.generations.iter().enumerate() {
+                        let block = op.first_block + i as u64;
+                        self.manifest.set_generation(block, *generation);
+                        if self.planned_generation.get(&block) == Some(generation) {
+                            self.planned_generation.remove(&block);
+                        }
+                    }
+                    self.outcome.writes += 1;
+                    self.outcome.blocks_written += op.block_count as u64;
+                    self.outcome.bytes_written += completion.buf.len() as u64;
+                    self.manifest.header_mut().writes_completed += 1;
+                    if let Some(progress) = &self.options.progress {
+                        progress.add(completion.buf.len() as u64);
+                    }
+                    if self.options.fua {
+                        // Durable on completion: release the journal up to
+                        // the first write still outstanding.
+                        if let Some(entry) = self
+                            .submitted
+                            .iter_mut()
+                            .find(|(end, _)| *end == write.journal_end)
+                        {
+                            entry.1 = true;
+                        }
+                        while let Some(&(end, true)) = self.submitted.front() {
+                            released = Some(end);
+                            self.submitted.pop_front();
+                        }
+                    }
+                    self.engine.recycle(completion.buf);
+                }
+                Err(e) => {
+                    if self.failure.is_none() {
+                        let block_size = self.manifest.header().block_size as u64;
+                        self.failure = Some(Error::run(format!(
+                            "write of block {} (offset {}) failed: {e}; the run stopped, and verify will accept either generation for writes that were in flight",
+                            op.first_block,
+                            op.first_block * block_size
+                        )));
+                    }
+                }
+            }
+        }
+        if let Some(end) = released.filter(|&end| end > 0) {
+            self.manifest.journal_release(end)?;
+        }
+        Ok(())
     }
 }

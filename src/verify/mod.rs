@@ -10,7 +10,7 @@
 pub mod classify;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
@@ -92,13 +92,6 @@ impl VerifyOutcome {
     }
 }
 
-/// Progress counters a caller may watch from another thread.
-#[derive(Debug, Default)]
-pub struct VerifyProgress {
-    pub bytes_done: AtomicU64,
-    pub bytes_total: AtomicU64,
-}
-
 struct Chunk {
     first_block: u64,
     block_count: u64,
@@ -118,7 +111,7 @@ pub fn verify(
     expected: &Expected<'_>,
     engine: &mut dyn Engine,
     options: &VerifyOptions,
-    progress: Option<&VerifyProgress>,
+    progress: Option<&crate::progress::Counters>,
 ) -> Result<VerifyOutcome> {
     let started = Instant::now();
     let block_size = format.block_size as u64;
@@ -126,10 +119,6 @@ pub fn verify(
     let blocks_per_chunk = (options.chunk_bytes as u64 / block_size).max(1);
     let chunk_count = block_count.div_ceil(blocks_per_chunk);
     let holes = target.data_ranges();
-    if let Some(p) = progress {
-        p.bytes_total
-            .store(block_count * block_size, Ordering::Relaxed);
-    }
 
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(options.threads.max(1))
@@ -189,7 +178,7 @@ pub fn verify(
                     tally.counts.ok += chunk.block_count;
                     blocks_in_holes += chunk.block_count;
                     if let Some(p) = progress {
-                        p.bytes_done
+                        p.bytes
                             .fetch_add(range.end - range.start, Ordering::Relaxed);
                     }
                     continue;
@@ -228,8 +217,7 @@ pub fn verify(
                         .expect("completion for a submitted chunk");
                     bytes_read += completion.buf.len() as u64;
                     if let Some(p) = progress {
-                        p.bytes_done
-                            .fetch_add(completion.buf.len() as u64, Ordering::Relaxed);
+                        p.add(completion.buf.len() as u64);
                     }
                     let sender = sender.clone();
                     let target = Arc::clone(&target);
@@ -362,6 +350,17 @@ pub fn check_block(
     bytes: &[u8],
 ) -> Option<Finding> {
     let generation = expected.generation(block);
+    if let Some((oldest, newest)) = expected.pending(block)
+        && pending_write_explains(
+            format,
+            block,
+            (oldest, newest),
+            expected.atomic_unit(),
+            bytes,
+        )
+    {
+        return None;
+    }
     if generation != 0 {
         if stamp::block_is_intact(format, block, generation, bytes) {
             return None;
@@ -383,6 +382,57 @@ pub fn check_block(
         persistent: false,
         first_read_crc: Some(crc32c::crc32c(bytes)),
     })
+}
+
+/// A block whose writes were pending at a crash may hold, in each unit the
+/// target writes atomically, any generation from before the oldest pending
+/// write to the newest (or, when the first write was pending, what was there
+/// before: anything that is not a stamp of this run). A mix inside one unit,
+/// or anything else, is not explained.
+pub fn pending_write_explains(
+    format: &RunFormat,
+    block: u64,
+    (oldest, newest): (u32, u32),
+    atomic_unit: usize,
+    bytes: &[u8],
+) -> bool {
+    use crate::manifest::compare_generations;
+    use crate::stamp::{SectorContent, decode_sector};
+    let before = oldest.saturating_sub(1);
+    let allowed = |g: u32| {
+        (g == before || compare_generations(g, before).is_gt())
+            && (g == newest || compare_generations(g, newest).is_lt())
+    };
+    let unit = atomic_unit.clamp(SECTOR_BYTES, bytes.len().max(SECTOR_BYTES));
+    bytes
+        .chunks(unit)
+        .enumerate()
+        .all(|(unit_index, unit_bytes)| {
+            let mut unit_generation: Option<u32> = None;
+            unit_bytes
+                .chunks_exact(SECTOR_BYTES)
+                .enumerate()
+                .all(|(i, sector)| {
+                    let index = (unit_index * unit / SECTOR_BYTES + i) as u16;
+                    let generation = match decode_sector(sector) {
+                        SectorContent::Stamp(h)
+                            if h.run_id == format.run_id
+                                && h.block == block
+                                && h.sector_index == index =>
+                        {
+                            h.generation
+                        }
+                        SectorContent::Stamp(h) if h.run_id == format.run_id => return false,
+                        // Not a stamp of this run: the target's earlier contents.
+                        _ => 0,
+                    };
+                    if generation == 0 && before != 0 {
+                        return false;
+                    }
+                    let same = *unit_generation.get_or_insert(generation) == generation;
+                    same && (generation == 0 || allowed(generation))
+                })
+        })
 }
 
 /// After a failed chunk read: read block by block, and for a block that

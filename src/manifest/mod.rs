@@ -22,6 +22,8 @@
 //! log, so a checkpoint costs nothing up front and space only for the blocks
 //! that change after it.
 
+pub mod journal;
+
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -34,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::stamp::RunFormat;
 use crate::target::{TargetIdentity, TargetInfo, TargetKind};
+use journal::Journal;
 
 /// Format version of the manifest file.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -176,6 +179,7 @@ pub struct Manifest {
     map: MapView,
     /// Undo entries built since the last `persist_undo`.
     pending_undo: Vec<u64>,
+    journal: Option<Journal>,
 }
 
 impl Manifest {
@@ -216,6 +220,7 @@ impl Manifest {
         file.set_len(undo_offset)
             .map_err(|e| Error::run(format!("cannot size manifest {}: {e}", path.display())))?;
         let map = map_view(&file, path, &header, Access::Write)?;
+        let journal = load_journal(&file, path, &header)?;
         let mut manifest = Manifest {
             path: path.to_path_buf(),
             file,
@@ -223,6 +228,7 @@ impl Manifest {
             header_seq: 0,
             map,
             pending_undo: Vec::new(),
+            journal,
         };
         manifest.header.map_crc32c = Some(manifest.map_crc());
         manifest.store_header()?;
@@ -277,6 +283,7 @@ impl Manifest {
             )));
         }
         let map = map_view(&file, path, &header, access)?;
+        let journal = load_journal(&file, path, &header)?;
         let manifest = Manifest {
             path: path.to_path_buf(),
             file,
@@ -284,6 +291,7 @@ impl Manifest {
             header_seq,
             map,
             pending_undo: Vec::new(),
+            journal,
         };
         if manifest.header.state == ManifestState::Clean
             && let Some(expected) = manifest.header.map_crc32c
@@ -387,6 +395,16 @@ impl Manifest {
     /// Make the map durable and mark the manifest clean.
     pub fn finish_write(&mut self) -> Result<()> {
         self.persist_undo()?;
+        if let Some(journal) = &mut self.journal {
+            // Every write the map records was flushed: nothing is pending.
+            let tail = journal.tail();
+            journal
+                .release(&self.file, tail)
+                .map_err(|e| Error::run(format!("cannot write manifest journal: {e}")))?;
+            journal
+                .store_durable(&self.file)
+                .map_err(|e| Error::run(format!("cannot sync manifest journal: {e}")))?;
+        }
         if let MapView::Write(map) = &self.map {
             map.flush().map_err(|e| self.io_error("sync", e))?;
         }
@@ -452,6 +470,70 @@ impl Manifest {
         }
     }
 
+    /// The journal, when the manifest has one.
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
+    }
+
+    /// Record write intents (not yet durable: see `sync_journal`).
+    pub fn journal_append(&mut self, entries: &[(u64, u32)]) -> Result<()> {
+        let Some(journal) = &mut self.journal else {
+            return Ok(());
+        };
+        journal.append(&self.file, entries).map_err(|e| {
+            Error::run(format!(
+                "cannot write manifest journal of {}: {e}",
+                self.path.display()
+            ))
+        })
+    }
+
+    /// Make the journal's entries durable.
+    pub fn sync_journal(&self) -> Result<()> {
+        self.file.sync_data().map_err(|e| self.io_error("sync", e))
+    }
+
+    /// Every journal entry before `position` describes a durable write.
+    pub fn journal_release(&mut self, position: u64) -> Result<()> {
+        let Some(journal) = &mut self.journal else {
+            return Ok(());
+        };
+        journal.release(&self.file, position).map_err(|e| {
+            Error::run(format!(
+                "cannot write manifest journal of {}: {e}",
+                self.path.display()
+            ))
+        })
+    }
+
+    /// Pending writes per block: the oldest and newest pending generation.
+    pub fn pending_writes(&self) -> Result<HashMap<u64, (u32, u32)>> {
+        let mut pending: HashMap<u64, (u32, u32)> = HashMap::new();
+        let Some(journal) = &self.journal else {
+            return Ok(pending);
+        };
+        let entries = journal
+            .pending(&self.file)
+            .map_err(|e| self.io_error("read journal of", e))?;
+        for (block, generation) in entries {
+            if block >= self.header.block_count {
+                continue;
+            }
+            pending
+                .entry(block)
+                .and_modify(|(oldest, newest)| {
+                    if compare_generations(generation, *oldest).is_lt() {
+                        *oldest = generation;
+                    }
+                    if compare_generations(generation, *newest).is_gt() {
+                        *newest = generation;
+                    }
+                })
+                .or_insert((generation, generation));
+        }
+        Ok(pending)
+    }
+
     /// Remember the current expected state under `name`.
     pub fn add_checkpoint(&mut self, name: &str) -> Result<()> {
         validate_checkpoint_name(name)?;
@@ -500,10 +582,18 @@ impl Manifest {
     /// The expected state: the latest, or as of a checkpoint.
     pub fn expected(&self, checkpoint: Option<&str>) -> Result<Expected<'_>> {
         let Some(name) = checkpoint else {
+            // After a crash, writes the storage never promised to keep may
+            // hold their old or their new generation.
+            let pending = if self.header.state == ManifestState::Writing {
+                Some(self.pending_writes()?).filter(|p| !p.is_empty())
+            } else {
+                None
+            };
             return Ok(Expected {
                 manifest: self,
                 overrides: None,
                 checkpoint: None,
+                pending,
             });
         };
         let Some(index) = self.header.checkpoints.iter().position(|c| c.name == name) else {
@@ -535,6 +625,7 @@ impl Manifest {
             manifest: self,
             overrides: Some(overrides),
             checkpoint: Some(name.to_string()),
+            pending: None,
         })
     }
 
@@ -570,6 +661,7 @@ pub struct Expected<'m> {
     manifest: &'m Manifest,
     overrides: Option<HashMap<u64, u32>>,
     checkpoint: Option<String>,
+    pending: Option<HashMap<u64, (u32, u32)>>,
 }
 
 impl Expected<'_> {
@@ -584,6 +676,23 @@ impl Expected<'_> {
 
     pub fn checkpoint(&self) -> Option<&str> {
         self.checkpoint.as_deref()
+    }
+
+    /// For a block with writes pending at a crash: the oldest and newest
+    /// pending generation (so `oldest - 1` ..= `newest` are acceptable).
+    pub fn pending(&self, block: u64) -> Option<(u32, u32)> {
+        self.pending.as_ref()?.get(&block).copied()
+    }
+
+    /// Blocks with writes pending at a crash.
+    pub fn pending_blocks(&self) -> u64 {
+        self.pending.as_ref().map_or(0, |p| p.len() as u64)
+    }
+
+    /// Bytes the target writes atomically (its logical sector): a pending
+    /// write may leave each such unit old or new, never a mix within one.
+    pub fn atomic_unit(&self) -> usize {
+        (self.manifest.header.target.logical_sector_size as usize).max(crate::stamp::SECTOR_BYTES)
     }
 
     pub fn block_count(&self) -> u64 {
@@ -672,10 +781,27 @@ fn validate_header(header: &ManifestHeader, path: &Path) -> Result<()> {
     {
         return bad("its regions overlap");
     }
+    if header.journal_bytes != 0 && header.journal_bytes < journal::ENTRIES_OFFSET + 8 * 16 {
+        return bad("its journal region is too small");
+    }
     if header.random_bytes as usize > crate::stamp::PAYLOAD_BYTES {
         return bad("its payload settings are out of range");
     }
     Ok(())
+}
+
+fn load_journal(file: &File, path: &Path, header: &ManifestHeader) -> Result<Option<Journal>> {
+    if header.journal_bytes == 0 {
+        return Ok(None);
+    }
+    Journal::load(file, header.journal_offset, header.journal_bytes)
+        .map(Some)
+        .map_err(|e| {
+            Error::usage(format!(
+                "manifest {} is damaged: its journal cannot be read ({e})",
+                path.display()
+            ))
+        })
 }
 
 fn lock(file: &File, path: &Path, access: Access) -> Result<()> {

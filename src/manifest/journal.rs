@@ -1,0 +1,299 @@
+//! The write-ahead journal: a bounded ring of write intents in the manifest.
+//!
+//! Before a write is submitted, an entry (block, generation) for every block
+//! it covers is made durable here. An entry stays *pending* until the write
+//! is known durable on the target (completed with FUA, or completed before a
+//! flush that completed); then the ring's head moves past it. After a crash,
+//! the entries from the head on are exactly the writes whose outcome the
+//! storage was never asked to promise: verify accepts the old or the new
+//! generation for their blocks, and reports everything else as usual.
+//!
+//! Layout within the journal region:
+//!
+//! ```text
+//! 0      control slot A (head, sequence, CRC32C)
+//! 4 KiB  control slot B
+//! 8 KiB  entries: u64 each, bit 63 valid, bit 62 lap parity,
+//!        bits 15..=61 block, bits 0..=14 generation
+//! ```
+//!
+//! Entries carry the parity of the lap they were written in, so a scan from
+//! the head stops at the first entry left over from the previous lap. The
+//! control slot is synced before the ring could wrap over the last durable
+//! head, so a scan never starts behind entries a newer lap overwrote.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+const CONTROL_MAGIC: &[u8; 8] = b"BSJOURN1";
+const CONTROL_SLOT: u64 = 4096;
+/// Bytes before the first entry.
+pub const ENTRIES_OFFSET: u64 = 2 * CONTROL_SLOT;
+const VALID: u64 = 1 << 63;
+const PARITY: u64 = 1 << 62;
+const BLOCK_MASK: u64 = (1 << 47) - 1;
+
+/// Journal size for a target of `block_count` blocks: room for as many
+/// intents as blocks, between 4 Ki and 1 Mi entries (8 MiB).
+pub fn journal_bytes_for(block_count: u64) -> u64 {
+    ENTRIES_OFFSET + block_count.clamp(4096, 1 << 20) * 8
+}
+
+/// An open journal ring.
+#[derive(Debug)]
+pub struct Journal {
+    offset: u64,
+    capacity: u64,
+    /// Absolute position of the oldest pending entry.
+    head: u64,
+    /// Head as last made durable in a control slot.
+    durable_head: u64,
+    /// Absolute position of the next entry.
+    tail: u64,
+    control_seq: u64,
+}
+
+impl Journal {
+    /// Read the control slots and find the end of the pending entries.
+    pub fn load(file: &File, offset: u64, bytes: u64) -> io::Result<Journal> {
+        let capacity = bytes.saturating_sub(ENTRIES_OFFSET) / 8;
+        let mut best: Option<(u64, u64)> = None;
+        for slot in 0..2 {
+            let mut control = [0u8; 28];
+            if file
+                .read_exact_at(&mut control, offset + slot * CONTROL_SLOT)
+                .is_err()
+            {
+                continue;
+            }
+            if &control[..8] != CONTROL_MAGIC {
+                continue;
+            }
+            let seq = u64::from_le_bytes(control[8..16].try_into().expect("8 bytes"));
+            let head = u64::from_le_bytes(control[16..24].try_into().expect("8 bytes"));
+            let crc = u32::from_le_bytes(control[24..28].try_into().expect("4 bytes"));
+            if crc32c::crc32c(&control[8..24]) == crc && best.is_none_or(|(s, _)| seq > s) {
+                best = Some((seq, head));
+            }
+        }
+        let (control_seq, head) = best.unwrap_or((0, 0));
+        let mut journal = Journal {
+            offset,
+            capacity,
+            head,
+            durable_head: head,
+            tail: head,
+            control_seq,
+        };
+        if capacity > 0 {
+            journal.tail = head + journal.scan(file, head)?.len() as u64;
+        }
+        Ok(journal)
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+
+    pub fn tail(&self) -> u64 {
+        self.tail
+    }
+
+    /// Entries written and not yet released.
+    pub fn pending_count(&self) -> u64 {
+        self.tail - self.head
+    }
+
+    /// Room for `count` more entries without waiting for a release.
+    pub fn has_room(&self, count: u64) -> bool {
+        self.tail + count <= self.head + self.capacity
+    }
+
+    /// The pending entries, as (block, generation).
+    pub fn pending(&self, file: &File) -> io::Result<Vec<(u64, u32)>> {
+        if self.capacity == 0 {
+            return Ok(Vec::new());
+        }
+        let mut entries = self.scan(file, self.head)?;
+        entries.truncate((self.tail - self.head) as usize);
+        Ok(entries)
+    }
+
+    fn scan(&self, file: &File, from: u64) -> io::Result<Vec<(u64, u32)>> {
+        let mut found = Vec::new();
+        let mut position = from;
+        let mut chunk = vec![0u8; 64 * 1024];
+        'scan: while position < from + self.capacity {
+            let index = position % self.capacity;
+            let run = (self.capacity - index)
+                .min(chunk.len() as u64 / 8)
+                .min(from + self.capacity - position);
+            let bytes = &mut chunk[..run as usize * 8];
+            file.read_exact_at(bytes, self.offset + ENTRIES_OFFSET + index * 8)?;
+            for word in bytes.chunks_exact(8) {
+                let entry = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+                if entry & VALID == 0
+                    || (entry & PARITY != 0) != lap_parity(position, self.capacity)
+                {
+                    break 'scan;
+                }
+                found.push(((entry >> 15) & BLOCK_MASK, (entry & 0x7fff) as u32));
+                position += 1;
+            }
+        }
+        Ok(found)
+    }
+
+    /// Write entries at the tail (not synced: call `sync` on the file before
+    /// the writes they describe are submitted).
+    pub fn append(&mut self, file: &File, entries: &[(u64, u32)]) -> io::Result<()> {
+        let count = entries.len() as u64;
+        if !self.has_room(count) {
+            return Err(io::Error::other(
+                "journal full: release entries before appending",
+            ));
+        }
+        if self.tail + count > self.durable_head + self.capacity {
+            // The new entries would overwrite ones a scan from the durable
+            // head expects to find: make the current head durable first.
+            self.store_control(file)?;
+            file.sync_data()?;
+            self.durable_head = self.head;
+        }
+        let mut position = self.tail;
+        let mut bytes = Vec::with_capacity(entries.len() * 8);
+        let flush = |bytes: &mut Vec<u8>, start: u64| -> io::Result<()> {
+            if !bytes.is_empty() {
+                let index = start % self.capacity;
+                file.write_all_at(bytes, self.offset + ENTRIES_OFFSET + index * 8)?;
+                bytes.clear();
+            }
+            Ok(())
+        };
+        let mut run_start = position;
+        for &(block, generation) in entries {
+            if position % self.capacity == 0 && position != run_start {
+                flush(&mut bytes, run_start)?;
+                run_start = position;
+            }
+            let parity = if lap_parity(position, self.capacity) {
+                PARITY
+            } else {
+                0
+            };
+            let entry = VALID | parity | (block & BLOCK_MASK) << 15 | (generation as u64 & 0x7fff);
+            bytes.extend_from_slice(&entry.to_le_bytes());
+            position += 1;
+        }
+        flush(&mut bytes, run_start)?;
+        self.tail = position;
+        Ok(())
+    }
+
+    /// Everything before `position` is durable on the target.
+    pub fn release(&mut self, file: &File, position: u64) -> io::Result<()> {
+        debug_assert!(position <= self.tail);
+        if position > self.head {
+            self.head = position;
+            // Not synced: a stale durable head only makes a later verify
+            // accept more, never less.
+            self.store_control(file)?;
+        }
+        Ok(())
+    }
+
+    fn store_control(&mut self, file: &File) -> io::Result<()> {
+        self.control_seq += 1;
+        let mut control = [0u8; 28];
+        control[..8].copy_from_slice(CONTROL_MAGIC);
+        control[8..16].copy_from_slice(&self.control_seq.to_le_bytes());
+        control[16..24].copy_from_slice(&self.head.to_le_bytes());
+        let crc = crc32c::crc32c(&control[8..24]);
+        control[24..28].copy_from_slice(&crc.to_le_bytes());
+        file.write_all_at(
+            &control,
+            self.offset + (self.control_seq % 2) * CONTROL_SLOT,
+        )
+    }
+
+    /// Make the current head durable (on a clean close).
+    pub fn store_durable(&mut self, file: &File) -> io::Result<()> {
+        self.store_control(file)?;
+        file.sync_data()?;
+        self.durable_head = self.head;
+        Ok(())
+    }
+}
+
+fn lap_parity(position: u64, capacity: u64) -> bool {
+    (position / capacity) % 2 == 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journal_file(capacity: u64) -> (tempfile::NamedTempFile, u64) {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let bytes = ENTRIES_OFFSET + capacity * 8;
+        file.as_file().set_len(100 + bytes).unwrap();
+        (file, bytes)
+    }
+
+    #[test]
+    fn pending_entries_survive_reload_and_releases_drop_them() {
+        let (file, bytes) = journal_file(16);
+        let f = file.as_file();
+        let mut journal = Journal::load(f, 100, bytes).unwrap();
+        journal.append(f, &[(1, 1), (2, 1), (1, 2)]).unwrap();
+        assert_eq!(
+            Journal::load(f, 100, bytes).unwrap().pending(f).unwrap(),
+            vec![(1, 1), (2, 1), (1, 2)]
+        );
+        journal.release(f, 2).unwrap();
+        let reloaded = Journal::load(f, 100, bytes).unwrap();
+        assert_eq!(reloaded.pending(f).unwrap(), vec![(1, 2)]);
+    }
+
+    #[test]
+    fn the_ring_wraps_without_resurrecting_old_laps() {
+        let (file, bytes) = journal_file(8);
+        let f = file.as_file();
+        let mut journal = Journal::load(f, 100, bytes).unwrap();
+        let mut expected_head = 0;
+        for round in 0..10u64 {
+            let entries: Vec<(u64, u32)> =
+                (0..5).map(|i| (round * 10 + i, 1 + round as u32)).collect();
+            journal.append(f, &entries).unwrap();
+            let reloaded = Journal::load(f, 100, bytes).unwrap();
+            assert_eq!(reloaded.pending(f).unwrap(), entries, "round {round}");
+            expected_head += 5;
+            journal.release(f, expected_head).unwrap();
+            assert!(
+                Journal::load(f, 100, bytes)
+                    .unwrap()
+                    .pending(f)
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+    }
+
+    #[test]
+    fn a_full_ring_refuses_more() {
+        let (file, bytes) = journal_file(4);
+        let f = file.as_file();
+        let mut journal = Journal::load(f, 100, bytes).unwrap();
+        journal.append(f, &[(1, 1), (2, 1), (3, 1)]).unwrap();
+        assert!(journal.append(f, &[(4, 1), (5, 1)]).is_err());
+        journal.release(f, 2).unwrap();
+        journal.append(f, &[(4, 1), (5, 1)]).unwrap();
+        let reloaded = Journal::load(f, 100, bytes).unwrap();
+        assert_eq!(reloaded.pending(f).unwrap(), vec![(3, 1), (4, 1), (5, 1)]);
+    }
+}
