@@ -9,6 +9,7 @@
 pub mod blockdev;
 pub mod file;
 pub mod nbd;
+pub mod powercut;
 
 use std::fmt;
 use std::io;

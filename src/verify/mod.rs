@@ -529,3 +529,67 @@ fn reread_matches(target: &dyn Target, format: &RunFormat, finding: &Finding) ->
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stamp::{WriteStamp, build_block};
+
+    fn block_of(format: &RunFormat, block: u64, generation: u32) -> Vec<u8> {
+        let mut bytes = vec![0u8; format.block_size as usize];
+        if generation > 0 {
+            build_block(
+                format,
+                &WriteStamp {
+                    block,
+                    generation,
+                    write_seq: generation as u64,
+                    write_time_s: 1,
+                },
+                &mut bytes,
+            );
+        }
+        bytes
+    }
+
+    fn mix(a: &[u8], b: &[u8], split: usize) -> Vec<u8> {
+        [&a[..split], &b[split..]].concat()
+    }
+
+    #[test]
+    fn a_pending_write_may_leave_each_atomic_unit_old_or_new_but_not_mixed() {
+        let format = RunFormat::new(7, 8192);
+        let (g2, g3, g4) = (
+            block_of(&format, 5, 2),
+            block_of(&format, 5, 3),
+            block_of(&format, 5, 4),
+        );
+        let explains =
+            |bytes: &[u8], unit: usize| pending_write_explains(&format, 5, (3, 4), unit, bytes);
+        // Whole generations from before the oldest pending write to the newest.
+        for whole in [&g2, &g3, &g4] {
+            assert!(explains(whole, 512));
+        }
+        assert!(
+            !explains(&block_of(&format, 5, 1), 512),
+            "older than the last durable write"
+        );
+        assert!(
+            !explains(&vec![0u8; 8192], 512),
+            "zeros where a durable write was"
+        );
+        // Torn at a 512-byte boundary: fine on a 512-byte device, not on a
+        // 4096-byte one unless the boundary is a 4096-byte one too.
+        assert!(explains(&mix(&g4, &g2, 512), 512));
+        assert!(!explains(&mix(&g4, &g2, 512), 4096));
+        assert!(explains(&mix(&g4, &g2, 4096), 4096));
+        // A first write pending: the old content was whatever was there.
+        let first = |bytes: &[u8]| pending_write_explains(&format, 5, (1, 1), 512, bytes);
+        assert!(first(&vec![0u8; 8192]));
+        assert!(first(&mix(&block_of(&format, 5, 1), &[0x77u8; 8192], 1024)));
+        assert!(
+            !first(&block_of(&format, 6, 1)),
+            "another block's stamp is never explained"
+        );
+    }
+}

@@ -1,0 +1,214 @@
+//! Crash consistency: a writer that dies at any moment, and storage that
+//! loses power, leave a manifest that verify trusts exactly — no finding on
+//! honest storage, and exactly the durable writes a lying device dropped.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use blockstamp::engine::sync::SyncEngine;
+use blockstamp::manifest::journal::journal_bytes_for;
+use blockstamp::manifest::{Manifest, NewManifest, TargetRecord};
+use blockstamp::stamp::PAYLOAD_BYTES;
+use blockstamp::target::file::FileTarget;
+use blockstamp::target::powercut::{PowerCutPlan, PowerCutTarget};
+use blockstamp::target::{OpenRequest, Target};
+use blockstamp::workload::{BurstPlan, BurstWorkload, Scatter, SplitMix64};
+use blockstamp::writer::{self, SyncPolicy, WriteOptions};
+use common::{TestEnv, finding_set};
+
+#[test]
+fn a_writer_killed_at_random_moments_leaves_a_manifest_that_verifies_clean() {
+    let env = TestEnv::new();
+    let mut rng = SplitMix64(0x5151);
+    let binary = env!("CARGO_BIN_EXE_blockstamp");
+    for round in 0..12 {
+        let mut child = std::process::Command::new(binary)
+            .args([
+                "write",
+                "disk.img",
+                "--manifest",
+                "m",
+                "--size",
+                "8MiB",
+                "--passes",
+                "1000",
+            ])
+            .args([
+                "--overwrite",
+                "0.3",
+                "--io-size",
+                "4KiB-16KiB",
+                "--sync",
+                "64",
+            ])
+            .current_dir(env.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start writer");
+        std::thread::sleep(Duration::from_millis(150 + rng.next() % 400));
+        child.kill().expect("SIGKILL the writer");
+        child.wait().expect("reap the writer");
+        // Right after the kill, with the manifest as the writer left it.
+        let run = env.verify("disk.img", "m", &[]);
+        run.assert_code(0);
+        assert_eq!(finding_set(&run.report()), vec![], "round {round}");
+    }
+    // Continuing the same manifest reconciles it and runs cleanly.
+    env.write("disk.img", "m", &["--passes", "1", "--overwrite", "0.2"]);
+    let run = env.verify("disk.img", "m", &[]);
+    run.assert_code(0);
+    assert!(
+        !run.stderr.contains("pending"),
+        "a clean finish leaves nothing pending: {}",
+        run.stderr
+    );
+}
+
+/// Write through a power-cut target in-process; return the lost durable
+/// blocks (ground truth) and leave the manifest as the writer did.
+fn write_until_the_power_fails(
+    env: &TestEnv,
+    block_size: u32,
+    sync: SyncPolicy,
+    fua: bool,
+    plan: PowerCutPlan,
+    io_blocks: (u32, u32),
+) -> Vec<u64> {
+    let blocks = 512u64;
+    let inner: Arc<dyn Target> = Arc::new(
+        FileTarget::open(
+            &env.path("disk.img"),
+            "disk.img",
+            &OpenRequest {
+                write: true,
+                create_size: Some(blocks * block_size as u64),
+                direct: true,
+                force: false,
+            },
+        )
+        .unwrap(),
+    );
+    let target = Arc::new(PowerCutTarget::new(inner, plan));
+    let shared: Arc<dyn Target> = target.clone();
+    let mut manifest = Manifest::create(
+        &env.path("m"),
+        NewManifest {
+            run_id: 0xfeed,
+            seed: 1,
+            block_size,
+            random_bytes: PAYLOAD_BYTES as u16,
+            target: TargetRecord::from_info(shared.info()),
+            journal_bytes: journal_bytes_for(blocks),
+        },
+    )
+    .unwrap();
+    let mut engine = SyncEngine::new(Arc::clone(&shared), 16);
+    let mut workload = BurstWorkload::new(BurstPlan {
+        block_count: blocks,
+        burst: 16,
+        scatter: Scatter::Random,
+        io_blocks,
+        overwrite: 0.0,
+        coverage: 1.0,
+        passes: Some(2),
+        seed: 9,
+    });
+    let options = WriteOptions {
+        sync,
+        fua,
+        ..WriteOptions::default()
+    };
+    let result = writer::write(&mut manifest, &mut engine, &mut workload, &options);
+    assert!(target.is_dead(), "the power cut happened");
+    let error = result
+        .expect_err("the write phase fails when the power does")
+        .to_string();
+    assert!(error.contains("failed"), "{error}");
+    drop(engine);
+    drop(manifest);
+    let mut lost: Vec<u64> = target
+        .lost_durable_writes()
+        .iter()
+        .map(|o| o / block_size as u64)
+        .collect();
+    lost.sort_unstable();
+    lost
+}
+
+#[test]
+fn after_a_power_cut_honest_storage_has_no_findings_under_every_sync_policy() {
+    let policies = [
+        (SyncPolicy::None, false),
+        (SyncPolicy::Burst, false),
+        (SyncPolicy::Every(40), false),
+        (SyncPolicy::None, true),
+    ];
+    for (round, (sync, fua)) in policies.into_iter().enumerate() {
+        for seed in 0..3u64 {
+            let env = TestEnv::new();
+            let plan = PowerCutPlan {
+                cut_after_writes: 100 + seed * 37 + round as u64 * 23,
+                seed: seed * 31 + round as u64,
+                atomic_unit: 512,
+                ..PowerCutPlan::default()
+            };
+            // Multi-block writes, so cuts tear inside writes and blocks.
+            let lost = write_until_the_power_fails(&env, 4096, sync, fua, plan, (1, 4));
+            assert!(lost.is_empty());
+            let run = env.verify("disk.img", "m", &[]);
+            run.assert_code(0);
+            assert_eq!(
+                finding_set(&run.report()),
+                vec![],
+                "{sync:?} fua={fua} seed {seed}"
+            );
+            assert!(run.stderr.contains("had writes pending"), "{}", run.stderr);
+            // Continuing reconciles the pending blocks; the result verifies.
+            env.write("disk.img", "m", &["--passes", "1"]);
+            env.verify("disk.img", "m", &[]).assert_code(0);
+        }
+    }
+}
+
+#[test]
+fn after_a_power_cut_exactly_the_durable_writes_a_lying_device_dropped_are_reported() {
+    for seed in 0..4u64 {
+        let env = TestEnv::new();
+        let mut rng = SplitMix64(seed);
+        let victims: HashSet<u64> = (0..24).map(|_| (rng.next() % 512) * 4096).collect();
+        let plan = PowerCutPlan {
+            // The second pass starts at write 512; cut late in it.
+            cut_after_writes: 700 + seed * 50,
+            seed,
+            atomic_unit: 512,
+            lie_on: victims,
+            lie_after_writes: 512,
+        };
+        let lost = write_until_the_power_fails(&env, 4096, SyncPolicy::Burst, false, plan, (1, 1));
+        assert!(!lost.is_empty(), "the device lied at least once");
+        let run = env.verify("disk.img", "m", &[]);
+        run.assert_code(1);
+        let report = run.report();
+        let expected: Vec<(u64, String)> = lost
+            .iter()
+            .map(|&b| (b, "lost_write".to_string()))
+            .collect();
+        assert_eq!(finding_set(&report), expected, "seed {seed}");
+        for finding in report["findings"].as_array().unwrap() {
+            assert_eq!(finding["expected_generation"], 2);
+            assert_eq!(finding["found_generation"], 1);
+        }
+        // Reconciling pending writes does not hide the real losses.
+        env.write("disk.img", "m", &["--coverage", "0.01"]);
+        let after = env.verify("disk.img", "m", &[]).report();
+        let still: Vec<u64> = finding_set(&after).into_iter().map(|(b, _)| b).collect();
+        assert!(
+            still.iter().all(|b| lost.contains(b)),
+            "no new findings: {still:?}"
+        );
+    }
+}
