@@ -6,6 +6,13 @@ use blockstamp::cli::Cli;
 use blockstamp::exit::ExitCode;
 
 fn main() -> std::process::ExitCode {
+    // Like other Unix tools, end quietly when the reader of our output goes
+    // away (`blockstamp … | head`) instead of failing to print.
+    // SAFETY: restoring the default disposition of SIGPIPE before any other
+    // thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {

@@ -89,9 +89,9 @@ impl WriteOutcome {
 }
 
 /// Intents logged per journal sync, at least (a batch is whole bursts).
-const INTENT_BATCH_ENTRIES: usize = 2048;
+const INTENT_BATCH_ENTRIES: usize = 4096;
 /// Bursts planned ahead, at most.
-const INTENT_BATCH_BURSTS: usize = 64;
+const INTENT_BATCH_BURSTS: usize = 128;
 
 /// A write whose generations are decided and whose intent is logged.
 struct Planned {

@@ -52,6 +52,10 @@ pub struct Journal {
     /// Absolute position of the next entry.
     tail: u64,
     control_seq: u64,
+    /// The manifest opened O_DSYNC: each append is durable when written,
+    /// and syncs only its own range (fdatasync would also write back every
+    /// dirty page of the memory-mapped generation map).
+    appender: Option<File>,
 }
 
 impl Journal {
@@ -85,11 +89,23 @@ impl Journal {
             durable_head: head,
             tail: head,
             control_seq,
+            appender: None,
         };
         if capacity > 0 {
             journal.tail = head + journal.scan(file, head)?.len() as u64;
         }
         Ok(journal)
+    }
+
+    /// Append through `appender` (an O_DSYNC descriptor of the manifest).
+    pub fn with_appender(mut self, appender: Option<File>) -> Journal {
+        self.appender = appender;
+        self
+    }
+
+    /// Appends are durable when `append` returns.
+    pub fn appends_are_synchronous(&self) -> bool {
+        self.appender.is_some()
     }
 
     pub fn capacity(&self) -> u64 {
@@ -167,10 +183,11 @@ impl Journal {
         }
         let mut position = self.tail;
         let mut bytes = Vec::with_capacity(entries.len() * 8);
+        let writer = self.appender.as_ref().unwrap_or(file);
         let flush = |bytes: &mut Vec<u8>, start: u64| -> io::Result<()> {
             if !bytes.is_empty() {
                 let index = start % self.capacity;
-                file.write_all_at(bytes, self.offset + ENTRIES_OFFSET + index * 8)?;
+                writer.write_all_at(bytes, self.offset + ENTRIES_OFFSET + index * 8)?;
                 bytes.clear();
             }
             Ok(())
