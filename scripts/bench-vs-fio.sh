@@ -42,7 +42,7 @@ prealloc "$disk_dir/bench-fio.img"
 out=$(fio_job w "$disk_dir/bench-fio.img" 1 randwrite)
 fio_iops=$(json_field "$out" "d['jobs'][0]['write']['iops']")
 prealloc "$disk_dir/bench-bs.img"; rm -f "$disk_dir/bench-bs.m"
-bs_line=$($bs write "$disk_dir/bench-bs.img" --manifest "$disk_dir/bench-bs.m" --queue-depth 32 --burst 32)
+bs_line=$($bs write "$disk_dir/bench-bs.img" --manifest "$disk_dir/bench-bs.m" --queue-depth 32)
 bs_iops=$(sed -n 's/.* \([0-9]*\) IOPS.*/\1/p' <<<"$bs_line" | head -1)
 rows+=("disk  4 KiB randwrite QD32 O_DIRECT (IOPS)|$bs_iops|$(printf %.0f "$fio_iops")|$(ratio "$bs_iops" "$fio_iops")")
 
@@ -60,7 +60,7 @@ out=$(fio_job ws "$shm_dir/fio.img" 0 randwrite --verify=crc32c --do_verify=0)
 fio_write=$(json_field "$out" "d['jobs'][0]['write']['bw_bytes']")
 fio_shm_iops=$(json_field "$out" "d['jobs'][0]['write']['iops']")
 truncate -s "$size" "$shm_dir/bs.img"; rm -f "$disk_dir/bench-shm.m"
-bs_line=$($bs write "$shm_dir/bs.img" --manifest "$disk_dir/bench-shm.m" --queue-depth 32 --burst 32 2>/dev/null)
+bs_line=$($bs write "$shm_dir/bs.img" --manifest "$disk_dir/bench-shm.m" --queue-depth 32 2>/dev/null)
 bs_shm_iops=$(sed -n 's/.* \([0-9]*\) IOPS.*/\1/p' <<<"$bs_line" | head -1)
 bs_write=$(python3 -c "print($bs_shm_iops*4096)")
 rows+=("shm   4 KiB randwrite QD32 buffered (MB/s)|$(ratio "$bs_write" 1e6 | tr -d x)|$(ratio "$fio_write" 1e6 | tr -d x)|$(ratio "$bs_write" "$fio_write")")

@@ -73,7 +73,9 @@ impl WriteConfig {
                 flags.queue_depth
             )));
         }
-        let burst = flags.burst.unwrap_or(flags.queue_depth);
+        // Half the queue depth by default: a new burst goes out while the
+        // previous one drains, so the queue never runs dry between bursts.
+        let burst = flags.burst.unwrap_or((flags.queue_depth / 2).max(1));
         if burst == 0 {
             return Err(Error::usage(
                 "bad --burst 0: a burst has at least one write",

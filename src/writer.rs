@@ -169,6 +169,13 @@ pub fn write(
             break;
         };
         let writes_in_burst = this_burst.len() as u64;
+        // A burst goes out together: wait for room for all of it.
+        let room_needed = this_burst.len().min(writer.engine.queue_depth());
+        while writer.engine.queue_depth() - writer.engine.in_flight() < room_needed
+            && writer.failure.is_none()
+        {
+            writer.reap(1)?;
+        }
         for write in this_burst {
             writer.submit(write)?;
             if writer.failure.is_some() {
