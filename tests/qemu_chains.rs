@@ -21,7 +21,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{TestEnv, finding, finding_set};
-use nbd_server::{NbdServer, have};
+use nbd_server::{NbdServer, free_port, have};
 use serde_json::Value;
 
 const KIB: u64 = 1024;
@@ -677,4 +677,106 @@ fn bursty_write_at_queue_depth_32_keeps_32_writes_in_flight_in_front_of_qemu_nbd
     // What went through both servers landed in the qcow2 image.
     let qemu = serve(&env, QCOW2, "disk.qcow2", &["--read-only"]);
     verify_clean(&env, &qemu.uri(""), "depth.manifest", &[]);
+}
+
+// ---- the workflows of docs/WORKFLOWS.md, as written ----
+
+/// The ```sh blocks of a markdown text, in order, as one script.
+fn sh_blocks(markdown: &str) -> String {
+    let mut script = String::new();
+    let mut in_block = false;
+    for line in markdown.lines() {
+        if in_block {
+            if line.starts_with("```") {
+                in_block = false;
+            } else {
+                script.push_str(line);
+                script.push('\n');
+            }
+        } else if line == "```sh" {
+            in_block = true;
+        }
+    }
+    script
+}
+
+/// Stops, when dropped, the qemu-nbd whose pid is in `pid_file`, if it is
+/// still running: the one a failing script started and never stopped
+/// (`qemu-nbd --fork` is not our child, so no other guard has it).
+struct ForkedServer {
+    pid_file: std::path::PathBuf,
+}
+
+impl Drop for ForkedServer {
+    fn drop(&mut self) {
+        let Some(pid) = std::fs::read_to_string(&self.pid_file)
+            .ok()
+            .and_then(|text| text.trim().parse::<i32>().ok())
+        else {
+            return;
+        };
+        // Only if that pid is still a qemu-nbd: never a recycled pid.
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() != "qemu-nbd" {
+            return;
+        }
+        if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+#[test]
+fn workflows_in_docs_run_as_written() {
+    if !have_qemu() {
+        return;
+    }
+    let doc_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/WORKFLOWS.md");
+    let doc = std::fs::read_to_string(&doc_path).expect("read docs/WORKFLOWS.md");
+    let script = sh_blocks(&doc);
+    let verifies = script.matches("blockstamp verify").count();
+    assert!(
+        verifies >= 5,
+        "the workflows verify {verifies} times:\n{script}"
+    );
+
+    let env = TestEnv::new();
+    let _server = ForkedServer {
+        pid_file: env.path("qemu-nbd.pid"),
+    };
+    let binary = Path::new(env!("CARGO_BIN_EXE_blockstamp"));
+    let path = format!(
+        "{}:{}",
+        binary.parent().expect("binary dir").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // Bounded: a hung step fails the test instead of hanging it.
+    let output = Command::new("timeout")
+        .args(["120", "bash", "-euo", "pipefail", "-c", &script])
+        .current_dir(env.dir.path())
+        .env("PATH", path)
+        .env("SIZE", "8M")
+        .env("PORT", free_port().to_string())
+        .output()
+        .expect("run bash");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the workflows of docs/WORKFLOWS.md failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
+    assert_eq!(stdout.matches("CLEAN:").count(), verifies, "{stdout}");
+    // Every JSON report the workflows wrote says clean.
+    let mut reports = 0;
+    for entry in std::fs::read_dir(env.dir.path()).expect("list scratch dir") {
+        let path = entry.expect("dir entry").path();
+        if path.extension().is_some_and(|ext| ext == "json") {
+            let text = std::fs::read_to_string(&path).expect("read report");
+            let report: Value = serde_json::from_str(&text).expect("report is JSON");
+            assert_eq!(report["clean"], true, "{}: {report:#}", path.display());
+            reports += 1;
+        }
+    }
+    assert!(reports >= 4, "{reports} JSON reports written");
 }
