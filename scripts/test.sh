@@ -5,10 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests drive: nbdkit and qemu-nbd serve NBD exports,
-# losetup (mount) and mkfs.ext4 (e2fsprogs) build loop-device scenes.
+# losetup (mount) and mkfs.ext4 (e2fsprogs) build loop-device scenes, the
+# shell of docs/WORKFLOWS.md waits for qemu-nbd with ps (procps).
 missing=()
 command -v nbdkit >/dev/null 2>&1 || missing+=(nbdkit)
 command -v qemu-nbd >/dev/null 2>&1 || missing+=(qemu-utils)
+command -v ps >/dev/null 2>&1 || missing+=(procps)
 command -v losetup >/dev/null 2>&1 || missing+=(mount)
 command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v fio >/dev/null 2>&1 || missing+=(fio)

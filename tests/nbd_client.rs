@@ -247,6 +247,9 @@ fn concurrent_writers_share_one_connection_with_many_requests_in_flight() {
         depth <= THREADS as usize,
         "{depth} in flight from {THREADS} threads"
     );
+    // The same count through the Target trait, where a report reads it.
+    let as_target: &dyn Target = target.as_ref();
+    assert_eq!(as_target.max_in_flight(), Some(depth));
 }
 
 // ---- refusals at open ----

@@ -95,6 +95,14 @@ pub trait Target: Send + Sync {
     fn data_ranges(&self) -> Option<Vec<std::ops::Range<u64>>> {
         None
     }
+
+    /// The most requests this target has had in flight at once, where it
+    /// counts them itself (an NBD connection does), so a report can quote
+    /// the depth the target saw rather than the depth asked for. `None`
+    /// when the target does not count.
+    fn max_in_flight(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// How a command wants its target opened.

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 /// How long a server may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a server may take to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Whether `program` can be run. If not: panic under `CI=true`, else print
 /// why the test is skipped and return false.
@@ -75,6 +77,25 @@ impl NbdServer {
             return None;
         }
         NbdServer::qemu_nbd("qcow2", size_bytes, Listen::Unix, args)
+    }
+
+    /// qemu-nbd serving an image file that already exists (a qcow2 overlay,
+    /// a vmdk base) as `format` on a unix socket, with `args` added (e.g.
+    /// `-r`). The image stays where it is; the server's temp dir holds only
+    /// its socket and log.
+    pub fn qemu_nbd_image(image: &Path, format: &str, args: &[&str]) -> Option<NbdServer> {
+        if !have("qemu-nbd") {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("create temp dir");
+        let command = qemu_nbd_command(dir.path(), Listen::Unix, format, image, args);
+        Some(NbdServer::spawn(
+            "qemu-nbd",
+            command,
+            Listen::Unix,
+            Some(image.to_path_buf()),
+            dir,
+        ))
     }
 
     fn qemu_nbd(format: &str, size_bytes: u64, listen: Listen, args: &[&str]) -> Option<NbdServer> {
@@ -179,7 +200,9 @@ impl NbdServer {
         }
     }
 
-    fn log(&self) -> String {
+    /// What the server printed on stdout and stderr so far (qemu-nbd's
+    /// `--trace` events go there).
+    pub fn log(&self) -> String {
         let mut text = String::new();
         let _ = std::fs::File::open(self.dir.path().join("server.log"))
             .and_then(|mut file| file.read_to_string(&mut text));
@@ -213,6 +236,25 @@ impl NbdServer {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Stop the server the way an operator does, with SIGTERM: qemu-nbd
+    /// then closes the image cleanly, nbdkit finishes its log. SIGKILL if
+    /// it has not exited within STOP_TIMEOUT.
+    pub fn stop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let started = Instant::now();
+        while started.elapsed() < STOP_TIMEOUT {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
     }
 }
 
@@ -262,7 +304,7 @@ fn start(program: &str, mut command: Command, dir: &Path) -> Child {
 }
 
 /// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
     listener.local_addr().expect("local address").port()
 }

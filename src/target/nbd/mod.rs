@@ -293,6 +293,10 @@ impl Target for NbdTarget {
         let ticket = self.client.submit(proto::CMD_FLUSH, 0, 0, 0, &[], 0)?;
         self.client.wait(ticket).map(drop)
     }
+
+    fn max_in_flight(&self) -> Option<usize> {
+        Some(self.client.max_in_flight())
+    }
 }
 
 /// A handshake failure as one line for the user, with the right exit code.
