@@ -155,7 +155,7 @@ impl BurstWorkload {
         let wanted = if low == high {
             low
         } else {
-            low + (self.rng.next() % (high - low + 1) as u64) as u32
+            low + (self.rng.next_u64() % (high - low + 1) as u64) as u32
         };
         let mut op = WriteOp {
             first_block: block,
@@ -189,7 +189,7 @@ impl BurstWorkload {
     /// burst, if one is found quickly.
     fn overwrite(&mut self, burst: &[WriteOp]) -> Option<WriteOp> {
         for _ in 0..8 {
-            let index = (self.rng.next() % self.recent.len().max(1) as u64) as usize;
+            let index = (self.rng.next_u64() % self.recent.len().max(1) as u64) as usize;
             let op = *self.recent.get(index)?;
             if !burst.iter().any(|other| op.touches(other)) {
                 return Some(op);
@@ -235,11 +235,10 @@ impl Workload for BurstWorkload {
             if self.plan.overwrite > 0.0
                 && !self.recent.is_empty()
                 && self.rng.unit() < self.plan.overwrite
+                && let Some(op) = self.overwrite(burst)
             {
-                if let Some(op) = self.overwrite(burst) {
-                    burst.push(op);
-                    continue;
-                }
+                burst.push(op);
+                continue;
             }
             if self.position >= self.order.len() {
                 if self.deferred.is_empty() {
@@ -384,14 +383,14 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
 pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         mix64(self.0)
     }
 
     /// Uniform in [0, 1).
     pub fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

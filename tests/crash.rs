@@ -49,7 +49,7 @@ fn a_writer_killed_at_random_moments_leaves_a_manifest_that_verifies_clean() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start writer");
-        std::thread::sleep(Duration::from_millis(150 + rng.next() % 400));
+        std::thread::sleep(Duration::from_millis(150 + rng.next_u64() % 400));
         child.kill().expect("SIGKILL the writer");
         child.wait().expect("reap the writer");
         // Right after the kill, with the manifest as the writer left it.
@@ -179,7 +179,7 @@ fn after_a_power_cut_exactly_the_durable_writes_a_lying_device_dropped_are_repor
     for seed in 0..4u64 {
         let env = TestEnv::new();
         let mut rng = SplitMix64(seed);
-        let victims: HashSet<u64> = (0..24).map(|_| (rng.next() % 512) * 4096).collect();
+        let victims: HashSet<u64> = (0..24).map(|_| (rng.next_u64() % 512) * 4096).collect();
         let plan = PowerCutPlan {
             // The second pass starts at write 512; cut late in it.
             cut_after_writes: 700 + seed * 50,

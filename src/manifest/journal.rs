@@ -194,7 +194,7 @@ impl Journal {
         };
         let mut run_start = position;
         for &(block, generation) in entries {
-            if position % self.capacity == 0 && position != run_start {
+            if position.is_multiple_of(self.capacity) && position != run_start {
                 flush(&mut bytes, run_start)?;
                 run_start = position;
             }

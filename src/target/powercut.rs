@@ -104,10 +104,10 @@ impl PowerCutTarget {
         let unit = self.unit();
         while let Some(write) = state.volatile.pop() {
             let units = write.previous.len() / unit;
-            let kept_units = match state.rng.next() % 3 {
-                0 => units,                                             // persisted
-                1 => 0,                                                 // lost
-                _ => (state.rng.next() % units.max(1) as u64) as usize, // torn
+            let kept_units = match state.rng.next_u64() % 3 {
+                0 => units,                                                 // persisted
+                1 => 0,                                                     // lost
+                _ => (state.rng.next_u64() % units.max(1) as u64) as usize, // torn
             };
             let undo = &write.previous[kept_units * unit..];
             if !undo.is_empty() {
