@@ -36,8 +36,12 @@ pub fn run(command: Command) -> Result<ExitCode> {
 fn write_command(args: &WriteArgs) -> Result<ExitCode> {
     let config = WriteConfig::from_flags(&args.write)?;
     let (mut manifest, target) = prepare_write(&args.target, &config)?;
-    write_phase(&mut manifest, &target, &config)?;
-    Ok(ExitCode::Clean)
+    let outcome = write_phase(&mut manifest, &target, &config)?;
+    Ok(if outcome.rolling_findings.is_empty() {
+        ExitCode::Clean
+    } else {
+        ExitCode::Findings
+    })
 }
 
 fn run_command(args: &RunArgs) -> Result<ExitCode> {
@@ -296,6 +300,21 @@ fn write_phase(
     );
     if outcome.interrupted {
         println!("stopped early by a signal; the manifest records every completed write");
+    }
+    if config.options.verify_backlog.is_some() {
+        println!(
+            "rolling verify: {} block(s) read back while writing, {} finding(s)",
+            outcome.rolling_checked_blocks,
+            outcome.rolling_findings.len()
+        );
+        for finding in outcome.rolling_findings.iter().take(10) {
+            println!(
+                "  block {}: {}: {}",
+                finding.block,
+                finding.classified.class.name(),
+                finding.classified.detail
+            );
+        }
     }
     Ok(outcome)
 }

@@ -93,6 +93,9 @@ pub struct WriteFlags {
     /// IO engine: auto (io_uring where it works), uring, sync.
     #[arg(long, value_name = "ENGINE", default_value = "auto")]
     pub engine: String,
+    /// While writing, read back the blocks of every N completed writes.
+    #[arg(long, value_name = "N")]
+    pub verify_backlog: Option<u64>,
     /// Write without the write-ahead journal (only to measure its cost: a
     /// crash then leaves a manifest verify cannot fully trust).
     #[arg(long)]

@@ -156,6 +156,14 @@ impl WriteConfig {
                 duration,
                 burst_gap,
                 journal: !flags.no_journal,
+                verify_backlog: match flags.verify_backlog {
+                    Some(0) => {
+                        return Err(Error::usage(
+                            "bad --verify-backlog 0: read back after at least one write",
+                        ));
+                    }
+                    other => other,
+                },
                 progress: None,
             },
         })

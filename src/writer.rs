@@ -48,6 +48,9 @@ pub struct WriteOptions {
     pub burst_gap: Duration,
     /// Use the write-ahead journal (off only to measure its cost).
     pub journal: bool,
+    /// Read back the blocks of every N completed writes while writing
+    /// (fio's verify_backlog; no read ever overlaps a write of its blocks).
+    pub verify_backlog: Option<u64>,
     pub progress: Option<Arc<crate::progress::Counters>>,
 }
 
@@ -59,6 +62,7 @@ impl Default for WriteOptions {
             duration: None,
             burst_gap: Duration::ZERO,
             journal: true,
+            verify_backlog: None,
             progress: None,
         }
     }
@@ -76,6 +80,9 @@ pub struct WriteOutcome {
     pub elapsed: Duration,
     pub passes_completed: u64,
     pub interrupted: bool,
+    /// Blocks read back by the rolling verify, and what it found.
+    pub rolling_checked_blocks: u64,
+    pub rolling_findings: Vec<crate::verify::Finding>,
 }
 
 impl WriteOutcome {
@@ -101,8 +108,13 @@ struct Planned {
     journal_end: u64,
 }
 
-struct InFlight {
-    planned: Planned,
+enum InFlight {
+    Write(Planned),
+    /// A rolling-verify read of blocks written earlier in this run.
+    Read {
+        op: WriteOp,
+        generations: Vec<u32>,
+    },
 }
 
 struct Writer<'a> {
@@ -119,6 +131,8 @@ struct Writer<'a> {
     submitted: VecDeque<(u64, bool)>,
     next_id: u64,
     failure: Option<Error>,
+    /// Completed writes not yet read back by the rolling verify.
+    backlog: Vec<(WriteOp, Vec<u32>)>,
 }
 
 /// Run the write phase to the end of the workload (or the duration, or a
@@ -142,6 +156,7 @@ pub fn write(
         submitted: VecDeque::new(),
         next_id: 0,
         failure: None,
+        backlog: Vec::new(),
     };
     let mut planned: VecDeque<Vec<Planned>> = VecDeque::new();
     let mut burst = Vec::new();
@@ -184,6 +199,7 @@ pub fn write(
         }
         writer.engine.kick().map_err(engine_error)?;
         writer.reap(0)?;
+        writer.read_back_if_due()?;
 
         let flush_now = match options.sync {
             SyncPolicy::Burst => true,
@@ -347,7 +363,7 @@ impl Writer<'_> {
             })
             .map_err(engine_error)?;
         self.submitted.push_back((write.journal_end, false));
-        self.in_flight.insert(id, InFlight { planned: write });
+        self.in_flight.insert(id, InFlight::Write(write));
         Ok(())
     }
 
@@ -392,12 +408,108 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// Every `verify_backlog` completed writes, read their blocks back.
+    /// A block written again since is skipped (its newer write will be
+    /// checked in its turn), and while a read is in flight no write of its
+    /// blocks is submitted: no read ever races a write.
+    fn read_back_if_due(&mut self) -> Result<()> {
+        let Some(every) = self.options.verify_backlog else {
+            return Ok(());
+        };
+        if (self.backlog.len() as u64) < every || self.failure.is_some() {
+            return Ok(());
+        }
+        let block_size = self.manifest.header().block_size as usize;
+        for (op, generations) in std::mem::take(&mut self.backlog) {
+            let current = (op.first_block..op.end()).zip(&generations).all(|(b, &g)| {
+                self.manifest.generation(b) == g && !self.blocks_in_flight.contains(&b)
+            });
+            if !current {
+                continue;
+            }
+            while self.engine.in_flight() >= self.engine.queue_depth() {
+                self.reap(1)?;
+            }
+            let length = block_size * op.block_count as usize;
+            let mut buf = self.engine.take_buffer(length);
+            buf.set_len(length);
+            for block in op.first_block..op.end() {
+                self.blocks_in_flight.insert(block);
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            let offset = op.first_block * block_size as u64;
+            self.engine
+                .submit(Io {
+                    id,
+                    kind: IoKind::Read { offset },
+                    buf,
+                })
+                .map_err(engine_error)?;
+            self.in_flight
+                .insert(id, InFlight::Read { op, generations });
+        }
+        self.engine.kick().map_err(engine_error)
+    }
+
+    fn check_read_back(&mut self, op: WriteOp, generations: &[u32], completion: Completion) {
+        use crate::verify::{Classified, Expectation, Finding, FindingClass, classify};
+        let format = self.manifest.format();
+        let block_size = format.block_size as usize;
+        for block in op.first_block..op.end() {
+            self.blocks_in_flight.remove(&block);
+        }
+        self.outcome.rolling_checked_blocks += op.block_count as u64;
+        if let Err(e) = &completion.result {
+            for (i, &generation) in generations.iter().enumerate() {
+                let classified = Classified {
+                    class: FindingClass::Unreadable,
+                    found_generation: None,
+                    found_block: None,
+                    detail: format!("rolling verify read failed: {e}"),
+                    torn_split: None,
+                    corruption: None,
+                };
+                let block = op.first_block + i as u64;
+                self.outcome.rolling_findings.push(Finding::from_read(
+                    block,
+                    format.block_size,
+                    generation,
+                    &[],
+                    classified,
+                ));
+            }
+        } else {
+            for (i, bytes) in completion.buf.chunks_exact(block_size).enumerate() {
+                let block = op.first_block + i as u64;
+                let generation = generations[i];
+                if let Some(classified) =
+                    classify(&format, Expectation { block, generation }, bytes)
+                {
+                    self.outcome.rolling_findings.push(Finding::from_read(
+                        block,
+                        format.block_size,
+                        generation,
+                        bytes,
+                        classified,
+                    ));
+                }
+            }
+        }
+        self.engine.recycle(completion.buf);
+    }
+
     /// Record completed writes in the manifest.
     fn absorb(&mut self, completions: Vec<Completion>) -> Result<()> {
         let mut released = None;
         for completion in completions {
-            let Some(InFlight { planned: write }) = self.in_flight.remove(&completion.id) else {
-                continue;
+            let write = match self.in_flight.remove(&completion.id) {
+                Some(InFlight::Write(write)) => write,
+                Some(InFlight::Read { op, generations }) => {
+                    self.check_read_back(op, &generations, completion);
+                    continue;
+                }
+                None => continue,
             };
             let op = write.op;
             for block in op.first_block..op.end() {
@@ -411,6 +523,9 @@ impl Writer<'_> {
                         if self.planned_generation.get(&block) == Some(generation) {
                             self.planned_generation.remove(&block);
                         }
+                    }
+                    if self.options.verify_backlog.is_some() {
+                        self.backlog.push((op, write.generations.clone()));
                     }
                     self.outcome.writes += 1;
                     self.outcome.blocks_written += op.block_count as u64;

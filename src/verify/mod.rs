@@ -37,6 +37,33 @@ pub struct Finding {
     first_read_crc: Option<u32>,
 }
 
+impl Finding {
+    /// A finding from a read made outside `verify` (the writer's rolling
+    /// verify); `persistent` is left false until re-read.
+    pub fn from_read(
+        block: u64,
+        block_size: u32,
+        expected_generation: u32,
+        bytes: &[u8],
+        classified: Classified,
+    ) -> Finding {
+        Finding {
+            block,
+            offset: block * block_size as u64,
+            expected_generation,
+            classified,
+            unreadable_sectors: Vec::new(),
+            persistent: false,
+            first_read_crc: Some(crc32c::crc32c(bytes)),
+        }
+    }
+
+    /// The same block read again returned the same bytes.
+    pub fn confirm(&mut self, target: &dyn Target, format: &RunFormat) {
+        self.persistent = reread_matches(target, format, self);
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct VerifyOptions {
     /// Threads checking blocks.
