@@ -96,6 +96,13 @@ fn prepare_write(args: &TargetArgs, config: &WriteConfig) -> Result<(Manifest, A
             )));
         }
         let random_bytes = crate::config::random_bytes_for(config.compress_ratio);
+        let dedup_permille = crate::config::dedup_permille_for(config.dedup_ratio);
+        if config.dedup_ratio != 1.0 && dedup_permille != header.dedup_permille {
+            return Err(Error::usage(format!(
+                "manifest {} was written with another --dedup-ratio; continue it without the flag or use a new manifest",
+                args.manifest.display()
+            )));
+        }
         if config.compress_ratio != 1.0 && random_bytes != header.random_bytes {
             return Err(Error::usage(format!(
                 "manifest {} was written with another --compress-ratio; continue it without the flag or use a new manifest",
@@ -183,6 +190,7 @@ fn prepare_write(args: &TargetArgs, config: &WriteConfig) -> Result<(Manifest, A
                     seed: config.seed.unwrap_or_else(random_u64),
                     block_size,
                     random_bytes: crate::config::random_bytes_for(config.compress_ratio),
+                    dedup_permille: crate::config::dedup_permille_for(config.dedup_ratio),
                     journal_bytes: crate::manifest::journal::journal_bytes_for(
                         record.size_bytes / block_size as u64,
                     ),

@@ -90,6 +90,9 @@ pub struct WriteFlags {
     /// Data compressibility for arrays that compress: 1 = incompressible, 2 = halves, …
     #[arg(long, value_name = "R", default_value = "1")]
     pub compress_ratio: String,
+    /// Data deduplicability for arrays that dedup: 1 = all unique, 2 = half the writes shared, …
+    #[arg(long, value_name = "D", default_value = "1")]
+    pub dedup_ratio: String,
     /// IO engine: auto (io_uring where it works), uring, sync.
     #[arg(long, value_name = "ENGINE", default_value = "auto")]
     pub engine: String,

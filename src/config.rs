@@ -32,6 +32,7 @@ pub struct WriteConfig {
     pub io_size: Option<(u64, u64)>,
     pub overwrite: f64,
     pub compress_ratio: f64,
+    pub dedup_ratio: f64,
     pub engine: EngineChoice,
     pub direct: bool,
     pub force: bool,
@@ -134,6 +135,17 @@ impl WriteConfig {
                     flags.compress_ratio
                 ))
             })?;
+        let dedup_ratio: f64 = flags
+            .dedup_ratio
+            .parse()
+            .ok()
+            .filter(|r: &f64| r.is_finite() && *r >= 1.0 && *r <= 100.0)
+            .ok_or_else(|| {
+                Error::usage(format!(
+                    "bad --dedup-ratio '{}': use a number from 1 (all unique) to 100",
+                    flags.dedup_ratio
+                ))
+            })?;
         let engine = parse_engine(&flags.engine, "--engine")?;
         Ok(WriteConfig {
             size_bytes,
@@ -147,6 +159,7 @@ impl WriteConfig {
             io_size,
             overwrite,
             compress_ratio,
+            dedup_ratio,
             engine,
             direct: !flags.buffered,
             force: flags.force,
@@ -204,6 +217,15 @@ pub fn random_bytes_for(compress_ratio: f64) -> u16 {
     let header = crate::stamp::HEADER_BYTES as f64;
     let random = (sector / compress_ratio - header).max(8.0);
     (random as usize).min(crate::stamp::PAYLOAD_BYTES) as u16 & !7
+}
+
+/// Per mille of writes with shared content for a dedup ratio D: an array
+/// that deduplicates stores about 1/D of what was written (plus the few
+/// shared patterns).
+pub fn dedup_permille_for(dedup_ratio: f64) -> u16 {
+    ((1.0 - 1.0 / dedup_ratio) * 1000.0)
+        .round()
+        .clamp(0.0, 1000.0) as u16
 }
 
 fn parse_sync(text: &str) -> Result<SyncPolicy> {

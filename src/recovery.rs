@@ -67,7 +67,7 @@ pub fn recover(manifest: &mut Manifest, target: &dyn Target) -> Result<Recovery>
                 )
                 .is_none()
             } else {
-                stamp::block_is_intact(&format, block, g, &buf)
+                stamp::holds(&format, block, g, &buf)
             }
         });
         match held {
@@ -83,7 +83,7 @@ pub fn recover(manifest: &mut Manifest, target: &dyn Target) -> Result<Recovery>
                 let generation = next_generation(newest);
                 let write_seq = manifest.header().next_write_seq;
                 manifest.header_mut().next_write_seq += 1;
-                stamp::build_block(
+                stamp::build_write(
                     &format,
                     &WriteStamp {
                         block,

@@ -58,6 +58,26 @@ pub struct RunFormat {
     /// the payload is zero. `PAYLOAD_BYTES` (the default) is incompressible;
     /// less gives arrays a compressible stream (`--compress-ratio`).
     pub random_bytes: u16,
+    /// Per mille of writes whose content is one of a few shared patterns
+    /// instead of unique (`--dedup-ratio`); 0: every write unique.
+    pub dedup_permille: u16,
+}
+
+/// Block numbers at and above this, in a stamp, name a dedup pattern.
+pub const DEDUP_PATTERN_BASE: u64 = 1 << 62;
+/// Distinct dedup patterns of a run.
+pub const DEDUP_PATTERNS: u64 = 64;
+
+/// What a write of (block, generation) puts on the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Content {
+    /// This block's own stamp at this generation.
+    Unique,
+    /// Shared pattern `k`: the same bytes wherever it is written, so an
+    /// array's deduplication finds it. Consecutive generations of a block
+    /// never share a pattern (the pattern's parity is the generation's), so
+    /// a single lost write is always visible.
+    Pattern(u64),
 }
 
 impl RunFormat {
@@ -66,6 +86,28 @@ impl RunFormat {
             run_id,
             block_size,
             random_bytes: PAYLOAD_BYTES as u16,
+            dedup_permille: 0,
+        }
+    }
+
+    /// What the write of (block, generation) holds.
+    pub fn content(&self, block: u64, generation: u32) -> Content {
+        if self.dedup_permille == 0 || generation == 0 {
+            return Content::Unique;
+        }
+        let h = mix64(self.run_id ^ mix64(block ^ ((generation as u64) << 48) ^ 0xd3d0_0d3d));
+        if (h % 1000) as u16 >= self.dedup_permille {
+            return Content::Unique;
+        }
+        let half = DEDUP_PATTERNS / 2;
+        Content::Pattern(2 * ((h >> 20) % half) + (generation as u64 & 1))
+    }
+
+    /// The stamp identity (block field, generation field) of that write.
+    pub fn stamp_identity(&self, block: u64, generation: u32) -> (u64, u32) {
+        match self.content(block, generation) {
+            Content::Unique => (block, generation),
+            Content::Pattern(k) => (DEDUP_PATTERN_BASE + k, 1),
         }
     }
 
@@ -116,6 +158,31 @@ pub enum SectorContent {
     Zero,
     /// Anything else: damaged stamp or foreign data.
     Other,
+}
+
+/// Fill `block` with what `write` puts there: its own stamp, or (with
+/// dedup) a shared pattern. Seq and time of a pattern are zero, so the
+/// pattern's bytes are the same wherever it is written.
+pub fn build_write(format: &RunFormat, write: &WriteStamp, block: &mut [u8]) {
+    match format.content(write.block, write.generation) {
+        Content::Unique => build_block(format, write, block),
+        Content::Pattern(k) => build_block(
+            format,
+            &WriteStamp {
+                block: DEDUP_PATTERN_BASE + k,
+                generation: 1,
+                write_seq: 0,
+                write_time_s: 0,
+            },
+            block,
+        ),
+    }
+}
+
+/// Does `bytes` hold exactly what the write of (block, generation) put there?
+pub fn holds(format: &RunFormat, block: u64, generation: u32, bytes: &[u8]) -> bool {
+    let (stamp_block, stamp_generation) = format.stamp_identity(block, generation);
+    block_is_intact(format, stamp_block, stamp_generation, bytes)
 }
 
 /// Fill `block` (exactly `format.block_size` bytes) with the stamp of `write`.

@@ -337,7 +337,7 @@ impl Writer<'_> {
         for (i, chunk) in buf.chunks_exact_mut(block_size).enumerate() {
             let block = op.first_block + i as u64;
             let generation = write.generations[i];
-            stamp::build_block(
+            stamp::build_write(
                 &format,
                 &WriteStamp {
                     block,

@@ -101,6 +101,7 @@ fn write_until_the_power_fails(
             seed: 1,
             block_size,
             random_bytes: PAYLOAD_BYTES as u16,
+            dedup_permille: 0,
             target: TargetRecord::from_info(shared.info()),
             journal_bytes: journal_bytes_for(blocks),
         },

@@ -121,6 +121,9 @@ pub struct ManifestHeader {
     pub block_count: u64,
     /// Pseudo-random payload bytes per sector (see `stamp::RunFormat`).
     pub random_bytes: u16,
+    /// Per mille of writes with shared (deduplicable) content.
+    #[serde(default)]
+    pub dedup_permille: u16,
     pub target: TargetRecord,
     pub state: ManifestState,
     /// Next write sequence number to hand out.
@@ -145,6 +148,7 @@ pub struct NewManifest {
     pub seed: u64,
     pub block_size: u32,
     pub random_bytes: u16,
+    pub dedup_permille: u16,
     pub target: TargetRecord,
     pub journal_bytes: u64,
 }
@@ -198,6 +202,7 @@ impl Manifest {
             block_size: new.block_size,
             block_count,
             random_bytes: new.random_bytes,
+            dedup_permille: new.dedup_permille,
             target: new.target,
             state: ManifestState::Clean,
             next_write_seq: 1,
@@ -331,6 +336,7 @@ impl Manifest {
             run_id: self.header.run_id,
             block_size: self.header.block_size,
             random_bytes: self.header.random_bytes,
+            dedup_permille: self.header.dedup_permille,
         }
     }
 
@@ -799,7 +805,7 @@ fn validate_header(header: &ManifestHeader, path: &Path) -> Result<()> {
     if header.journal_bytes != 0 && header.journal_bytes < journal::ENTRIES_OFFSET + 8 * 16 {
         return bad("its journal region is too small");
     }
-    if header.random_bytes as usize > crate::stamp::PAYLOAD_BYTES {
+    if header.random_bytes as usize > crate::stamp::PAYLOAD_BYTES || header.dedup_permille > 1000 {
         return bad("its payload settings are out of range");
     }
     Ok(())
@@ -975,6 +981,7 @@ mod tests {
                 seed: 1,
                 block_size: 4096,
                 random_bytes: 464,
+                dedup_permille: 0,
                 target: record(1 << 20),
                 journal_bytes: 0,
             },

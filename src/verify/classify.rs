@@ -137,22 +137,60 @@ enum Sector {
     /// A stamp of another run.
     OtherRun(SectorHeader),
     Zero,
+    /// A dedup pattern of this run that no nearby generation of this block
+    /// wrote (a misdirected write of a shared pattern).
+    Pattern(u64),
     /// Not a valid stamp and not zero.
     Damaged,
+}
+
+/// Older generations searched for a dedup pattern (newer: a few).
+const PATTERN_SEARCH_OLDER: u32 = 64;
+const PATTERN_SEARCH_NEWER: u32 = 8;
+
+/// The generation of `block` nearest to `around` whose write was `pattern`:
+/// one of its earlier writes (a lost write), or one of the next few (a
+/// checkpoint verified against a newer state). A shared pattern is the
+/// same bytes wherever it lands, so a misdirected write of a pattern this
+/// block also had may be reported as that generation of this block.
+fn generation_with_pattern(
+    format: &RunFormat,
+    block: u64,
+    around: u32,
+    pattern: u64,
+) -> Option<u32> {
+    use crate::manifest::next_generation;
+    let wanted = stamp::Content::Pattern(pattern);
+    let mut older = around;
+    for _ in 0..PATTERN_SEARCH_OLDER {
+        if older == 0 {
+            break;
+        }
+        if format.content(block, older) == wanted {
+            return Some(older);
+        }
+        older -= 1;
+    }
+    let mut newer = around;
+    for _ in 0..PATTERN_SEARCH_NEWER {
+        newer = next_generation(newer);
+        if format.content(block, newer) == wanted {
+            return Some(newer);
+        }
+    }
+    None
 }
 
 /// Classify a block whose fast check failed (or any block). `None` when it
 /// holds exactly what is expected.
 pub fn classify(format: &RunFormat, expect: Expectation, block: &[u8]) -> Option<Classified> {
-    if expect.generation != 0
-        && stamp::block_is_intact(format, expect.block, expect.generation, block)
-    {
+    if expect.generation != 0 && stamp::holds(format, expect.block, expect.generation, block) {
         return None;
     }
     let sectors: Vec<Sector> = block
         .chunks_exact(SECTOR_BYTES)
         .enumerate()
-        .map(|(index, bytes)| read_sector(format, expect.block, index as u16, bytes))
+        .map(|(index, bytes)| read_sector(format, expect, index as u16, bytes))
         .collect();
     if expect.generation == 0 {
         return classify_unwritten(expect, &sectors);
@@ -160,8 +198,26 @@ pub fn classify(format: &RunFormat, expect: Expectation, block: &[u8]) -> Option
     classify_written(format, expect, block, &sectors)
 }
 
-fn read_sector(format: &RunFormat, block: u64, index: u16, bytes: &[u8]) -> Sector {
+fn read_sector(format: &RunFormat, expect: Expectation, index: u16, bytes: &[u8]) -> Sector {
+    let block = expect.block;
     match stamp::decode_sector(bytes) {
+        SectorContent::Stamp(header)
+            if header.run_id == format.run_id
+                && header.block >= stamp::DEDUP_PATTERN_BASE
+                && header.sector_index == index =>
+        {
+            // A shared dedup pattern: which generation of this block, near
+            // the expected one, wrote this pattern?
+            let pattern = header.block - stamp::DEDUP_PATTERN_BASE;
+            match generation_with_pattern(format, block, expect.generation, pattern) {
+                Some(generation) => Sector::Own {
+                    generation,
+                    write_seq: 0,
+                    write_time_s: 0,
+                },
+                None => Sector::Pattern(pattern),
+            }
+        }
         SectorContent::Zero => Sector::Zero,
         SectorContent::Other => Sector::Damaged,
         SectorContent::Stamp(header) => {
@@ -216,7 +272,22 @@ fn classify_unwritten(expect: Expectation, sectors: &[Sector]) -> Option<Classif
             corruption: None,
         });
     }
-    let _ = expect;
+    if let Some(pattern) = sectors.iter().find_map(|s| match s {
+        Sector::Pattern(k) => Some(*k),
+        _ => None,
+    }) {
+        return Some(Classified {
+            class: FindingClass::Misdirected,
+            found_generation: None,
+            found_block: None,
+            detail: format!(
+                "block {} was never written by this run but holds its shared dedup pattern {pattern} (which block's write cannot be told)",
+                expect.block
+            ),
+            torn_split: None,
+            corruption: None,
+        });
+    }
     None
 }
 
@@ -256,15 +327,13 @@ fn classify_written(
     // Damaged sectors that are still recognisably this block's (a bit flip,
     // a scribble): compare them with what the stamp would be there.
     let reference = reference_write(sectors, expect, block);
+    let mut reference_bytes = vec![0u8; block.len()];
+    stamp::build_write(format, &reference, &mut reference_bytes);
     let near_own = (0..count)
         .filter(|&i| sectors[i] == Sector::Damaged)
         .filter(|&i| {
-            is_near(
-                format,
-                &reference,
-                i,
-                &block[i * SECTOR_BYTES..(i + 1) * SECTOR_BYTES],
-            )
+            let range = i * SECTOR_BYTES..(i + 1) * SECTOR_BYTES;
+            is_near(&reference_bytes[range.clone()], &block[range])
         })
         .count();
 
@@ -378,10 +447,19 @@ fn classify_not_own(expect: Expectation, sectors: &[Sector], block_len: usize) -
             "holds a stamp of another run ({:016x}, block {}, generation {}); expected generation {}",
             h.run_id, h.block, h.generation, expect.generation
         ),
-        None => format!(
-            "holds {block_len} bytes that are not a stamp of this run; expected generation {}",
-            expect.generation
-        ),
+        None => match sectors.iter().find_map(|s| match s {
+            Sector::Pattern(k) => Some(*k),
+            _ => None,
+        }) {
+            Some(pattern) => format!(
+                "holds shared dedup pattern {pattern} of this run, which no nearby generation of this block wrote; expected generation {}",
+                expect.generation
+            ),
+            None => format!(
+                "holds {block_len} bytes that are not a stamp of this run; expected generation {}",
+                expect.generation
+            ),
+        },
     };
     Classified {
         class: FindingClass::Foreign,
@@ -457,8 +535,7 @@ fn reference_write(sectors: &[Sector], expect: Expectation, block: &[u8]) -> Wri
 /// Is a damaged sector mostly what this block's stamp has there? The
 /// payloads of different writes agree on about 1 byte in 256, so "fewer
 /// than half the bytes differ" separates damage from other data widely.
-fn is_near(format: &RunFormat, reference: &WriteStamp, index: usize, found: &[u8]) -> bool {
-    let expected = stamp::expected_sector(format, reference, index as u16);
+fn is_near(expected: &[u8], found: &[u8]) -> bool {
     let differing = expected.iter().zip(found).filter(|(a, b)| a != b).count();
     differing < SECTOR_BYTES / 2
 }
@@ -466,7 +543,7 @@ fn is_near(format: &RunFormat, reference: &WriteStamp, index: usize, found: &[u8
 /// Compare a block with the reference write, byte by byte.
 fn diff_against(format: &RunFormat, reference: &WriteStamp, block: &[u8]) -> Corruption {
     let mut expected = vec![0u8; block.len()];
-    stamp::build_block(format, reference, &mut expected);
+    stamp::build_write(format, reference, &mut expected);
     // A single-sector block whose write fields are damaged was rebuilt with
     // the damaged values; find the one-bit repair that makes its CRC valid,
     // so the diff shows the flipped bit rather than a CRC mismatch.

@@ -389,7 +389,7 @@ pub fn check_block(
         return None;
     }
     if generation != 0 {
-        if stamp::block_is_intact(format, block, generation, bytes) {
+        if stamp::holds(format, block, generation, bytes) {
             return None;
         }
     } else if !bytes
@@ -431,6 +431,21 @@ pub fn pending_write_explains(
             && (g == newest || compare_generations(g, newest).is_lt())
     };
     let unit = atomic_unit.clamp(SECTOR_BYTES, bytes.len().max(SECTOR_BYTES));
+    // The acceptable generations, for matching shared dedup patterns.
+    let mut acceptable = Vec::new();
+    if format.dedup_permille > 0 {
+        let mut g = oldest;
+        if before != 0 {
+            acceptable.push(before);
+        }
+        for _ in 0..crate::manifest::GENERATION_MAX {
+            acceptable.push(g);
+            if g == newest {
+                break;
+            }
+            g = crate::manifest::next_generation(g);
+        }
+    }
     bytes
         .chunks(unit)
         .enumerate()
@@ -448,6 +463,23 @@ pub fn pending_write_explains(
                                 && h.sector_index == index =>
                         {
                             h.generation
+                        }
+                        // A shared dedup pattern: one of the acceptable writes?
+                        SectorContent::Stamp(h)
+                            if h.run_id == format.run_id
+                                && h.block >= crate::stamp::DEDUP_PATTERN_BASE
+                                && h.sector_index == index =>
+                        {
+                            let pattern = crate::stamp::Content::Pattern(
+                                h.block - crate::stamp::DEDUP_PATTERN_BASE,
+                            );
+                            match acceptable
+                                .iter()
+                                .find(|&&g| format.content(block, g) == pattern)
+                            {
+                                Some(&g) => g,
+                                None => return false,
+                            }
                         }
                         SectorContent::Stamp(h) if h.run_id == format.run_id => return false,
                         // Not a stamp of this run: the target's earlier contents.
