@@ -30,6 +30,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
         Command::Run(args) => run_command(&args),
         Command::Checkpoint(args) => checkpoint_command(&args),
         Command::Inspect(args) => inspect_command(&args),
+        Command::Soak(args) => crate::soak::soak_command(&args),
     }
 }
 
@@ -47,6 +48,7 @@ fn write_command(args: &WriteArgs) -> Result<ExitCode> {
 fn run_command(args: &RunArgs) -> Result<ExitCode> {
     let write_config = WriteConfig::from_flags(&args.write)?;
     let verify_config = VerifyConfig::from_flags(&args.verify)?;
+    crate::signals::human_to_stderr(verify_config.json.as_deref() == Some("-"));
     let (mut manifest, target) = prepare_write(&args.target, &write_config)?;
     write_phase(&mut manifest, &target, &write_config)?;
     verify_phase(&manifest, target, None, &verify_config)
@@ -71,7 +73,10 @@ fn verify_command(args: &VerifyArgs) -> Result<ExitCode> {
 }
 
 /// Open and check everything a write needs, before anything is written.
-fn prepare_write(args: &TargetArgs, config: &WriteConfig) -> Result<(Manifest, Arc<dyn Target>)> {
+pub(crate) fn prepare_write(
+    args: &TargetArgs,
+    config: &WriteConfig,
+) -> Result<(Manifest, Arc<dyn Target>)> {
     refuse_manifest_on_target(args)?;
     let existing = if args.manifest.exists() {
         let manifest = Manifest::open(&args.manifest, Access::Write)?;
@@ -202,7 +207,7 @@ fn prepare_write(args: &TargetArgs, config: &WriteConfig) -> Result<(Manifest, A
     Ok((manifest, target))
 }
 
-fn write_phase(
+pub(crate) fn write_phase(
     manifest: &mut Manifest,
     target: &Arc<dyn Target>,
     config: &WriteConfig,
@@ -286,7 +291,7 @@ fn write_phase(
     let outcome = writer::write(manifest, engine.as_mut(), &mut workload, &options);
     drop(display);
     let outcome = outcome?;
-    println!(
+    crate::say!(
         "wrote {} block(s) in {} writes, {} in {:.2} s: {}, {:.0} IOPS (queue depth {}, engine {}, seed {seed})",
         outcome.blocks_written,
         outcome.writes,
@@ -297,7 +302,7 @@ fn write_phase(
         engine.queue_depth(),
         engine.name(),
     );
-    println!(
+    crate::say!(
         "manifest {}: run {:016x}, {} of {} blocks written, {} flush(es), {} journal sync(s)",
         manifest.path().display(),
         manifest.header().run_id,
@@ -307,16 +312,16 @@ fn write_phase(
         outcome.journal_syncs,
     );
     if outcome.interrupted {
-        println!("stopped early by a signal; the manifest records every completed write");
+        crate::say!("stopped early by a signal; the manifest records every completed write");
     }
     if config.options.verify_backlog.is_some() {
-        println!(
+        crate::say!(
             "rolling verify: {} block(s) read back while writing, {} finding(s)",
             outcome.rolling_checked_blocks,
             outcome.rolling_findings.len()
         );
         for finding in outcome.rolling_findings.iter().take(10) {
-            println!(
+            crate::say!(
                 "  block {}: {}: {}",
                 finding.block,
                 finding.classified.class.name(),
@@ -333,6 +338,17 @@ fn verify_phase(
     checkpoint: Option<&str>,
     config: &VerifyConfig,
 ) -> Result<ExitCode> {
+    let report = verify_report(manifest, target, checkpoint, config)?;
+    emit_report(&report, config)
+}
+
+/// Verify and build the report, printing only notes.
+pub(crate) fn verify_report(
+    manifest: &Manifest,
+    target: Arc<dyn Target>,
+    checkpoint: Option<&str>,
+    config: &VerifyConfig,
+) -> Result<Report> {
     let expected = manifest.expected(checkpoint)?;
     let format = manifest.format();
     let mut notes = Vec::new();
@@ -400,6 +416,11 @@ fn verify_phase(
         },
         &outcome,
     );
+    Ok(report)
+}
+
+/// Print the summary and write the JSON report where asked; the exit code.
+pub(crate) fn emit_report(report: &Report, config: &VerifyConfig) -> Result<ExitCode> {
     let summary = report.human_summary(config.show);
     match config.json.as_deref() {
         Some("-") => {

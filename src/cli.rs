@@ -32,6 +32,9 @@ pub enum Command {
     Checkpoint(CheckpointArgs),
     /// Decode one block: expected vs found, sector by sector.
     Inspect(InspectArgs),
+    /// Bursty writes for --duration, a full verify every --verify-every,
+    /// a rolling verify in between; a final verify and report at the end.
+    Soak(SoakArgs),
 }
 
 #[derive(Debug, Args)]
@@ -191,4 +194,17 @@ pub struct InspectArgs {
     /// Compare with the state of this checkpoint.
     #[arg(long, value_name = "CHECKPOINT")]
     pub at: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SoakArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Full verification pass at this interval, e.g. 10m.
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    pub verify_every: String,
+    #[command(flatten)]
+    pub write: WriteFlags,
+    #[command(flatten)]
+    pub verify: VerifyFlags,
 }

@@ -19,6 +19,7 @@ pub mod progress;
 pub mod recovery;
 pub mod report;
 pub mod signals;
+pub mod soak;
 pub mod stamp;
 pub mod target;
 pub mod units;

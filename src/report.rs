@@ -65,6 +65,9 @@ pub struct Report {
     pub direct_io: bool,
     pub engine: String,
     pub notes: Vec<String>,
+    /// The soak run this verify ended (`blockstamp soak`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soak: Option<serde_json::Value>,
 }
 
 /// Everything about the run the report needs besides the verify outcome.
@@ -78,24 +81,30 @@ pub struct ReportContext {
     pub notes: Vec<String>,
 }
 
+impl FindingRecord {
+    pub fn from_finding(f: &crate::verify::Finding) -> FindingRecord {
+        FindingRecord {
+            block: f.block,
+            offset: f.offset,
+            class: f.classified.class,
+            expected_generation: f.expected_generation,
+            found_generation: f.classified.found_generation,
+            found_block: f.classified.found_block,
+            persistent: f.persistent,
+            detail: f.classified.detail.clone(),
+            torn_split: f.classified.torn_split.clone(),
+            corruption: f.classified.corruption.clone(),
+            unreadable_sectors: f.unreadable_sectors.clone(),
+        }
+    }
+}
+
 impl Report {
     pub fn new(context: ReportContext, outcome: &VerifyOutcome) -> Report {
         let findings: Vec<FindingRecord> = outcome
             .findings
             .iter()
-            .map(|f| FindingRecord {
-                block: f.block,
-                offset: f.offset,
-                class: f.classified.class,
-                expected_generation: f.expected_generation,
-                found_generation: f.classified.found_generation,
-                found_block: f.classified.found_block,
-                persistent: f.persistent,
-                detail: f.classified.detail.clone(),
-                torn_split: f.classified.torn_split.clone(),
-                corruption: f.classified.corruption.clone(),
-                unreadable_sectors: f.unreadable_sectors.clone(),
-            })
+            .map(FindingRecord::from_finding)
             .collect();
         let total = outcome.total_findings();
         let elapsed_s = outcome.elapsed.as_secs_f64();
@@ -127,6 +136,7 @@ impl Report {
             direct_io: context.direct_io,
             engine: context.engine,
             notes: context.notes,
+            soak: None,
         }
     }
 

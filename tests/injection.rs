@@ -275,3 +275,22 @@ fn inspect_decodes_a_block_sector_by_sector() {
     run.assert_code(1);
     assert!(run.stdout.contains("verdict: zeroed"), "{}", run.stdout);
 }
+
+#[test]
+fn run_with_the_json_report_on_stdout_keeps_stdout_pure_json() {
+    let env = TestEnv::new();
+    let run = env.run(&[
+        "run",
+        "disk.img",
+        "--manifest",
+        "m",
+        "--size",
+        "256KiB",
+        "--json",
+        "-",
+    ]);
+    run.assert_code(0);
+    let report = run.report();
+    assert_eq!(report["schema"], "blockstamp.report/1");
+    assert!(run.stderr.contains("wrote 64 block(s)"), "{}", run.stderr);
+}

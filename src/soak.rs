@@ -1,0 +1,210 @@
+//! `blockstamp soak`: hours of bursty writes with a full verification pass
+//! at every interval and a rolling verify of recent writes in between; a
+//! clean stop on SIGINT/SIGTERM ends with a final verify and the report.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::app::{emit_report, prepare_write, verify_report, write_phase};
+use crate::cli::SoakArgs;
+use crate::config::{VerifyConfig, WriteConfig};
+use crate::error::{Error, Result};
+use crate::exit::ExitCode;
+use crate::report::FindingRecord;
+use crate::units::parse_duration;
+
+/// One write interval and the verify that closed it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Interval {
+    pub index: u64,
+    /// Seconds since the soak started, at the end of the interval's verify.
+    pub t_s: f64,
+    pub writes: u64,
+    pub bytes_written: u64,
+    pub write_bytes_per_s: f64,
+    pub write_iops: f64,
+    pub rolling_checked_blocks: u64,
+    pub rolling_findings: u64,
+    pub verify_checked_blocks: u64,
+    pub verify_findings: u64,
+    pub verify_bytes_per_s: f64,
+}
+
+/// The `soak` section of the final report.
+#[derive(Clone, Debug, Serialize)]
+pub struct SoakSection {
+    pub duration_s: f64,
+    pub planned_duration_s: f64,
+    pub verify_every_s: f64,
+    pub stopped_by_signal: bool,
+    pub intervals: Vec<Interval>,
+    pub writes: u64,
+    pub bytes_written: u64,
+    pub rolling_checked_blocks: u64,
+    /// Findings of the rolling verify, as the verify report lists findings.
+    pub rolling_findings: Vec<FindingRecord>,
+    /// Findings of the interval verifies (the final one is the report's own).
+    pub interval_findings: u64,
+}
+
+pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
+    let mut write_config = WriteConfig::from_flags(&args.write)?;
+    let verify_config = VerifyConfig::from_flags(&args.verify)?;
+    crate::signals::human_to_stderr(verify_config.json.as_deref() == Some("-"));
+    let Some(duration) = write_config.options.duration else {
+        return Err(Error::usage("soak needs --duration, e.g. --duration 8h"));
+    };
+    let verify_every = parse_duration(&args.verify_every)
+        .map_err(|e| Error::usage(format!("--verify-every: {e}")))?;
+    if verify_every.is_zero() {
+        return Err(Error::usage(
+            "bad --verify-every 0: give an interval such as 10m",
+        ));
+    }
+    if write_config.options.verify_backlog.is_none() {
+        // Rolling verify is part of a soak: by default, read back every
+        // 1024 writes.
+        write_config.options.verify_backlog = Some(1024);
+    }
+    let interval_verify = VerifyConfig {
+        json: None,
+        ..verify_config.clone()
+    };
+    let (mut manifest, target) = prepare_write(&args.target, &write_config)?;
+    crate::signals::install();
+    let started = Instant::now();
+    let mut intervals = Vec::new();
+    let mut rolling = Vec::new();
+    let (mut writes, mut bytes_written, mut rolling_checked, mut interval_findings) = (0, 0, 0, 0);
+    loop {
+        let remaining = duration.saturating_sub(started.elapsed());
+        if remaining.is_zero() || crate::signals::stop_requested() {
+            break;
+        }
+        let mut interval_config = write_config.clone();
+        interval_config.options.duration = Some(remaining.min(verify_every));
+        let outcome = write_phase(&mut manifest, &target, &interval_config)?;
+        writes += outcome.writes;
+        bytes_written += outcome.bytes_written;
+        rolling_checked += outcome.rolling_checked_blocks;
+        let rolling_count = outcome.rolling_findings.len() as u64;
+        let stats = outcome_stats(&outcome);
+        for mut finding in outcome.rolling_findings {
+            finding.confirm(target.as_ref(), &manifest.format());
+            rolling.push(finding);
+        }
+        if crate::signals::stop_requested() || started.elapsed() >= duration {
+            // The final verify below closes this interval.
+            intervals.push(interval(
+                intervals.len() as u64,
+                started,
+                &stats,
+                rolling_count,
+                None,
+            ));
+            break;
+        }
+        let report = verify_report(&manifest, Arc::clone(&target), None, &interval_verify)?;
+        let found: u64 = report.findings_by_class.values().sum();
+        interval_findings += found;
+        crate::say!(
+            "soak interval {}: verify {} blocks, {} finding(s), {}",
+            intervals.len() + 1,
+            report.blocks.checked,
+            found,
+            crate::units::format_rate(report.throughput_bytes_per_s)
+        );
+        intervals.push(interval(
+            intervals.len() as u64,
+            started,
+            &stats,
+            rolling_count,
+            Some(&report),
+        ));
+    }
+    let stopped_by_signal = crate::signals::stop_requested();
+    if stopped_by_signal {
+        eprintln!("note: stopping on a signal: final verify (a second signal ends at once)");
+    }
+    let mut report = verify_report(&manifest, Arc::clone(&target), None, &verify_config)?;
+    if let Some(last) = intervals.last_mut()
+        && last.verify_checked_blocks == 0
+    {
+        last.verify_checked_blocks = report.blocks.checked;
+        last.verify_findings = report.findings_by_class.values().sum();
+        last.verify_bytes_per_s = report.throughput_bytes_per_s;
+        last.t_s = started.elapsed().as_secs_f64();
+    }
+    let rolling_records: Vec<FindingRecord> =
+        rolling.iter().map(FindingRecord::from_finding).collect();
+    let soak = SoakSection {
+        duration_s: started.elapsed().as_secs_f64(),
+        planned_duration_s: duration.as_secs_f64(),
+        verify_every_s: verify_every.as_secs_f64(),
+        stopped_by_signal,
+        intervals,
+        writes,
+        bytes_written,
+        rolling_checked_blocks: rolling_checked,
+        rolling_findings: rolling_records,
+        interval_findings,
+    };
+    let any_earlier_findings = !soak.rolling_findings.is_empty() || soak.interval_findings > 0;
+    report.soak = Some(serde_json::to_value(&soak).expect("soak section serialises"));
+    if any_earlier_findings {
+        report.clean = false;
+        crate::say!(
+            "soak: {} rolling-verify finding(s), {} finding(s) in interval verifies",
+            soak.rolling_findings.len(),
+            soak.interval_findings
+        );
+    }
+    let code = emit_report(&report, &verify_config)?;
+    Ok(if any_earlier_findings {
+        ExitCode::Findings
+    } else {
+        code
+    })
+}
+
+struct WriteStats {
+    writes: u64,
+    bytes_written: u64,
+    bytes_per_s: f64,
+    iops: f64,
+    rolling_checked: u64,
+}
+
+fn outcome_stats(outcome: &crate::writer::WriteOutcome) -> WriteStats {
+    WriteStats {
+        writes: outcome.writes,
+        bytes_written: outcome.bytes_written,
+        bytes_per_s: outcome.bytes_per_second(),
+        iops: outcome.iops(),
+        rolling_checked: outcome.rolling_checked_blocks,
+    }
+}
+
+fn interval(
+    index: u64,
+    started: Instant,
+    stats: &WriteStats,
+    rolling_findings: u64,
+    verify: Option<&crate::report::Report>,
+) -> Interval {
+    Interval {
+        index,
+        t_s: started.elapsed().as_secs_f64(),
+        writes: stats.writes,
+        bytes_written: stats.bytes_written,
+        write_bytes_per_s: stats.bytes_per_s,
+        write_iops: stats.iops,
+        rolling_checked_blocks: stats.rolling_checked,
+        rolling_findings,
+        verify_checked_blocks: verify.map_or(0, |r| r.blocks.checked),
+        verify_findings: verify.map_or(0, |r| r.findings_by_class.values().sum()),
+        verify_bytes_per_s: verify.map_or(0.0, |r| r.throughput_bytes_per_s),
+    }
+}
