@@ -203,8 +203,9 @@ pub fn parse_engine(text: &str, flag: &str) -> Result<EngineChoice> {
         "auto" => Ok(EngineChoice::Auto),
         "uring" | "io_uring" => Ok(EngineChoice::Uring),
         "sync" => Ok(EngineChoice::Sync),
+        "inline" => Ok(EngineChoice::Inline),
         _ => Err(Error::usage(format!(
-            "bad {flag} '{text}': use auto, uring or sync"
+            "bad {flag} '{text}': use auto, uring, sync or inline"
         ))),
     }
 }

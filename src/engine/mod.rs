@@ -7,6 +7,7 @@
 //! caller's guarantees: the writer never submits two writes touching one
 //! block while either is in flight, so completion order does not matter.
 
+pub mod inline;
 pub mod sync;
 pub mod uring;
 
@@ -88,8 +89,11 @@ pub enum EngineChoice {
     Uring,
     /// The thread pool of blocking pread/pwrite calls.
     Sync,
-    /// io_uring where it works, else the sync engine with a note saying why.
+    /// io_uring where it works, else the sync engine with a note saying
+    /// why; the inline engine for targets served from the page cache.
     Auto,
+    /// Every IO in the caller's thread (page-cache targets).
+    Inline,
 }
 
 /// What [`build`] makes of a choice, given whether io_uring works here.
@@ -110,7 +114,7 @@ pub enum Decision {
 /// their engine, not a fallback.
 pub fn choose(choice: EngineChoice, uring: Result<(), String>, target_has_fd: bool) -> Decision {
     match (choice, target_has_fd, uring) {
-        (EngineChoice::Sync, _, _) | (EngineChoice::Auto, false, _) => {
+        (EngineChoice::Sync | EngineChoice::Inline, _, _) | (EngineChoice::Auto, false, _) => {
             Decision::Sync { note: None }
         }
         (EngineChoice::Uring, false, _) => Decision::Refuse(
@@ -142,9 +146,16 @@ pub fn build(
     max_io_bytes: usize,
 ) -> Result<Built, String> {
     let uri = target.info().uri.clone();
+    let buffered = !target.info().direct_io && target.raw_fd().is_some();
+    if choice == EngineChoice::Inline || (choice == EngineChoice::Auto && buffered) {
+        return Ok((
+            Box::new(inline::InlineEngine::new(target, queue_depth)),
+            None,
+        ));
+    }
     let has_fd = target.raw_fd().is_some();
     let probed = match choice {
-        EngineChoice::Sync => Ok(()),
+        EngineChoice::Sync | EngineChoice::Inline => Ok(()),
         EngineChoice::Uring | EngineChoice::Auto => uring::probe(),
     };
     let decision = match choose(choice, probed, has_fd) {
