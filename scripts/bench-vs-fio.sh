@@ -59,7 +59,7 @@ rows+=("disk  verify read-back (MB/s)|$(ratio "$bs_read" 1e6 | tr -d x)|$(ratio 
 out=$(fio_job ws "$shm_dir/fio.img" 0 randwrite --verify=crc32c --do_verify=0)
 fio_write=$(json_field "$out" "d['jobs'][0]['write']['bw_bytes']")
 fio_shm_iops=$(json_field "$out" "d['jobs'][0]['write']['iops']")
-truncate -s "$size" "$shm_dir/bs.img"; rm -f "$disk_dir/bench-shm.m"
+prealloc "$shm_dir/bs.img"; rm -f "$disk_dir/bench-shm.m"
 bs_line=$($bs write "$shm_dir/bs.img" --manifest "$disk_dir/bench-shm.m" --queue-depth 32 2>/dev/null)
 bs_shm_iops=$(sed -n 's/.* \([0-9]*\) IOPS.*/\1/p' <<<"$bs_line" | head -1)
 bs_write=$(python3 -c "print($bs_shm_iops*4096)")

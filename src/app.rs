@@ -361,8 +361,14 @@ pub(crate) fn verify_report(
         notes.push(note);
     }
     let chunk_bytes = config.options.chunk_bytes.max(format.block_size as usize);
+    // Reads from a memory-backed target keep a queue too: the checking
+    // threads then overlap the copying.
+    let read_engine = match config.engine {
+        engine::EngineChoice::Auto => engine::EngineChoice::AutoQueued,
+        other => other,
+    };
     let (mut engine, note) = engine::build(
-        config.engine,
+        read_engine,
         Arc::clone(&target),
         config.options.queue_depth,
         chunk_bytes,

@@ -82,6 +82,14 @@ pub trait Engine {
     fn complete(&mut self, min: usize) -> io::Result<Vec<Completion>>;
 }
 
+/// tmpfs and ramfs accept O_DIRECT but are the page cache: a write there is
+/// a memory copy, best done inline.
+fn memory_backed(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    rustix::fs::fstatfs(fd).is_ok_and(|s| matches!(s.f_type as i64, TMPFS_MAGIC | RAMFS_MAGIC))
+}
+
 /// Which engine the user asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EngineChoice {
@@ -94,6 +102,8 @@ pub enum EngineChoice {
     Auto,
     /// Every IO in the caller's thread (page-cache targets).
     Inline,
+    /// Like `Auto`, but never inline (verify reads: checking overlaps IO).
+    AutoQueued,
 }
 
 /// What [`build`] makes of a choice, given whether io_uring works here.
@@ -114,7 +124,8 @@ pub enum Decision {
 /// their engine, not a fallback.
 pub fn choose(choice: EngineChoice, uring: Result<(), String>, target_has_fd: bool) -> Decision {
     match (choice, target_has_fd, uring) {
-        (EngineChoice::Sync | EngineChoice::Inline, _, _) | (EngineChoice::Auto, false, _) => {
+        (EngineChoice::Sync | EngineChoice::Inline, _, _)
+        | (EngineChoice::Auto | EngineChoice::AutoQueued, false, _) => {
             Decision::Sync { note: None }
         }
         (EngineChoice::Uring, false, _) => Decision::Refuse(
@@ -123,12 +134,14 @@ pub fn choose(choice: EngineChoice, uring: Result<(), String>, target_has_fd: bo
         (EngineChoice::Uring, true, Err(reason)) => Decision::Refuse(format!(
             "io_uring unavailable here ({reason}); use the sync engine"
         )),
-        (EngineChoice::Auto, true, Err(reason)) => Decision::Sync {
+        (EngineChoice::Auto | EngineChoice::AutoQueued, true, Err(reason)) => Decision::Sync {
             note: Some(format!(
                 "io_uring unavailable here ({reason}); using the sync engine (pread/pwrite threads)"
             )),
         },
-        (EngineChoice::Uring | EngineChoice::Auto, true, Ok(())) => Decision::Uring,
+        (EngineChoice::Uring | EngineChoice::Auto | EngineChoice::AutoQueued, true, Ok(())) => {
+            Decision::Uring
+        }
     }
 }
 
@@ -146,17 +159,24 @@ pub fn build(
     max_io_bytes: usize,
 ) -> Result<Built, String> {
     let uri = target.info().uri.clone();
-    let buffered = !target.info().direct_io && target.raw_fd().is_some();
+    let buffered = target
+        .raw_fd()
+        .is_some_and(|fd| !target.info().direct_io || memory_backed(fd));
     if choice == EngineChoice::Inline || (choice == EngineChoice::Auto && buffered) {
         return Ok((
             Box::new(inline::InlineEngine::new(target, queue_depth)),
             None,
         ));
     }
+    let choice = if choice == EngineChoice::AutoQueued {
+        EngineChoice::Auto
+    } else {
+        choice
+    };
     let has_fd = target.raw_fd().is_some();
     let probed = match choice {
         EngineChoice::Sync | EngineChoice::Inline => Ok(()),
-        EngineChoice::Uring | EngineChoice::Auto => uring::probe(),
+        EngineChoice::Uring | EngineChoice::Auto | EngineChoice::AutoQueued => uring::probe(),
     };
     let decision = match choose(choice, probed, has_fd) {
         Decision::Uring => {
