@@ -189,7 +189,9 @@ pub fn write(
         while writer.engine.queue_depth() - writer.engine.in_flight() < room_needed
             && writer.failure.is_none()
         {
-            writer.reap(1)?;
+            // Wait for exactly the completions still missing: one wait.
+            let free = writer.engine.queue_depth() - writer.engine.in_flight();
+            writer.reap(room_needed - free)?;
         }
         for write in this_burst {
             writer.submit(write)?;
