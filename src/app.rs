@@ -15,6 +15,7 @@ use crate::engine::sync::SyncEngine;
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
 use crate::manifest::{Access, Manifest, ManifestState, NewManifest, TargetRecord};
+use crate::metrics::MetricsRecording;
 use crate::report::{Report, ReportContext, TargetSection};
 use crate::stamp::{self, PAYLOAD_BYTES, SECTOR_BYTES, SectorContent};
 use crate::target::{self, OpenRequest, Target};
@@ -34,22 +35,38 @@ pub fn run(command: Command) -> Result<ExitCode> {
 }
 
 fn write_command(args: &WriteArgs) -> Result<ExitCode> {
-    let config = WriteConfig::from_flags(&args.write)?;
+    let mut config = WriteConfig::from_flags(&args.write)?;
+    let recording = MetricsRecording::start(args.metrics.metrics.as_deref())?;
+    config.options.metrics = Some(recording.metrics());
     let (mut manifest, target) = prepare_write(&args.target, &config)?;
     write_phase(&mut manifest, &target, &config)?;
+    finish_metrics(recording);
     Ok(ExitCode::Clean)
 }
 
 fn run_command(args: &RunArgs) -> Result<ExitCode> {
-    let write_config = WriteConfig::from_flags(&args.write)?;
-    let verify_config = VerifyConfig::from_flags(&args.verify)?;
+    let mut write_config = WriteConfig::from_flags(&args.write)?;
+    let mut verify_config = VerifyConfig::from_flags(&args.verify)?;
+    let recording = MetricsRecording::start(args.metrics.metrics.as_deref())?;
+    write_config.options.metrics = Some(recording.metrics());
+    verify_config.options.metrics = Some(recording.metrics());
     let (mut manifest, target) = prepare_write(&args.target, &write_config)?;
     write_phase(&mut manifest, &target, &write_config)?;
-    verify_phase(&manifest, target, None, &verify_config)
+    let code = verify_phase(&manifest, target, None, &verify_config)?;
+    finish_metrics(recording);
+    Ok(code)
+}
+
+/// Write the last seconds of the `--metrics` file; a failure there is a
+/// warning, not the run's verdict.
+fn finish_metrics(recording: MetricsRecording) {
+    if let Some(warning) = recording.finish() {
+        eprintln!("warning: {warning}");
+    }
 }
 
 fn verify_command(args: &VerifyArgs) -> Result<ExitCode> {
-    let config = VerifyConfig::from_flags(&args.verify)?;
+    let mut config = VerifyConfig::from_flags(&args.verify)?;
     let manifest = Manifest::open(&args.target.manifest, Access::Read)?;
     if let Some(name) = &args.at {
         manifest.expected(Some(name))?;
@@ -63,7 +80,11 @@ fn verify_command(args: &VerifyArgs) -> Result<ExitCode> {
             manifest.path().display()
         );
     }
-    verify_phase(&manifest, target, args.at.as_deref(), &config)
+    let recording = MetricsRecording::start(args.metrics.metrics.as_deref())?;
+    config.options.metrics = Some(recording.metrics());
+    let code = verify_phase(&manifest, target, args.at.as_deref(), &config)?;
+    finish_metrics(recording);
+    Ok(code)
 }
 
 /// Open and check everything a write needs, before anything is written.
@@ -256,7 +277,7 @@ fn verify_phase(
         None,
     )?;
     let info = target.info();
-    let report = Report::new(
+    let mut report = Report::new(
         ReportContext {
             run_id: manifest.header().run_id,
             target: TargetSection {
@@ -272,6 +293,7 @@ fn verify_phase(
         },
         &outcome,
     );
+    report.metrics = options.metrics.as_ref().map(|m| m.summary());
     let summary = report.human_summary(config.show);
     match config.json.as_deref() {
         Some("-") => {

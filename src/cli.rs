@@ -106,11 +106,20 @@ pub struct VerifyFlags {
 }
 
 #[derive(Debug, Args)]
+pub struct MetricsFlags {
+    /// Write throughput, IOPS and latency to FILE as JSON lines, one per second.
+    #[arg(long, value_name = "FILE")]
+    pub metrics: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct WriteArgs {
     #[command(flatten)]
     pub target: TargetArgs,
     #[command(flatten)]
     pub write: WriteFlags,
+    #[command(flatten)]
+    pub metrics: MetricsFlags,
 }
 
 #[derive(Debug, Args)]
@@ -122,6 +131,8 @@ pub struct VerifyArgs {
     pub at: Option<String>,
     #[command(flatten)]
     pub verify: VerifyFlags,
+    #[command(flatten)]
+    pub metrics: MetricsFlags,
 }
 
 #[derive(Debug, Args)]
@@ -132,6 +143,8 @@ pub struct RunArgs {
     pub write: WriteFlags,
     #[command(flatten)]
     pub verify: VerifyFlags,
+    #[command(flatten)]
+    pub metrics: MetricsFlags,
 }
 
 #[derive(Debug, Args)]

@@ -105,6 +105,7 @@ impl WriteConfig {
                 fua: flags.fua,
                 duration,
                 burst_gap,
+                metrics: None,
             },
         })
     }

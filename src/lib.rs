@@ -15,6 +15,7 @@ pub mod engine;
 pub mod error;
 pub mod exit;
 pub mod manifest;
+pub mod metrics;
 pub mod report;
 pub mod signals;
 pub mod stamp;

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::metrics::MetricsSummary;
 use crate::units::{format_rate, format_size};
 use crate::verify::{Corruption, FindingClass, SectorSpan, VerifyOutcome};
 
@@ -65,6 +66,10 @@ pub struct Report {
     pub direct_io: bool,
     pub engine: String,
     pub notes: Vec<String>,
+    /// Throughput, IOPS and latency of the run's writes and reads, with a
+    /// per-second timeline (see `metrics`); absent when not recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsSummary>,
 }
 
 /// Everything about the run the report needs besides the verify outcome.
@@ -127,6 +132,7 @@ impl Report {
             direct_io: context.direct_io,
             engine: context.engine,
             notes: context.notes,
+            metrics: None,
         }
     }
 

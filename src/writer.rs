@@ -9,11 +9,13 @@
 //! completed, so the manifest's generation order is the device's order.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::engine::{Completion, Engine, Io, IoKind};
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, next_generation, unix_now_s};
+use crate::metrics::Metrics;
 use crate::stamp::{self, WriteStamp};
 use crate::workload::{Workload, WriteOp};
 
@@ -37,6 +39,8 @@ pub struct WriteOptions {
     pub duration: Option<Duration>,
     /// Pause between bursts.
     pub burst_gap: Duration,
+    /// Where completed writes' latencies and bytes are recorded.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Default for WriteOptions {
@@ -46,6 +50,7 @@ impl Default for WriteOptions {
             fua: false,
             duration: None,
             burst_gap: Duration::ZERO,
+            metrics: None,
         }
     }
 }
@@ -120,6 +125,7 @@ pub fn write(
                     &mut blocks_in_flight,
                     &mut outcome,
                     &mut failure,
+                    options.metrics.as_deref(),
                 );
             }
             if failure.is_some() {
@@ -172,6 +178,7 @@ pub fn write(
             &mut blocks_in_flight,
             &mut outcome,
             &mut failure,
+            options.metrics.as_deref(),
         );
 
         let barrier = workload.at_barrier();
@@ -191,6 +198,7 @@ pub fn write(
                 &mut blocks_in_flight,
                 &mut outcome,
                 &mut failure,
+                options.metrics.as_deref(),
             )?;
         }
         if flush_now {
@@ -216,6 +224,7 @@ pub fn write(
         &mut blocks_in_flight,
         &mut outcome,
         &mut failure,
+        options.metrics.as_deref(),
     )?;
     flush(engine, &mut outcome)?;
     outcome.elapsed = started.elapsed();
@@ -239,6 +248,7 @@ fn drain(
     blocks_in_flight: &mut HashSet<u64>,
     outcome: &mut WriteOutcome,
     failure: &mut Option<Error>,
+    metrics: Option<&Metrics>,
 ) -> Result<()> {
     while engine.in_flight() > 0 {
         let done = engine.complete(engine.in_flight()).map_err(engine_error)?;
@@ -250,6 +260,7 @@ fn drain(
             blocks_in_flight,
             outcome,
             failure,
+            metrics,
         );
     }
     Ok(())
@@ -273,7 +284,8 @@ fn flush(engine: &mut dyn Engine, outcome: &mut WriteOutcome) -> Result<()> {
     Ok(())
 }
 
-/// Record completed writes in the manifest.
+/// Record completed writes in the manifest (and in the metrics).
+#[allow(clippy::too_many_arguments)]
 fn absorb(
     manifest: &mut Manifest,
     engine: &mut dyn Engine,
@@ -282,6 +294,7 @@ fn absorb(
     blocks_in_flight: &mut HashSet<u64>,
     outcome: &mut WriteOutcome,
     failure: &mut Option<Error>,
+    metrics: Option<&Metrics>,
 ) {
     for completion in completions {
         let Some(write) = pending.remove(&completion.id) else {
@@ -298,6 +311,9 @@ fn absorb(
                 outcome.writes += 1;
                 outcome.blocks_written += write.op.block_count as u64;
                 outcome.bytes_written += completion.buf.len() as u64;
+                if let Some(metrics) = metrics {
+                    metrics.record_write(completion.latency, completion.buf.len() as u64);
+                }
                 manifest.header_mut().writes_completed += 1;
                 engine.recycle(completion.buf);
             }
