@@ -1,6 +1,8 @@
 //! The commands: glue between the resolved configuration and the modules
 //! that do the work.
 
+mod review;
+
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
@@ -31,6 +33,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
         Command::Run(args) => run_command(&args),
         Command::Checkpoint(args) => checkpoint_command(&args),
         Command::Inspect(args) => inspect_command(&args),
+        Command::Report(args) => review::run(&args),
     }
 }
 

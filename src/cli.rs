@@ -1,6 +1,8 @@
 //! The command line, as clap sees it: raw flags only. `config` turns these
 //! into validated settings; nothing below the CLI sees a raw flag.
 
+pub mod report;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -32,6 +34,8 @@ pub enum Command {
     Checkpoint(CheckpointArgs),
     /// Decode one block: expected vs found, sector by sector.
     Inspect(InspectArgs),
+    /// Views of JSON reports: one run as HTML, two nights compared, a fleet merged.
+    Report(report::ReportArgs),
 }
 
 #[derive(Debug, Args)]
