@@ -45,7 +45,7 @@ pub fn class_color(class: &str) -> &'static str {
         "misdirected" => "#ff7f0e",
         "torn" => "#e6b400",
         "corrupt" => "#8c2d04",
-        "zeroed" => "#1f77b4",
+        "zeroed" => "#3b4cc0",
         "foreign" => "#17becf",
         "unreadable" => "#222222",
         _ => "#7f7f7f",

@@ -472,7 +472,7 @@ mod tests {
         // The first cell holds two classes: the most frequent colours it,
         // and an outline says there is more.
         assert!(svg.contains(
-            "<rect class=\"finding-cell\" data-class=\"zeroed\" x=\"78.0\" y=\"4.0\" width=\"15\" height=\"14\" fill=\"#1f77b4\" stroke=\"#000\" stroke-width=\"2\">"
+            "<rect class=\"finding-cell\" data-class=\"zeroed\" x=\"78.0\" y=\"4.0\" width=\"15\" height=\"14\" fill=\"#3b4cc0\" stroke=\"#000\" stroke-width=\"2\">"
         ), "{}", &svg[..600]);
         assert!(svg.contains("data-class=\"foreign\""));
     }
