@@ -99,9 +99,15 @@ pub struct FindingFile {
 /// Read and check one report file. Every error is a usage error (exit 2):
 /// one line naming the file and what is wrong with it.
 pub fn load(path: &Path) -> Result<ReportFile> {
-    let text = std::fs::read_to_string(path)
+    let bytes = std::fs::read(path)
         .map_err(|e| Error::usage(format!("cannot read report {}: {e}", path.display())))?;
-    parse(&text).map_err(|message| Error::usage(format!("{}: {message}", path.display())))
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        Error::usage(format!(
+            "{}: not a JSON report (binary data, not text); give a file written by verify --json",
+            path.display()
+        ))
+    })?;
+    parse(text).map_err(|message| Error::usage(format!("{}: {message}", path.display())))
 }
 
 /// Parse a report's text; the error says what is wrong, for a person.
