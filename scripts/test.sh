@@ -12,6 +12,8 @@ command -v qemu-nbd >/dev/null 2>&1 || missing+=(qemu-utils)
 command -v losetup >/dev/null 2>&1 || missing+=(mount)
 command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v fio >/dev/null 2>&1 || missing+=(fio)
+# Headless Chromium renders the HTML report for the screenshot test.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing: ${missing[*]}"
   sudo=""
