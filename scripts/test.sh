@@ -14,12 +14,39 @@ command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v fio >/dev/null 2>&1 || missing+=(fio)
 # Headless Chromium renders the HTML report for the screenshot test.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# pip, to install ansible-core below when it is missing.
+if ! command -v ansible-playbook >/dev/null 2>&1 && ! python3 -m pip --version >/dev/null 2>&1; then
+  missing+=(python3-pip)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing: ${missing[*]}"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# ansible-core runs scripts/ansible/soak.yml against localhost in
+# tests/ansible_playbook.rs; it comes from PyPI.
+if ! command -v ansible-playbook >/dev/null 2>&1; then
+  echo "installing: ansible-core (pip)"
+  python3 -m pip install -q ansible-core \
+    || python3 -m pip install -q --break-system-packages ansible-core \
+    || true
+  command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+  hash -r
+  # pip puts scripts in the interpreter's scripts dir or the user base.
+  for dir in "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null)" \
+             "$(python3 -m site --user-base 2>/dev/null)/bin"; do
+    if [ -x "$dir/ansible-playbook" ]; then export PATH="$PATH:$dir"; break; fi
+  done
+  if ! command -v ansible-playbook >/dev/null 2>&1; then
+    if [ "${CI:-}" = "true" ]; then
+      echo "error: ansible-core could not be installed (pip install ansible-core); the playbook test needs it" >&2
+      exit 1
+    fi
+    echo "warning: ansible-core not installed; the playbook test will be skipped" >&2
+  fi
 fi
 
 cargo build --release --locked
