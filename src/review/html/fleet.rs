@@ -57,7 +57,7 @@ fn reports_table(fleet: &Fleet) -> String {
         };
         let _ = writeln!(
             out,
-            "<tr class=\"report\" data-clean=\"{}\"><td>{}</td><td class=\"mono\" title=\"{}\">{}</td><td class=\"mono\">{}</td><td>{}</td><td class=\"num\">{}</td>{}{}{}{}{}{}</tr>",
+            "<tr class=\"report\" data-clean=\"{}\"><td class=\"nowrap\">{}</td><td class=\"mono\" title=\"{}\">{}</td><td class=\"mono\">{}</td><td>{}</td><td class=\"num\">{}</td>{}{}{}{}{}{}</tr>",
             r.clean,
             escape(&r.host),
             escape(&r.path),
@@ -119,7 +119,7 @@ fn findings_matrix(fleet: &Fleet) -> String {
     }
     out.push_str("<th class=\"num\">total</th></tr>\n");
     for host in &fleet.hosts {
-        let _ = write!(out, "<tr><td>{}</td>", escape(&host.host));
+        let _ = write!(out, "<tr><td class=\"nowrap\">{}</td>", escape(&host.host));
         for class in &classes {
             let n = host.findings_by_class.get(class).copied().unwrap_or(0);
             if n == 0 {
@@ -159,8 +159,9 @@ fn extremes(fleet: &Fleet) -> String {
 fn charts(fleet: &Fleet) -> String {
     let label = |r: &FleetReport| {
         let text = format!("{} · {}", r.host, r.target);
-        if text.chars().count() > 40 {
-            let short: String = text.chars().take(39).collect();
+        // What fits left of the bars at 12 px.
+        if text.chars().count() > 38 {
+            let short: String = text.chars().take(37).collect();
             format!("{short}…")
         } else {
             text

@@ -98,6 +98,7 @@ td.worst { color: var(--bad); font-weight: 700; }
 tr.more td { background: #fafbfc; border-bottom: 1px solid var(--line); padding: 6px 8px 10px 24px; }
 .chip { display: inline-block; padding: 1px 8px; border-radius: 10px; color: #fff; font-size: 12px; font-weight: 600; white-space: nowrap; }
 .chips .chip { margin: 0 6px 6px 0; }
+.nowrap { white-space: nowrap; }
 .ok { color: var(--ok); font-weight: 600; }
 .bad { color: var(--bad); font-weight: 600; }
 .mono, .hex { font-family: "DejaVu Sans Mono", "Liberation Mono", ui-monospace, monospace; font-size: 12px; }

@@ -348,7 +348,7 @@ pub fn bar_chart(
     groups: &[(String, Vec<Bar<'_>>)],
     value_label: fn(f64) -> String,
 ) -> String {
-    const LEFT: f64 = 260.0;
+    const LEFT: f64 = 300.0;
     const RIGHT: f64 = 110.0;
     const TOP: f64 = 30.0;
     const BAR_H: f64 = 12.0;
