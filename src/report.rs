@@ -201,22 +201,11 @@ impl Report {
             );
             let _ = writeln!(out, "    {}", finding.detail);
             if let Some(corruption) = &finding.corruption {
-                let ranges: Vec<String> = corruption
-                    .byte_ranges
-                    .iter()
-                    .take(8)
-                    .map(|r| format!("{}..{}", r[0], r[1]))
-                    .collect();
                 let _ = writeln!(
                     out,
-                    "    {} bit(s) differ in bytes {}{}",
+                    "    {} bit(s) differ in bytes {}",
                     corruption.differing_bits,
-                    ranges.join(", "),
-                    if corruption.byte_ranges.len() > 8 {
-                        ", …"
-                    } else {
-                        ""
-                    }
+                    corruption.ranges_text(8)
                 );
                 for row in corruption.diff_rows.iter().take(8) {
                     let _ = writeln!(out, "    {:08x}  expected {}", row.offset, row.expected);

@@ -72,7 +72,8 @@ pub struct Worst {
     pub lowest_read_bytes_per_s: Option<Extreme>,
 }
 
-/// What an extreme measures, for its formatting.
+/// What a figure measures: latency (worse when higher) or throughput
+/// (worse when lower).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Measure {
     Latency,
@@ -88,29 +89,79 @@ impl Measure {
     }
 }
 
-impl Worst {
-    /// The extremes with their labels, in display order (absent ones left out).
-    pub fn labelled(&self) -> Vec<(&'static str, Measure, &Extreme)> {
-        [
-            ("worst write p99", Measure::Latency, &self.write_p99_us),
-            ("worst write max", Measure::Latency, &self.write_max_us),
-            ("worst read p99", Measure::Latency, &self.read_p99_us),
-            ("worst read max", Measure::Latency, &self.read_max_us),
-            (
-                "lowest write throughput",
-                Measure::Throughput,
-                &self.lowest_write_bytes_per_s,
-            ),
-            (
-                "lowest read throughput",
-                Measure::Throughput,
-                &self.lowest_read_bytes_per_s,
-            ),
-        ]
-        .into_iter()
-        .filter_map(|(label, measure, extreme)| extreme.as_ref().map(|e| (label, measure, e)))
-        .collect()
+/// One figure of a report in the fleet's tables, and where the fleet's
+/// worst value of it is kept.
+pub struct Column {
+    /// `write`, `read p99`, …
+    pub header: &'static str,
+    pub measure: Measure,
+    pub value: fn(&FleetReport) -> Option<f64>,
+    pub worst: fn(&Worst) -> &Option<Extreme>,
+    worst_mut: fn(&mut Worst) -> &mut Option<Extreme>,
+}
+
+impl Column {
+    /// `lowest write throughput`, `worst read p99`.
+    pub fn extreme_label(&self) -> String {
+        match self.measure {
+            Measure::Throughput => format!("lowest {} throughput", self.header),
+            Measure::Latency => format!("worst {}", self.header),
+        }
     }
+}
+
+/// The figures of every report, in table order.
+pub static COLUMNS: [Column; 6] = [
+    Column {
+        header: "write",
+        measure: Measure::Throughput,
+        value: |r| r.write.as_ref().map(|w| w.bytes_per_s),
+        worst: |w| &w.lowest_write_bytes_per_s,
+        worst_mut: |w| &mut w.lowest_write_bytes_per_s,
+    },
+    Column {
+        header: "read",
+        measure: Measure::Throughput,
+        value: |r| Some(r.read_bytes_per_s),
+        worst: |w| &w.lowest_read_bytes_per_s,
+        worst_mut: |w| &mut w.lowest_read_bytes_per_s,
+    },
+    Column {
+        header: "write p99",
+        measure: Measure::Latency,
+        value: |r| r.write.as_ref().map(|w| w.latency_us.p99),
+        worst: |w| &w.write_p99_us,
+        worst_mut: |w| &mut w.write_p99_us,
+    },
+    Column {
+        header: "write max",
+        measure: Measure::Latency,
+        value: |r| r.write.as_ref().map(|w| w.latency_us.max),
+        worst: |w| &w.write_max_us,
+        worst_mut: |w| &mut w.write_max_us,
+    },
+    Column {
+        header: "read p99",
+        measure: Measure::Latency,
+        value: |r| r.read.as_ref().map(|w| w.latency_us.p99),
+        worst: |w| &w.read_p99_us,
+        worst_mut: |w| &mut w.read_p99_us,
+    },
+    Column {
+        header: "read max",
+        measure: Measure::Latency,
+        value: |r| r.read.as_ref().map(|w| w.latency_us.max),
+        worst: |w| &w.read_max_us,
+        worst_mut: |w| &mut w.read_max_us,
+    },
+];
+
+/// The column named `header`; a name not in [`COLUMNS`] is a bug.
+pub fn column(header: &str) -> &'static Column {
+    COLUMNS
+        .iter()
+        .find(|c| c.header == header)
+        .unwrap_or_else(|| panic!("no fleet column {header:?}"))
 }
 
 /// A value and the report it comes from.
@@ -166,28 +217,26 @@ pub fn merge(reports: &[(String, ReportFile)]) -> Fleet {
         }
     }
 
-    let extreme = |value: fn(&FleetReport) -> Option<f64>, highest: bool| -> Option<Extreme> {
-        rows.iter()
-            .filter_map(|r| value(r).map(|v| (v, r)))
+    let mut worst = Worst::default();
+    for column in &COLUMNS {
+        // The first report wins a tie.
+        *(column.worst_mut)(&mut worst) = rows
+            .iter()
+            .filter_map(|r| (column.value)(r).map(|v| (v, r)))
             .reduce(|a, b| {
-                let better = if highest { b.0 > a.0 } else { b.0 < a.0 };
-                if better { b } else { a }
+                let worse = match column.measure {
+                    Measure::Latency => b.0 > a.0,
+                    Measure::Throughput => b.0 < a.0,
+                };
+                if worse { b } else { a }
             })
             .map(|(value, r)| Extreme {
                 value,
                 host: r.host.clone(),
                 target: r.target.clone(),
                 path: r.path.clone(),
-            })
-    };
-    let worst = Worst {
-        write_p99_us: extreme(|r| r.write.as_ref().map(|w| w.latency_us.p99), true),
-        write_max_us: extreme(|r| r.write.as_ref().map(|w| w.latency_us.max), true),
-        read_p99_us: extreme(|r| r.read.as_ref().map(|w| w.latency_us.p99), true),
-        read_max_us: extreme(|r| r.read.as_ref().map(|w| w.latency_us.max), true),
-        lowest_write_bytes_per_s: extreme(|r| r.write.as_ref().map(|w| w.bytes_per_s), false),
-        lowest_read_bytes_per_s: extreme(|r| Some(r.read_bytes_per_s), false),
-    };
+            });
+    }
     let reports_with_findings = rows.iter().filter(|r| !r.clean).count();
     Fleet {
         schema: FLEET_SCHEMA,
@@ -200,10 +249,6 @@ pub fn merge(reports: &[(String, ReportFile)]) -> Fleet {
         worst,
         reports: rows,
     }
-}
-
-fn optional(value: Option<f64>, format: fn(f64) -> String) -> String {
-    value.map_or("-".to_string(), format)
 }
 
 impl Fleet {
@@ -243,46 +288,26 @@ impl Fleet {
             .reports
             .iter()
             .map(|r| {
-                vec![
+                let mut row = vec![
                     r.host.clone(),
                     r.target.clone(),
                     r.run_id.clone(),
                     if r.clean { "clean" } else { "FINDINGS" }.to_string(),
                     r.findings.to_string(),
-                    optional(r.write.as_ref().map(|w| w.bytes_per_s), format_rate),
-                    format_rate(r.read_bytes_per_s),
-                    optional(
-                        r.write.as_ref().map(|w| w.latency_us.p99),
-                        format_latency_us,
-                    ),
-                    optional(
-                        r.write.as_ref().map(|w| w.latency_us.max),
-                        format_latency_us,
-                    ),
-                    optional(r.read.as_ref().map(|w| w.latency_us.p99), format_latency_us),
-                    optional(r.read.as_ref().map(|w| w.latency_us.max), format_latency_us),
-                ]
+                ];
+                row.extend(
+                    COLUMNS
+                        .iter()
+                        .map(|c| (c.value)(r).map_or("-".to_string(), |v| c.measure.format(v))),
+                );
+                row
             })
             .collect();
-        out.push_str(&text_table(
-            &[
-                "host",
-                "target",
-                "run",
-                "verdict",
-                "findings",
-                "write",
-                "read",
-                "write p99",
-                "write max",
-                "read p99",
-                "read max",
-            ],
-            &rows,
-            &[
-                false, false, false, false, true, true, true, true, true, true, true,
-            ],
-        ));
+        let mut header = vec!["host", "target", "run", "verdict", "findings"];
+        header.extend(COLUMNS.iter().map(|c| c.header));
+        let mut right = vec![false; header.len()];
+        right[4..].fill(true);
+        out.push_str(&text_table(&header, &rows, &right));
         let classes = classes_in_order(self.findings_by_class.keys());
         if !classes.is_empty() {
             out.push('\n');
@@ -308,14 +333,13 @@ impl Fleet {
             out.push_str(&text_table(&header, &rows, &right));
         }
         out.push('\n');
-        let worst_rows: Vec<Vec<String>> = self
-            .worst
-            .labelled()
-            .into_iter()
-            .map(|(label, measure, e)| {
+        let worst_rows: Vec<Vec<String>> = COLUMNS
+            .iter()
+            .filter_map(|c| (c.worst)(&self.worst).as_ref().map(|e| (c, e)))
+            .map(|(c, e)| {
                 vec![
-                    label.to_string(),
-                    measure.format(e.value),
+                    c.extreme_label(),
+                    c.measure.format(e.value),
                     format!("{} {} ({})", e.host, e.target, e.path),
                 ]
             })

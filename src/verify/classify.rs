@@ -97,6 +97,25 @@ pub struct Corruption {
     pub diff_rows: Vec<DiffRow>,
 }
 
+impl Corruption {
+    /// The first `max` byte ranges as `1000..1001, 2100..2101`, and `, …`
+    /// when there are more.
+    pub fn ranges_text(&self, max: usize) -> String {
+        let ranges: Vec<String> = self
+            .byte_ranges
+            .iter()
+            .take(max)
+            .map(|r| format!("{}..{}", r[0], r[1]))
+            .collect();
+        let more = if self.byte_ranges.len() > max {
+            ", …"
+        } else {
+            ""
+        };
+        format!("{}{more}", ranges.join(", "))
+    }
+}
+
 /// Rows of hex diff kept per finding.
 pub const MAX_DIFF_ROWS: usize = 32;
 

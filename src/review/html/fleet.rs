@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use super::svg::{self, Bar};
 use super::{READ_COLOR, WRITE_COLOR, chip, class_chip, class_color, escape, page, verdict_header};
 use crate::review::classes_in_order;
-use crate::review::fleet::{Extreme, Fleet, FleetReport};
+use crate::review::fleet::{COLUMNS, Column, Fleet, FleetReport, column};
 use crate::units::{format_latency_us, format_rate};
 
 pub fn fleet_page(fleet: &Fleet) -> String {
@@ -34,30 +34,18 @@ pub fn fleet_page(fleet: &Fleet) -> String {
     )
 }
 
-fn is(extreme: &Option<Extreme>, report: &FleetReport) -> bool {
-    extreme.as_ref().is_some_and(|e| e.path == report.path)
-}
-
 fn reports_table(fleet: &Fleet) -> String {
     let mut out = String::from(
-        "<section id=\"reports\">\n<h2>Hosts and targets</h2>\n<table id=\"reports-table\">\n<tr><th>host</th><th>target</th><th>run</th><th>verdict</th><th class=\"num\">findings</th><th class=\"num\">write</th><th class=\"num\">read</th><th class=\"num\">write p99</th><th class=\"num\">write max</th><th class=\"num\">read p99</th><th class=\"num\">read max</th></tr>\n",
+        "<section id=\"reports\">\n<h2>Hosts and targets</h2>\n<table id=\"reports-table\">\n<tr><th>host</th><th>target</th><th>run</th><th>verdict</th><th class=\"num\">findings</th>",
     );
-    let worst = &fleet.worst;
+    for column in &COLUMNS {
+        let _ = write!(out, "<th class=\"num\">{}</th>", escape(column.header));
+    }
+    out.push_str("</tr>\n");
     for r in &fleet.reports {
-        let cell = |value: Option<f64>, format: fn(f64) -> String, worst: bool| {
-            format!(
-                "<td class=\"num{}\">{}</td>",
-                if worst && value.is_some() {
-                    " worst"
-                } else {
-                    ""
-                },
-                escape(&value.map_or("-".to_string(), format))
-            )
-        };
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "<tr class=\"report\" data-clean=\"{}\"><td class=\"nowrap\">{}</td><td class=\"mono\" title=\"{}\">{}</td><td class=\"mono\">{}</td><td>{}</td><td class=\"num\">{}</td>{}{}{}{}{}{}</tr>",
+            "<tr class=\"report\" data-clean=\"{}\"><td class=\"nowrap\">{}</td><td class=\"mono\" title=\"{}\">{}</td><td class=\"mono\">{}</td><td>{}</td><td class=\"num\">{}</td>",
             r.clean,
             escape(&r.host),
             escape(&r.path),
@@ -69,37 +57,24 @@ fn reports_table(fleet: &Fleet) -> String {
                 "<span class=\"bad\">FINDINGS</span>"
             },
             r.findings,
-            cell(
-                r.write.as_ref().map(|w| w.bytes_per_s),
-                format_rate,
-                is(&worst.lowest_write_bytes_per_s, r)
-            ),
-            cell(
-                Some(r.read_bytes_per_s),
-                format_rate,
-                is(&worst.lowest_read_bytes_per_s, r)
-            ),
-            cell(
-                r.write.as_ref().map(|w| w.latency_us.p99),
-                format_latency_us,
-                is(&worst.write_p99_us, r)
-            ),
-            cell(
-                r.write.as_ref().map(|w| w.latency_us.max),
-                format_latency_us,
-                is(&worst.write_max_us, r)
-            ),
-            cell(
-                r.read.as_ref().map(|w| w.latency_us.p99),
-                format_latency_us,
-                is(&worst.read_p99_us, r)
-            ),
-            cell(
-                r.read.as_ref().map(|w| w.latency_us.max),
-                format_latency_us,
-                is(&worst.read_max_us, r)
-            ),
         );
+        for column in &COLUMNS {
+            let value = (column.value)(r);
+            let worst = (column.worst)(&fleet.worst)
+                .as_ref()
+                .is_some_and(|e| e.path == r.path);
+            let _ = write!(
+                out,
+                "<td class=\"num{}\">{}</td>",
+                if worst && value.is_some() {
+                    " worst"
+                } else {
+                    ""
+                },
+                escape(&value.map_or("-".to_string(), |v| column.measure.format(v)))
+            );
+        }
+        out.push_str("</tr>\n");
     }
     out.push_str("</table>\n<p class=\"note\">In red: the fleet's worst value of a column. Read throughput is the metrics' where recorded, else the verify's.</p>\n</section>\n");
     out
@@ -141,12 +116,15 @@ fn findings_matrix(fleet: &Fleet) -> String {
 
 fn extremes(fleet: &Fleet) -> String {
     let mut out = String::from("<section id=\"extremes\">\n<h2>Extremes</h2>\n<table>\n");
-    for (label, measure, e) in fleet.worst.labelled() {
+    for column in &COLUMNS {
+        let Some(e) = (column.worst)(&fleet.worst) else {
+            continue;
+        };
         let _ = writeln!(
             out,
             "<tr><th>{}</th><td class=\"num\">{}</td><td>{}</td><td class=\"mono\">{}</td><td class=\"mono\">{}</td></tr>",
-            escape(label),
-            escape(&measure.format(e.value)),
+            escape(&column.extreme_label()),
+            escape(&column.measure.format(e.value)),
             escape(&e.host),
             escape(&e.target),
             escape(&e.path)
@@ -167,58 +145,38 @@ fn charts(fleet: &Fleet) -> String {
             text
         }
     };
-    let throughput: Vec<(String, Vec<Bar<'_>>)> = fleet
-        .reports
-        .iter()
-        .map(|r| {
-            (
-                label(r),
-                vec![
-                    Bar {
-                        value: r.write.as_ref().map(|w| w.bytes_per_s),
-                        color: WRITE_COLOR,
-                    },
-                    Bar {
-                        value: Some(r.read_bytes_per_s),
-                        color: READ_COLOR,
-                    },
-                ],
-            )
-        })
-        .collect();
-    let latency: Vec<(String, Vec<Bar<'_>>)> = fleet
-        .reports
-        .iter()
-        .map(|r| {
-            (
-                label(r),
-                vec![
-                    Bar {
-                        value: r.write.as_ref().map(|w| w.latency_us.p99),
-                        color: WRITE_COLOR,
-                    },
-                    Bar {
-                        value: r.read.as_ref().map(|w| w.latency_us.p99),
-                        color: READ_COLOR,
-                    },
-                ],
-            )
-        })
-        .collect();
+    // One group per report: its write bar and its read bar.
+    let groups = |write: &str, read: &str| -> Vec<(String, Vec<Bar<'_>>)> {
+        let (write, read) = (column(write), column(read));
+        fleet
+            .reports
+            .iter()
+            .map(|r| {
+                let bar = |c: &Column, color| Bar {
+                    value: (c.value)(r),
+                    color,
+                };
+                (
+                    label(r),
+                    vec![bar(write, WRITE_COLOR), bar(read, READ_COLOR)],
+                )
+            })
+            .collect()
+    };
     let legend = [("write", WRITE_COLOR), ("read", READ_COLOR)];
     let mut out = String::from("<section id=\"charts\">\n");
     out.push_str(&svg::bar_chart(
         "chart-fleet-throughput",
         "Throughput per report",
         &legend,
-        &throughput,
+        &groups("write", "read"),
         format_rate,
     ));
     out.push_str(&svg::bar_chart(
         "chart-fleet-latency",
         "p99 latency per report",
         &legend,
-        &latency,
+        &groups("write p99", "read p99"),
         format_latency_us,
     ));
     out.push_str("</section>\n");

@@ -351,23 +351,12 @@ fn findings_table(report: &ReportFile) -> String {
 fn finding_details(finding: &FindingFile) -> Option<String> {
     let mut out = String::new();
     if let Some(corruption) = &finding.corruption {
-        let ranges: Vec<String> = corruption
-            .byte_ranges
-            .iter()
-            .take(16)
-            .map(|r| format!("{}..{}", r[0], r[1]))
-            .collect();
         let _ = writeln!(
             out,
-            "<div>{} bit(s) in {} byte(s) differ; byte ranges {}{}</div>",
+            "<div>{} bit(s) in {} byte(s) differ; byte ranges {}</div>",
             corruption.differing_bits,
             corruption.differing_bytes,
-            escape(&ranges.join(", ")),
-            if corruption.byte_ranges.len() > 16 {
-                ", …"
-            } else {
-                ""
-            }
+            escape(&corruption.ranges_text(16))
         );
         if !corruption.diff_rows.is_empty() {
             out.push_str("<table class=\"hex diff\">\n<tr class=\"head\"><td>offset</td><td>expected</td><td>found</td></tr>\n");
