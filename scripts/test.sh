@@ -14,12 +14,46 @@ command -v ps >/dev/null 2>&1 || missing+=(procps)
 command -v losetup >/dev/null 2>&1 || missing+=(mount)
 command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v fio >/dev/null 2>&1 || missing+=(fio)
+# Headless Chromium renders the HTML report for the screenshot test.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# ansible-core (below) is installed with pip, into a venv where the system
+# Python is Debian's: python3-venv brings pip there.
+ansible_venv="${XDG_CACHE_HOME:-$HOME/.cache}/blockstamp/ansible-venv"
+[ -x "$ansible_venv/bin/ansible-playbook" ] && export PATH="$PATH:$ansible_venv/bin"
+if ! command -v ansible-playbook >/dev/null 2>&1 && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  missing+=(python3-venv)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing: ${missing[*]}"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# ansible-core runs scripts/ansible/soak.yml against localhost in
+# tests/ansible_playbook.rs; it comes from PyPI: with the machine's pip where
+# that Python takes packages (pyenv, a venv), else in a venv of our own.
+if ! command -v ansible-playbook >/dev/null 2>&1; then
+  echo "installing: ansible-core (pip)"
+  if python3 -m pip install -q ansible-core 2>/dev/null; then
+    command -v pyenv >/dev/null 2>&1 && pyenv rehash
+    scripts_dir="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+    [ -x "$scripts_dir/ansible-playbook" ] && export PATH="$PATH:$scripts_dir"
+  else
+    # An externally managed Python (PEP 668): install beside it, not into it.
+    python3 -m venv "$ansible_venv" \
+      && "$ansible_venv/bin/python" -m pip install -q ansible-core \
+      && export PATH="$PATH:$ansible_venv/bin"
+  fi
+  hash -r
+  if ! command -v ansible-playbook >/dev/null 2>&1; then
+    if [ "${CI:-}" = "true" ]; then
+      echo "error: ansible-core could not be installed (pip install ansible-core); the playbook test needs it" >&2
+      exit 1
+    fi
+    echo "warning: ansible-core not installed; the playbook test will be skipped" >&2
+  fi
 fi
 
 cargo build --release --locked

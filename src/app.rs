@@ -1,6 +1,8 @@
 //! The commands: glue between the resolved configuration and the modules
 //! that do the work.
 
+mod review;
+
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use crate::engine;
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
 use crate::manifest::{Access, Manifest, ManifestState, NewManifest, TargetRecord};
+use crate::metrics::MetricsRecording;
 use crate::progress::Goal;
 use crate::report::{Report, ReportContext, TargetSection};
 use crate::stamp::{self, SECTOR_BYTES, SectorContent};
@@ -31,13 +34,17 @@ pub fn run(command: Command) -> Result<ExitCode> {
         Command::Checkpoint(args) => checkpoint_command(&args),
         Command::Inspect(args) => inspect_command(&args),
         Command::Soak(args) => crate::soak::soak_command(&args),
+        Command::Report(args) => review::run(&args),
     }
 }
 
 fn write_command(args: &WriteArgs) -> Result<ExitCode> {
-    let config = WriteConfig::from_flags(&args.write)?;
+    let mut config = WriteConfig::from_flags(&args.write)?;
+    let recording = MetricsRecording::start(args.metrics.metrics.as_deref())?;
+    config.options.metrics = Some(recording.metrics());
     let (mut manifest, target) = prepare_write(&args.target, &config)?;
     let outcome = write_phase(&mut manifest, &target, &config)?;
+    finish_metrics(recording);
     Ok(if outcome.rolling_findings.is_empty() {
         ExitCode::Clean
     } else {
@@ -46,16 +53,29 @@ fn write_command(args: &WriteArgs) -> Result<ExitCode> {
 }
 
 fn run_command(args: &RunArgs) -> Result<ExitCode> {
-    let write_config = WriteConfig::from_flags(&args.write)?;
-    let verify_config = VerifyConfig::from_flags(&args.verify)?;
+    let mut write_config = WriteConfig::from_flags(&args.write)?;
+    let mut verify_config = VerifyConfig::from_flags(&args.verify)?;
     crate::signals::human_to_stderr(verify_config.json.as_deref() == Some("-"));
+    let recording = MetricsRecording::start(args.metrics.metrics.as_deref())?;
+    write_config.options.metrics = Some(recording.metrics());
+    verify_config.options.metrics = Some(recording.metrics());
     let (mut manifest, target) = prepare_write(&args.target, &write_config)?;
     write_phase(&mut manifest, &target, &write_config)?;
-    verify_phase(&manifest, target, None, &verify_config)
+    let code = verify_phase(&manifest, target, None, &verify_config)?;
+    finish_metrics(recording);
+    Ok(code)
+}
+
+/// Write the last seconds of the `--metrics` file; a failure there is a
+/// warning, not the run's verdict.
+fn finish_metrics(recording: MetricsRecording) {
+    if let Some(warning) = recording.finish() {
+        eprintln!("warning: {warning}");
+    }
 }
 
 fn verify_command(args: &VerifyArgs) -> Result<ExitCode> {
-    let config = VerifyConfig::from_flags(&args.verify)?;
+    let mut config = VerifyConfig::from_flags(&args.verify)?;
     let manifest = Manifest::open(&args.target.manifest, Access::Read)?;
     if let Some(name) = &args.at {
         manifest.expected(Some(name))?;
@@ -64,12 +84,16 @@ fn verify_command(args: &VerifyArgs) -> Result<ExitCode> {
     let target = open_for_reading(&args.target.target, &manifest)?;
     if manifest.header().state == ManifestState::Writing {
         eprintln!(
-            "warning: manifest {} was not closed cleanly (its writer was killed or is still running); \
-             blocks written at that moment may be reported",
+            "warning: manifest {} was not closed cleanly (its writer was killed, its target failed, or it is still running); \
+             its journal says which writes may hold either generation",
             manifest.path().display()
         );
     }
-    verify_phase(&manifest, target, args.at.as_deref(), &config)
+    let recording = MetricsRecording::start(args.metrics.metrics.as_deref())?;
+    config.options.metrics = Some(recording.metrics());
+    let code = verify_phase(&manifest, target, args.at.as_deref(), &config)?;
+    finish_metrics(recording);
+    Ok(code)
 }
 
 /// Open and check everything a write needs, before anything is written.
@@ -406,7 +430,7 @@ pub(crate) fn verify_report(
     drop(display);
     let outcome = outcome?;
     let info = target.info();
-    let report = Report::new(
+    let mut report = Report::new(
         ReportContext {
             run_id: manifest.header().run_id,
             target: TargetSection {
@@ -422,6 +446,7 @@ pub(crate) fn verify_report(
         },
         &outcome,
     );
+    report.metrics = options.metrics.as_ref().map(|m| m.summary());
     Ok(report)
 }
 

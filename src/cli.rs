@@ -1,6 +1,8 @@
 //! The command line, as clap sees it: raw flags only. `config` turns these
 //! into validated settings; nothing below the CLI sees a raw flag.
 
+pub mod report;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -35,6 +37,8 @@ pub enum Command {
     /// Bursty writes for --duration, a full verify every --verify-every,
     /// a rolling verify in between; a final verify and report at the end.
     Soak(SoakArgs),
+    /// Views of JSON reports: one run as HTML, two nights compared, a fleet merged.
+    Report(report::ReportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -143,11 +147,20 @@ pub struct VerifyFlags {
 }
 
 #[derive(Debug, Args)]
+pub struct MetricsFlags {
+    /// Write throughput, IOPS and latency to FILE as JSON lines, one per second.
+    #[arg(long, value_name = "FILE")]
+    pub metrics: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct WriteArgs {
     #[command(flatten)]
     pub target: TargetArgs,
     #[command(flatten)]
     pub write: WriteFlags,
+    #[command(flatten)]
+    pub metrics: MetricsFlags,
 }
 
 #[derive(Debug, Args)]
@@ -159,6 +172,8 @@ pub struct VerifyArgs {
     pub at: Option<String>,
     #[command(flatten)]
     pub verify: VerifyFlags,
+    #[command(flatten)]
+    pub metrics: MetricsFlags,
 }
 
 #[derive(Debug, Args)]
@@ -169,6 +184,8 @@ pub struct RunArgs {
     pub write: WriteFlags,
     #[command(flatten)]
     pub verify: VerifyFlags,
+    #[command(flatten)]
+    pub metrics: MetricsFlags,
 }
 
 #[derive(Debug, Args)]
@@ -207,4 +224,6 @@ pub struct SoakArgs {
     pub write: WriteFlags,
     #[command(flatten)]
     pub verify: VerifyFlags,
+    #[command(flatten)]
+    pub metrics: MetricsFlags,
 }

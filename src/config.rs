@@ -178,6 +178,7 @@ impl WriteConfig {
                     other => other,
                 },
                 progress: None,
+                metrics: None,
             },
         })
     }

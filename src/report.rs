@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::metrics::MetricsSummary;
 use crate::units::{format_rate, format_size};
 use crate::verify::{Corruption, FindingClass, SectorSpan, VerifyOutcome};
 
@@ -68,6 +69,10 @@ pub struct Report {
     /// The soak run this verify ended (`blockstamp soak`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub soak: Option<serde_json::Value>,
+    /// Throughput, IOPS and latency of the run's writes and reads, with a
+    /// per-second timeline (see `metrics`); absent when not recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsSummary>,
 }
 
 /// Everything about the run the report needs besides the verify outcome.
@@ -137,6 +142,7 @@ impl Report {
             engine: context.engine,
             notes: context.notes,
             soak: None,
+            metrics: None,
         }
     }
 
@@ -205,22 +211,11 @@ impl Report {
             );
             let _ = writeln!(out, "    {}", finding.detail);
             if let Some(corruption) = &finding.corruption {
-                let ranges: Vec<String> = corruption
-                    .byte_ranges
-                    .iter()
-                    .take(8)
-                    .map(|r| format!("{}..{}", r[0], r[1]))
-                    .collect();
                 let _ = writeln!(
                     out,
-                    "    {} bit(s) differ in bytes {}{}",
+                    "    {} bit(s) differ in bytes {}",
                     corruption.differing_bits,
-                    ranges.join(", "),
-                    if corruption.byte_ranges.len() > 8 {
-                        ", …"
-                    } else {
-                        ""
-                    }
+                    corruption.ranges_text(8)
                 );
                 for row in corruption.diff_rows.iter().take(8) {
                     let _ = writeln!(out, "    {:08x}  expected {}", row.offset, row.expected);

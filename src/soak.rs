@@ -51,7 +51,7 @@ pub struct SoakSection {
 
 pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
     let mut write_config = WriteConfig::from_flags(&args.write)?;
-    let verify_config = VerifyConfig::from_flags(&args.verify)?;
+    let mut verify_config = VerifyConfig::from_flags(&args.verify)?;
     crate::signals::human_to_stderr(verify_config.json.as_deref() == Some("-"));
     let Some(duration) = write_config.options.duration else {
         return Err(Error::usage("soak needs --duration, e.g. --duration 8h"));
@@ -68,6 +68,9 @@ pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
         // 1024 writes.
         write_config.options.verify_backlog = Some(1024);
     }
+    let recording = crate::metrics::MetricsRecording::start(args.metrics.metrics.as_deref())?;
+    write_config.options.metrics = Some(recording.metrics());
+    verify_config.options.metrics = Some(recording.metrics());
     let interval_verify = VerifyConfig {
         json: None,
         ..verify_config.clone()
@@ -162,6 +165,9 @@ pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
         );
     }
     let code = emit_report(&report, &verify_config)?;
+    if let Some(warning) = recording.finish() {
+        eprintln!("warning: {warning}");
+    }
     Ok(if any_earlier_findings {
         ExitCode::Findings
     } else {

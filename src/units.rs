@@ -151,6 +151,21 @@ pub fn parse_fraction(text: &str) -> Result<f64, String> {
     Ok(value)
 }
 
+/// Parse a percentage `10%` (the `%` is required, so `10` is not mistaken
+/// for a fraction or the other way round) into a fraction: 0.10.
+pub fn parse_percent(text: &str) -> Result<f64, String> {
+    let number = text
+        .trim()
+        .strip_suffix('%')
+        .ok_or_else(|| format!("bad percentage '{text}': write it with a % sign, e.g. 10%"))?;
+    match number.trim().parse::<f64>() {
+        Ok(value) if value.is_finite() && value >= 0.0 => Ok(value / 100.0),
+        _ => Err(format!(
+            "bad percentage '{text}': expected a number of 0 or more before the %, e.g. 10%"
+        )),
+    }
+}
+
 /// `1.5 GiB`, `4 KiB`, `512 B`: a size for people.
 pub fn format_size(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -179,6 +194,30 @@ pub fn format_rate(bytes_per_second: f64) -> String {
         unit += 1;
     }
     format!("{value:.1} {}", UNITS[unit])
+}
+
+/// `850 µs`, `12.5 ms`, `1.20 s`: a latency given in microseconds.
+pub fn format_latency_us(us: f64) -> String {
+    if us < 10.0 {
+        format!("{us:.1} µs")
+    } else if us < 1_000.0 {
+        format!("{us:.0} µs")
+    } else if us < 1_000_000.0 {
+        format!("{:.2} ms", us / 1e3)
+    } else {
+        format!("{:.2} s", us / 1e6)
+    }
+}
+
+/// `950`, `12.3k`, `1.25M`: a count or rate such as IOPS.
+pub fn format_count(value: f64) -> String {
+    if value < 1_000.0 {
+        format!("{value:.0}")
+    } else if value < 1_000_000.0 {
+        format!("{:.1}k", value / 1e3)
+    } else {
+        format!("{:.2}M", value / 1e6)
+    }
 }
 
 #[cfg(test)]
@@ -241,10 +280,27 @@ mod tests {
     }
 
     #[test]
+    fn percentages_need_their_sign() {
+        assert_eq!(parse_percent("10%").unwrap(), 0.1);
+        assert_eq!(parse_percent(" 250 %").unwrap(), 2.5);
+        assert_eq!(parse_percent("0%").unwrap(), 0.0);
+        for bad in ["10", "0.1", "-5%", "x%", "%", "NaN%", "inf%"] {
+            assert!(parse_percent(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn formatting() {
         assert_eq!(format_size(512), "512 B");
         assert_eq!(format_size(1 << 30), "1 GiB");
         assert_eq!(format_size(1536), "1.5 KiB");
         assert_eq!(format_rate(1_500_000_000.0), "1.5 GB/s");
+        assert_eq!(format_latency_us(4.31), "4.3 µs");
+        assert_eq!(format_latency_us(850.0), "850 µs");
+        assert_eq!(format_latency_us(12_500.0), "12.50 ms");
+        assert_eq!(format_latency_us(1_200_000.0), "1.20 s");
+        assert_eq!(format_count(950.0), "950");
+        assert_eq!(format_count(12_345.0), "12.3k");
+        assert_eq!(format_count(1_250_000.0), "1.25M");
     }
 }

@@ -52,6 +52,8 @@ pub struct WriteOptions {
     /// (fio's verify_backlog; no read ever overlaps a write of its blocks).
     pub verify_backlog: Option<u64>,
     pub progress: Option<Arc<crate::progress::Counters>>,
+    /// Where completed IOs' latencies and bytes are recorded.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Default for WriteOptions {
@@ -64,6 +66,7 @@ impl Default for WriteOptions {
             journal: true,
             verify_backlog: None,
             progress: None,
+            metrics: None,
         }
     }
 }
@@ -462,6 +465,9 @@ impl Writer<'_> {
             self.blocks_in_flight.remove(&block);
         }
         self.outcome.rolling_checked_blocks += op.block_count as u64;
+        if let Some(metrics) = &self.options.metrics {
+            metrics.record_read(completion.latency, completion.buf.len() as u64);
+        }
         if let Err(e) = &completion.result {
             for (i, &generation) in generations.iter().enumerate() {
                 let classified = Classified {
@@ -535,6 +541,9 @@ impl Writer<'_> {
                     self.manifest.header_mut().writes_completed += 1;
                     if let Some(progress) = &self.options.progress {
                         progress.add(completion.buf.len() as u64);
+                    }
+                    if let Some(metrics) = &self.options.metrics {
+                        metrics.record_write(completion.latency, completion.buf.len() as u64);
                     }
                     if self.options.fua {
                         // Durable on completion: release the journal up to

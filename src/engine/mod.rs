@@ -87,7 +87,7 @@ pub trait Engine {
 fn memory_backed(fd: std::os::fd::BorrowedFd<'_>) -> bool {
     const TMPFS_MAGIC: i64 = 0x0102_1994;
     const RAMFS_MAGIC: i64 = 0x8584_58f6;
-    rustix::fs::fstatfs(fd).is_ok_and(|s| matches!(s.f_type as i64, TMPFS_MAGIC | RAMFS_MAGIC))
+    rustix::fs::fstatfs(fd).is_ok_and(|s| matches!(s.f_type, TMPFS_MAGIC | RAMFS_MAGIC))
 }
 
 /// Which engine the user asked for.

@@ -21,7 +21,7 @@
 use std::cmp::Ordering;
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::manifest::compare_generations;
 use crate::stamp::{
@@ -70,7 +70,7 @@ impl FindingClass {
 }
 
 /// A run of consecutive sectors that came from one write (or are zero).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SectorSpan {
     pub first_sector: u32,
     pub last_sector: u32,
@@ -79,7 +79,7 @@ pub struct SectorSpan {
 }
 
 /// One row of a hex diff: 16 bytes at `offset` within the block.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiffRow {
     pub offset: u32,
     pub expected: String,
@@ -87,7 +87,7 @@ pub struct DiffRow {
 }
 
 /// How a corrupt block differs from the stamp it should be.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Corruption {
     pub differing_bits: u64,
     pub differing_bytes: u64,
@@ -95,6 +95,25 @@ pub struct Corruption {
     pub byte_ranges: Vec<[u32; 2]>,
     /// The 16-byte rows that differ (at most `MAX_DIFF_ROWS`).
     pub diff_rows: Vec<DiffRow>,
+}
+
+impl Corruption {
+    /// The first `max` byte ranges as `1000..1001, 2100..2101`, and `, …`
+    /// when there are more.
+    pub fn ranges_text(&self, max: usize) -> String {
+        let ranges: Vec<String> = self
+            .byte_ranges
+            .iter()
+            .take(max)
+            .map(|r| format!("{}..{}", r[0], r[1]))
+            .collect();
+        let more = if self.byte_ranges.len() > max {
+            ", …"
+        } else {
+            ""
+        };
+        format!("{}{more}", ranges.join(", "))
+    }
 }
 
 /// Rows of hex diff kept per finding.

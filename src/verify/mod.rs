@@ -18,6 +18,7 @@ use crate::buf::AlignedBuf;
 use crate::engine::{Engine, Io, IoKind};
 use crate::error::{Error, Result};
 use crate::manifest::Expected;
+use crate::metrics::Metrics;
 use crate::stamp::{self, MAGIC, RunFormat, SECTOR_BYTES};
 use crate::target::Target;
 pub use classify::{Classified, Corruption, Expectation, FindingClass, SectorSpan, classify};
@@ -74,6 +75,8 @@ pub struct VerifyOptions {
     pub chunk_bytes: usize,
     /// Findings kept with their details; more are counted only.
     pub max_findings: usize,
+    /// Where completed reads' latencies and bytes are recorded.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Default for VerifyOptions {
@@ -85,6 +88,7 @@ impl Default for VerifyOptions {
             queue_depth: 8,
             chunk_bytes: 1 << 20,
             max_findings: 100_000,
+            metrics: None,
         }
     }
 }
@@ -243,6 +247,9 @@ pub fn verify(
                         .remove(&completion.id)
                         .expect("completion for a submitted chunk");
                     bytes_read += completion.buf.len() as u64;
+                    if let Some(metrics) = &options.metrics {
+                        metrics.record_read(completion.latency, completion.buf.len() as u64);
+                    }
                     if let Some(p) = progress {
                         p.add(completion.buf.len() as u64);
                     }
