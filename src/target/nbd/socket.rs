@@ -8,8 +8,9 @@ use std::time::Duration;
 use super::uri::Endpoint;
 
 /// A connected stream. Writes to a socket whose peer has gone raise SIGPIPE
-/// on Linux unless it is ignored; Rust programs ignore it from startup, so a
-/// dead server shows up as an EPIPE error instead.
+/// on Linux; blockstamp restores SIGPIPE's default (so `blockstamp … | head`
+/// ends quietly), so every write here passes MSG_NOSIGNAL and a dead server
+/// shows up as an EPIPE error instead of killing the run.
 pub(super) enum Socket {
     Tcp(TcpStream),
     Unix(UnixStream),
@@ -105,19 +106,24 @@ impl Read for Socket {
     }
 }
 
+impl Socket {
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        match self {
+            Socket::Tcp(stream) => stream.as_fd(),
+            Socket::Unix(stream) => stream.as_fd(),
+        }
+    }
+}
+
 impl Write for Socket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Socket::Tcp(stream) => stream.write(buf),
-            Socket::Unix(stream) => stream.write(buf),
-        }
+        Ok(rustix::net::send(self.fd(), buf, rustix::net::SendFlags::NOSIGNAL)?)
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            Socket::Tcp(stream) => stream.write_vectored(bufs),
-            Socket::Unix(stream) => stream.write_vectored(bufs),
-        }
+        let mut control = rustix::net::SendAncillaryBuffer::default();
+        Ok(rustix::net::sendmsg(self.fd(), bufs, &mut control, rustix::net::SendFlags::NOSIGNAL)?)
     }
 
     fn flush(&mut self) -> io::Result<()> {
