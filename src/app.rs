@@ -441,7 +441,7 @@ fn check_same_target(manifest: &Manifest, info: &target::TargetInfo) -> Result<(
 }
 
 fn check_block_size(block_size: u32, info: &target::TargetInfo) -> Result<()> {
-    if block_size % info.logical_sector_size != 0 {
+    if !block_size.is_multiple_of(info.logical_sector_size) {
         return Err(Error::usage(format!(
             "block size {} is not a multiple of {}'s logical sector size ({} bytes)",
             format_size(block_size as u64),

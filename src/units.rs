@@ -127,7 +127,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn seconds_to_duration(seconds: f64, text: &str) -> Result<Duration, String> {
-    if !seconds.is_finite() || seconds < 0.0 || seconds > 1e12 {
+    if !seconds.is_finite() || !(0.0..=1e12).contains(&seconds) {
         return Err(format!("bad duration '{text}': out of range"));
     }
     Ok(Duration::from_secs_f64(seconds))
