@@ -7,6 +7,7 @@
 //! flight on one connection.
 
 pub mod blockdev;
+pub mod fault;
 pub mod file;
 pub mod nbd;
 
