@@ -30,6 +30,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
         Command::Run(args) => run_command(&args),
         Command::Checkpoint(args) => checkpoint_command(&args),
         Command::Inspect(args) => inspect_command(&args),
+        Command::Selftest(args) => crate::selftest::run(&args),
     }
 }
 

@@ -32,6 +32,9 @@ pub enum Command {
     Checkpoint(CheckpointArgs),
     /// Decode one block: expected vs found, sector by sector.
     Inspect(InspectArgs),
+    /// Prove the verifier on this machine: inject every kind of fault into a
+    /// scratch image, verify, and check that each is caught and classified.
+    Selftest(SelftestArgs),
 }
 
 #[derive(Debug, Args)]
@@ -157,4 +160,20 @@ pub struct InspectArgs {
     /// Compare with the state of this checkpoint.
     #[arg(long, value_name = "CHECKPOINT")]
     pub at: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SelftestArgs {
+    /// Block size to test; repeat for several (e.g. 512, 4KiB, 64KiB) [default: 4KiB].
+    #[arg(long, value_name = "B")]
+    pub block_size: Vec<String>,
+    /// Seed of the fault plan and the workload [default: random, printed].
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Directory for the scratch image and manifest [default: the system temp dir].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Print the results as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod exit;
 pub mod manifest;
 pub mod report;
+pub mod selftest;
 pub mod signals;
 pub mod stamp;
 pub mod target;
