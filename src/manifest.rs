@@ -529,7 +529,16 @@ impl Manifest {
         // oldest entry after the checkpoint: its generation at that moment.
         let mut overrides = HashMap::new();
         for entry in entries.iter().rev() {
-            overrides.insert((entry >> 16) & ((1 << 47) - 1), (entry & 0x7fff) as u32);
+            let block = (entry >> 16) & ((1 << 47) - 1);
+            // The undo log has no checksum: an entry beyond the map is damage.
+            if block >= self.header.block_count {
+                return Err(Error::usage(format!(
+                    "manifest {} is damaged: its undo log names block {block}, beyond the target's {} blocks",
+                    self.path.display(),
+                    self.header.block_count
+                )));
+            }
+            overrides.insert(block, (entry & 0x7fff) as u32);
         }
         Ok(Expected {
             manifest: self,

@@ -1,0 +1,128 @@
+//! Inputs that once made blockstamp panic, found by the property tests
+//! (tests/properties.rs) and the fuzz targets (fuzz/). Each stays here as a
+//! plain test so the normal suite keeps them fixed.
+
+use blockstamp::error::Error;
+use blockstamp::manifest::{Access, Manifest, NewManifest, TargetRecord};
+use blockstamp::stamp::{self, RunFormat, SECTOR_BYTES, WriteStamp};
+use blockstamp::verify::{Expectation, FindingClass, classify};
+
+const RUN_ID: u64 = 0x0123_4567_89ab_cdef;
+
+/// This block's stamp at `generation` in every sector, with byte `field` of
+/// each header changed and the CRC made valid again: a stamp this run never
+/// writes, yet one whose identity and checksum are right.
+fn restamped(block_size: u32, generation: u32, field: usize) -> (RunFormat, Vec<u8>) {
+    let format = RunFormat::new(RUN_ID, block_size);
+    let mut bytes = vec![0u8; block_size as usize];
+    let write = WriteStamp {
+        block: 0,
+        generation,
+        write_seq: 9,
+        write_time_s: 1_700_000_000,
+    };
+    stamp::build_block(&format, &write, &mut bytes);
+    for sector in bytes.chunks_exact_mut(SECTOR_BYTES) {
+        sector[field] ^= 1;
+        let sector: &mut [u8; SECTOR_BYTES] = sector.try_into().unwrap();
+        let crc = stamp::sector_crc(sector);
+        sector[44..48].copy_from_slice(&crc.to_le_bytes());
+    }
+    (format, bytes)
+}
+
+/// Found by `the_classifier_never_panics_on_mixes_of_sectors`: a valid
+/// stamp of the expected generation whose version byte differs reached an
+/// `unreachable!` ("an intact block passed the fast check").
+#[test]
+fn a_stamp_with_a_foreign_version_at_the_expected_generation_is_corrupt() {
+    // Version (byte 4), payload length (28), flags (30), reserved (31).
+    for field in [4, 28, 30, 31] {
+        for block_size in [512, 4096] {
+            let (format, bytes) = restamped(block_size, 3, field);
+            let verdict = classify(
+                &format,
+                Expectation {
+                    block: 0,
+                    generation: 3,
+                },
+                &bytes,
+            )
+            .expect("not what this run wrote");
+            assert_eq!(verdict.class, FindingClass::Corrupt, "byte {field}");
+            let corruption = verdict.corruption.unwrap();
+            assert!(
+                corruption
+                    .byte_ranges
+                    .iter()
+                    .any(|r| (r[0]..r[1]).contains(&(field as u32))),
+                "byte {field} is named: {:?}",
+                corruption.byte_ranges
+            );
+        }
+    }
+}
+
+fn manifest_with_checkpoint(path: &std::path::Path) -> u64 {
+    let mut manifest = Manifest::create(
+        path,
+        NewManifest {
+            run_id: RUN_ID,
+            seed: 1,
+            block_size: 4096,
+            random_bytes: stamp::PAYLOAD_BYTES as u16,
+            target: TargetRecord {
+                uri: "disk.img".into(),
+                kind: "file".into(),
+                size_bytes: 64 * 4096,
+                logical_sector_size: 512,
+                physical_sector_size: 4096,
+                model: None,
+                serial: None,
+                wwn: None,
+            },
+            journal_bytes: 0,
+        },
+    )
+    .unwrap();
+    manifest.begin_write().unwrap();
+    for block in 0..64 {
+        manifest.set_generation(block, 1);
+    }
+    manifest.add_checkpoint("first").unwrap();
+    manifest.set_generation(5, 2);
+    manifest.finish_write().unwrap();
+    manifest.header().undo_offset
+}
+
+/// Found by `the_manifest_loader_never_panics_on_damage`: the undo log has
+/// no checksum, and an entry naming a block beyond the map made
+/// `verify --at` index past the end of the generation map.
+#[test]
+fn an_undo_entry_beyond_the_target_is_refused_as_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m");
+    let undo_offset = manifest_with_checkpoint(&path);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = undo_offset as usize;
+    let entry = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+    assert_eq!((entry >> 16) & 0xffff, 5, "the entry of block 5");
+    let damaged = entry | 1 << 40; // block 2^24 + 5, far beyond 64 blocks
+    bytes[at..at + 8].copy_from_slice(&damaged.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+
+    let manifest = Manifest::open(&path, Access::Read).unwrap();
+    match manifest.expected(Some("first")) {
+        Err(Error::Usage(message)) => {
+            assert!(message.contains("is damaged"), "{message}");
+            assert!(message.contains("16777221"), "{message}");
+        }
+        Err(other) => panic!("expected a usage error, got {other:?}"),
+        Ok(expected) => panic!(
+            "damage accepted: {} blocks written",
+            expected.count_written()
+        ),
+    }
+    // The latest state does not use the undo log.
+    assert_eq!(manifest.expected(None).unwrap().generation(5), 2);
+}
