@@ -23,6 +23,7 @@ fn refuses(env: &TestEnv, args: &[&str], code: i32, says: &str) {
     assert_eq!(message.lines().count(), 1, "one line: {message:?}");
     assert!(message.starts_with("blockstamp: "), "{message:?}");
     assert_eq!(file_digest(&target), before, "target changed by {args:?}");
+    common::record_refusal(env.dir.path(), args, code, message);
 }
 
 fn written_env() -> TestEnv {

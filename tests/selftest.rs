@@ -114,5 +114,6 @@ fn bad_selftest_flags_are_refused() {
         run.assert_code(2);
         assert!(run.stderr.contains(says), "{args:?}: {}", run.stderr);
         assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+        common::record_refusal(env.dir.path(), &args, 2, &run.stderr);
     }
 }

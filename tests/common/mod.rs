@@ -211,3 +211,61 @@ pub fn file_digest(path: &Path) -> Option<u32> {
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
+
+/// With `BLOCKSTAMP_BAD_INPUT_TABLE=FILE` set, append one row of the
+/// bad-input table (docs/BAD_INPUT.md) for a refusal a test just checked:
+/// the command, its exit code and its message, under the test's name.
+/// scripts/bad-input-table.sh runs the tests with it and renders the table.
+pub fn record_refusal(scratch: &Path, args: &[&str], code: i32, message: &str) {
+    let Some(table) = std::env::var_os("BLOCKSTAMP_BAD_INPUT_TABLE") else {
+        return;
+    };
+    let scratch = scratch.to_string_lossy();
+    let servers = std::env::temp_dir()
+        .join(".tmp")
+        .to_string_lossy()
+        .into_owned();
+    let cell = |text: &str| {
+        let mut text = text.replace(scratch.as_ref(), "$DIR");
+        // NBD servers of the tests listen in temp dirs of their own.
+        while let Some(at) = text.find(&servers) {
+            let name_end = text[at + servers.len()..]
+                .find('/')
+                .map_or(text.len(), |n| at + servers.len() + n);
+            text.replace_range(at..name_end, "$SERVER_DIR");
+        }
+        blockstamp::error::one_line(&text).replace('|', "\\|")
+    };
+    let command: Vec<String> = args
+        .iter()
+        .map(|arg| {
+            let arg = cell(arg);
+            if arg.is_empty() || arg.contains([' ', '\\', '"', '?', '&', '#', '[', '*']) {
+                format!("'{arg}'")
+            } else {
+                arg
+            }
+        })
+        .collect();
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("?")
+        .rsplit("::")
+        .next()
+        .unwrap_or("?")
+        .to_string();
+    let row = format!(
+        "{test}\t| `blockstamp {}` | {code} | {} | `{test}` |\n",
+        command.join(" "),
+        cell(message.trim().trim_start_matches("blockstamp: "))
+    );
+    use std::io::Write as _;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(table)
+        .expect("open the bad-input table");
+    // One write per row: rows of tests running in parallel do not mix.
+    file.write_all(row.as_bytes())
+        .expect("append to the bad-input table");
+}
