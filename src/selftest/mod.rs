@@ -171,7 +171,7 @@ pub fn run(args: &SelftestArgs) -> Result<ExitCode> {
             elapsed_s: outcome.elapsed.as_secs_f64(),
         };
         if !config.json {
-            print!("{}", render(&report));
+            emit(&render(&report))?;
         }
         runs.push(report);
     }
@@ -184,14 +184,14 @@ pub fn run(args: &SelftestArgs) -> Result<ExitCode> {
             runs,
             passed,
         };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("selftest report serialises")
-        );
+        let json = serde_json::to_string_pretty(&report).expect("selftest report serialises");
+        emit(&format!("{json}\n"))?;
     } else if passed {
-        println!("selftest passed (seed {seed})");
+        emit(&format!("selftest passed (seed {seed})\n"))?;
     } else {
-        println!("selftest FAILED; reproduce with: blockstamp selftest --seed {seed}");
+        emit(&format!(
+            "selftest FAILED; reproduce with: blockstamp selftest --seed {seed}\n"
+        ))?;
     }
     Ok(if passed {
         ExitCode::Clean
@@ -252,6 +252,22 @@ fn render(run: &RunReport) -> String {
         run.elapsed_s
     );
     text
+}
+
+/// Print to stdout. A reader that went away (`selftest | head`) is not an
+/// error: the verdict is still the exit status.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::run(format!("cannot write to stdout: {e}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A scratch directory of its own, removed when dropped.
