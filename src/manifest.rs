@@ -675,11 +675,28 @@ fn validate_header(header: &ManifestHeader, path: &Path) -> Result<()> {
     if header.block_count >= 1 << 47 {
         return bad("its block count is impossibly large");
     }
+    // The header is checksummed, not trusted: offsets and counts that
+    // overflow would wrap around into regions that overlap.
     let map_end = MAP_OFFSET + (header.block_count * 2).next_multiple_of(4096);
     if header.journal_offset != map_end
-        || header.undo_offset != header.journal_offset + header.journal_bytes
+        || header.journal_offset.checked_add(header.journal_bytes) != Some(header.undo_offset)
     {
         return bad("its regions overlap");
+    }
+    if header
+        .undo_entries
+        .checked_mul(8)
+        .and_then(|bytes| bytes.checked_add(header.undo_offset))
+        .is_none()
+    {
+        return bad("its undo log is impossibly long");
+    }
+    if header
+        .checkpoints
+        .iter()
+        .any(|c| c.undo_start > header.undo_entries)
+    {
+        return bad("a checkpoint starts beyond the end of its undo log");
     }
     if header.random_bytes as usize > crate::stamp::PAYLOAD_BYTES {
         return bad("its payload settings are out of range");

@@ -126,3 +126,66 @@ fn an_undo_entry_beyond_the_target_is_refused_as_damage() {
     // The latest state does not use the undo log.
     assert_eq!(manifest.expected(None).unwrap().generation(5), 2);
 }
+
+/// Rewrite the JSON of both header slots of a manifest with `change`, and
+/// make their checksums valid again: a header damaged in a way no checksum
+/// catches (a bug, or a hand edit).
+fn rewrite_header(path: &std::path::Path, change: impl Fn(&mut serde_json::Value)) {
+    let mut bytes = std::fs::read(path).unwrap();
+    for slot in [0usize, 32 * 1024] {
+        let length = u32::from_le_bytes(bytes[slot + 16..slot + 20].try_into().unwrap()) as usize;
+        let mut header: serde_json::Value =
+            serde_json::from_slice(&bytes[slot + 24..slot + 24 + length]).unwrap();
+        change(&mut header);
+        let json = serde_json::to_vec(&header).unwrap();
+        bytes[slot + 16..slot + 20].copy_from_slice(&(json.len() as u32).to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&bytes[slot + 8..slot + 20]), &json);
+        bytes[slot + 20..slot + 24].copy_from_slice(&crc.to_le_bytes());
+        bytes[slot + 24..slot + 24 + json.len()].copy_from_slice(&json);
+    }
+    std::fs::write(path, &bytes).unwrap();
+}
+
+fn refused_as_damaged(change: impl Fn(&mut serde_json::Value)) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m");
+    manifest_with_checkpoint(&path);
+    rewrite_header(&path, change);
+    for access in [Access::Read, Access::Write] {
+        match Manifest::open(&path, access) {
+            Err(Error::Usage(message)) if message.contains("is damaged") => {}
+            Err(other) => panic!("expected 'is damaged', got {other:?}"),
+            Ok(_) => panic!("a header whose offsets overflow was accepted"),
+        }
+    }
+    match Manifest::open(&path, Access::Read) {
+        Err(error) => error.to_string(),
+        Ok(_) => unreachable!(),
+    }
+}
+
+/// Found by the `manifest_open` fuzz target (its `#` overrides): offsets
+/// and counts of a checksummed header were added and multiplied unchecked,
+/// which panics with overflow checks on, and with them off wraps around
+/// to pass the region checks with regions that overlap.
+#[test]
+fn header_offsets_that_overflow_are_refused_as_damage() {
+    // journal_offset + journal_bytes wraps to an undo log inside the map.
+    let message = refused_as_damaged(|h| {
+        let journal_offset = h["journal_offset"].as_u64().unwrap();
+        h["journal_bytes"] = (u64::MAX - 4095).into();
+        h["undo_offset"] = (journal_offset - 4096).into();
+    });
+    assert!(message.contains("its regions overlap"), "{message}");
+    // undo_offset + 8 × undo_entries wraps.
+    let message = refused_as_damaged(|h| {
+        h["undo_entries"] = ((1u64 << 61) + 1).into();
+        h["state"] = "writing".into();
+    });
+    assert!(message.contains("undo log"), "{message}");
+    // A checkpoint whose undo log starts past the log's end.
+    let message = refused_as_damaged(|h| {
+        h["checkpoints"][0]["undo_start"] = (1u64 << 61).into();
+    });
+    assert!(message.contains("checkpoint"), "{message}");
+}
