@@ -68,8 +68,8 @@ impl SelftestConfig {
     }
 }
 
-/// Faults of every type, three of each (two stale reads), and three blocks
-/// written after the checkpoint.
+/// Faults of every type, three of each (two stale reads, each stale for
+/// one or two reads), and three blocks written after the checkpoint.
 pub fn standard_scenario(block_size: u32, seed: u64) -> Scenario {
     let mut faults: Vec<(FaultType, Amount)> = FaultType::ALL
         .iter()

@@ -16,7 +16,7 @@
 //! | bit flip | the write with 1–3 bits flipped | `corrupt` | yes |
 //! | zeroed extent | zeros | `zeroed` | yes |
 //! | foreign write | bytes that are no stamp | `foreign` | yes |
-//! | stale read | the right data, but the first read returns what the block held before the final write | `lost_write` (or `zeroed`) | no: the re-read is right |
+//! | stale read | the right data, but the first read (or the first N) returns what the block held before the final write | `lost_write` (or `zeroed`) | no when only the first read is stale (the re-read is right); yes when the re-read is stale too |
 //! | unreadable | the right data, but reads of some sectors fail with EIO, every time | `unreadable` with those sectors | yes |
 //!
 //! A misdirected write lands after the landing block's own final write (it
@@ -194,10 +194,13 @@ impl FaultTarget {
                 .get(&block)
                 .map(|r| r.content.clone())
                 .unwrap_or(Content::Original);
-            // A stale read not yet used up: the first read returns the old
-            // bytes; the re-read returns the current ones.
+            // A stale read not yet used up: verify's first read returns the
+            // old bytes; its re-read returns them again only if more than
+            // one stale read is left.
             let (content, persistent, stale) = match state.stale.get(&block) {
-                Some(stale) if stale.reads_left > 0 => (stale.content.clone(), false, true),
+                Some(stale) if stale.reads_left > 0 => {
+                    (stale.content.clone(), stale.reads_left >= 2, true)
+                }
                 _ => (current, true, false),
             };
             if let Some((class, found_block, cause)) = class_of(&content, block, expected)? {
@@ -248,10 +251,13 @@ impl FaultTarget {
             .get(&block)
             .filter(|kind| final_write && kind.strikes_write())
             .cloned();
-        let stale = final_write && self.victims.get(&block) == Some(&FaultKind::StaleRead);
+        let stale_reads = match self.victims.get(&block) {
+            Some(FaultKind::StaleRead { reads }) if final_write => *reads,
+            _ => 0,
+        };
         let content = match fault {
             None => {
-                if stale {
+                if stale_reads > 0 {
                     let mut bytes = AlignedBuf::new(data.len());
                     self.inner.read_at(&mut bytes, offset)?;
                     state.stale.insert(
@@ -259,7 +265,7 @@ impl FaultTarget {
                         Stale {
                             bytes,
                             content: previous,
-                            reads_left: 1,
+                            reads_left: stale_reads,
                         },
                     );
                     state.injections.push(Injection {
@@ -355,7 +361,7 @@ impl FaultTarget {
                 self.inner.write_at(&bytes, offset, fua)?;
                 Content::Foreign
             }
-            FaultKind::StaleRead | FaultKind::Unreadable { .. } => {
+            FaultKind::StaleRead { .. } | FaultKind::Unreadable { .. } => {
                 unreachable!("read faults do not strike writes")
             }
         })
@@ -645,13 +651,37 @@ mod tests {
     }
 
     #[test]
+    fn a_stale_read_returns_the_old_bytes_as_often_as_planned() {
+        let (_memory, target) = layer(vec![Fault {
+            block: 3,
+            kind: FaultKind::StaleRead { reads: 2 },
+        }]);
+        write(&target, 3, 1);
+        write(&target, 3, 2);
+        let only_block_3 = |block| if block == 3 { 2 } else { 0 };
+        let expected = target.expected_findings(&only_block_3).unwrap();
+        assert!(expected[0].persistent, "the re-read is stale too");
+        assert_eq!(read(&target, 3), fill(1));
+        assert_eq!(read(&target, 3), fill(1));
+        assert_eq!(read(&target, 3), fill(2));
+        assert!(target.expected_findings(&only_block_3).unwrap().is_empty());
+    }
+
+    #[test]
     fn a_stale_read_returns_the_old_bytes_once() {
         let (_memory, target) = layer(vec![Fault {
             block: 7,
-            kind: FaultKind::StaleRead,
+            kind: FaultKind::StaleRead { reads: 1 },
         }]);
         write(&target, 7, 1);
         write(&target, 7, 2);
+        let expected = target
+            .expected_findings(&|block| if block == 7 { 2 } else { 0 })
+            .unwrap();
+        assert_eq!(
+            (expected[0].block, expected[0].class, expected[0].persistent),
+            (7, FindingClass::LostWrite, false)
+        );
         // A read of several blocks gets the old bytes for block 7 only.
         let mut wide = vec![0u8; 3 * BLOCK];
         target.read_at(&mut wide, 6 * BLOCK as u64).unwrap();

@@ -26,9 +26,12 @@ pub enum FaultKind {
     Zeroed,
     /// The write lands as other data, bytes that are no stamp at all.
     Foreign,
-    /// The first read of the block after its final write returns the bytes
-    /// it held before that write (a stale cache); later reads are right.
-    StaleRead,
+    /// The first `reads` reads of the block after its final write return
+    /// the bytes it held before that write (a stale cache); later reads are
+    /// right. One stale read is transient: verify's re-read sees the right
+    /// bytes. Two or more make the stale bytes persistent as far as verify
+    /// can tell.
+    StaleRead { reads: u32 },
     /// Every read of these 512-byte sectors of the block fails with EIO (a
     /// latent sector error); writes to them succeed.
     Unreadable { sectors: Vec<u32> },
@@ -88,14 +91,17 @@ impl FaultKind {
             FaultKind::BitFlip { .. } => FaultType::BitFlip,
             FaultKind::Zeroed => FaultType::Zeroed,
             FaultKind::Foreign => FaultType::Foreign,
-            FaultKind::StaleRead => FaultType::StaleRead,
+            FaultKind::StaleRead { .. } => FaultType::StaleRead,
             FaultKind::Unreadable { .. } => FaultType::Unreadable,
         }
     }
 
     /// Faults that act on the final write (the others act on reads).
     pub fn strikes_write(&self) -> bool {
-        !matches!(self, FaultKind::StaleRead | FaultKind::Unreadable { .. })
+        !matches!(
+            self,
+            FaultKind::StaleRead { .. } | FaultKind::Unreadable { .. }
+        )
     }
 }
 
@@ -141,15 +147,6 @@ pub struct FaultPlan {
 }
 
 impl FaultPlan {
-    /// A plan that injects nothing: the layer only keeps its ledger.
-    pub fn none(geometry: Geometry) -> FaultPlan {
-        FaultPlan {
-            geometry,
-            seed: 0,
-            faults: Vec::new(),
-        }
-    }
-
     /// A plan from an explicit list. `seed` keys the bytes of `Foreign`
     /// writes. Refuses faults that would touch the same block, or whose
     /// parameters do not fit the geometry.
@@ -206,10 +203,13 @@ impl FaultPlan {
                         ));
                     }
                 }
+                FaultKind::StaleRead { reads: 0 } => {
+                    return Err(format!("stale read of block {block}: 0 reads is no fault"));
+                }
                 FaultKind::LostWrite
                 | FaultKind::Zeroed
                 | FaultKind::Foreign
-                | FaultKind::StaleRead => {}
+                | FaultKind::StaleRead { .. } => {}
             }
         }
         Ok(FaultPlan {
@@ -266,7 +266,10 @@ impl FaultPlan {
                     }
                     FaultType::Zeroed => FaultKind::Zeroed,
                     FaultType::Foreign => FaultKind::Foreign,
-                    FaultType::StaleRead => FaultKind::StaleRead,
+                    // Mostly the first read only; sometimes the re-read too.
+                    FaultType::StaleRead => FaultKind::StaleRead {
+                        reads: 1 + rng.below(2) as u32,
+                    },
                     FaultType::Unreadable => {
                         // Latent sector errors come in clusters: a run of
                         // one to four neighbouring sectors.
@@ -436,6 +439,7 @@ mod tests {
             )],
             vec![fault(3, FaultKind::Unreadable { sectors: vec![8] })],
             vec![fault(3, FaultKind::Torn { sectors: 8 })],
+            vec![fault(3, FaultKind::StaleRead { reads: 0 })],
         ];
         for faults in refused {
             assert!(
