@@ -11,11 +11,13 @@
 //!
 //! Case counts are kept small enough for the file to run in seconds.
 
+mod common;
+
 use std::path::Path;
 
 use proptest::prelude::*;
 
-use blockstamp::manifest::{Access, Manifest, NewManifest, TargetRecord};
+use blockstamp::manifest::{Access, Manifest};
 use blockstamp::selftest::{Scenario, run_scenario};
 use blockstamp::stamp::{self, PAYLOAD_BYTES, RunFormat, SECTOR_BYTES, SectorContent, WriteStamp};
 use blockstamp::target::fault::{Amount, FaultType};
@@ -305,31 +307,7 @@ fn exercise(manifest: &Manifest) {
 /// A manifest of 64 blocks with two checkpoints and undo entries; returns
 /// where its undo log starts.
 fn real_manifest(path: &Path) -> u64 {
-    let mut manifest = Manifest::create(
-        path,
-        NewManifest {
-            run_id: RUN_ID,
-            seed: 1,
-            block_size: 4096,
-            random_bytes: PAYLOAD_BYTES as u16,
-            target: TargetRecord {
-                uri: "disk.img".into(),
-                kind: "file".into(),
-                size_bytes: 64 * 4096,
-                logical_sector_size: 512,
-                physical_sector_size: 4096,
-                model: None,
-                serial: None,
-                wwn: None,
-            },
-            journal_bytes: 0,
-        },
-    )
-    .unwrap();
-    manifest.begin_write().unwrap();
-    for block in 0..64 {
-        manifest.set_generation(block, 1);
-    }
+    let mut manifest = common::manifest_of_64_blocks(path);
     manifest.add_checkpoint("first").unwrap();
     for block in (0..64).step_by(3) {
         manifest.set_generation(block, 2);

@@ -2,8 +2,10 @@
 //! (tests/properties.rs) and the fuzz targets (fuzz/). Each stays here as a
 //! plain test so the normal suite keeps them fixed.
 
+mod common;
+
 use blockstamp::error::Error;
-use blockstamp::manifest::{Access, Manifest, NewManifest, TargetRecord};
+use blockstamp::manifest::{Access, Manifest};
 use blockstamp::stamp::{self, RunFormat, SECTOR_BYTES, WriteStamp};
 use blockstamp::verify::{Expectation, FindingClass, classify};
 
@@ -63,32 +65,9 @@ fn a_stamp_with_a_foreign_version_at_the_expected_generation_is_corrupt() {
     }
 }
 
+/// 64 blocks at generation 1, checkpoint "first", then block 5 rewritten.
 fn manifest_with_checkpoint(path: &std::path::Path) -> u64 {
-    let mut manifest = Manifest::create(
-        path,
-        NewManifest {
-            run_id: RUN_ID,
-            seed: 1,
-            block_size: 4096,
-            random_bytes: stamp::PAYLOAD_BYTES as u16,
-            target: TargetRecord {
-                uri: "disk.img".into(),
-                kind: "file".into(),
-                size_bytes: 64 * 4096,
-                logical_sector_size: 512,
-                physical_sector_size: 4096,
-                model: None,
-                serial: None,
-                wwn: None,
-            },
-            journal_bytes: 0,
-        },
-    )
-    .unwrap();
-    manifest.begin_write().unwrap();
-    for block in 0..64 {
-        manifest.set_generation(block, 1);
-    }
+    let mut manifest = common::manifest_of_64_blocks(path);
     manifest.add_checkpoint("first").unwrap();
     manifest.set_generation(5, 2);
     manifest.finish_write().unwrap();

@@ -7,6 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use blockstamp::manifest::{Manifest, NewManifest, TargetRecord};
 use serde_json::Value;
 
 pub struct TestEnv {
@@ -268,4 +269,35 @@ pub fn record_refusal(scratch: &Path, args: &[&str], code: i32, message: &str) {
     // One write per row: rows of tests running in parallel do not mix.
     file.write_all(row.as_bytes())
         .expect("append to the bad-input table");
+}
+
+/// A new manifest at `path` for a 64-block target of 4 KiB blocks, opened
+/// for writing with `begin_write` done and every block at generation 1.
+pub fn manifest_of_64_blocks(path: &Path) -> Manifest {
+    let mut manifest = Manifest::create(
+        path,
+        NewManifest {
+            run_id: 0x0123_4567_89ab_cdef,
+            seed: 1,
+            block_size: 4096,
+            random_bytes: blockstamp::stamp::PAYLOAD_BYTES as u16,
+            target: TargetRecord {
+                uri: "disk.img".into(),
+                kind: "file".into(),
+                size_bytes: 64 * 4096,
+                logical_sector_size: 512,
+                physical_sector_size: 4096,
+                model: None,
+                serial: None,
+                wwn: None,
+            },
+            journal_bytes: 0,
+        },
+    )
+    .expect("create manifest");
+    manifest.begin_write().expect("begin write");
+    for block in 0..64 {
+        manifest.set_generation(block, 1);
+    }
+    manifest
 }
