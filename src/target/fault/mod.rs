@@ -331,8 +331,14 @@ impl FaultTarget {
                 previous
             }
             FaultKind::Torn { sectors } => {
+                // The new write's first sectors over the old block's rest,
+                // written as one whole block: sub-block writes would fail
+                // under O_DIRECT on a device with 4 KiB logical sectors.
                 let prefix = *sectors as usize * SECTOR_BYTES;
-                self.inner.write_at(&data[..prefix], offset, fua)?;
+                let mut bytes = AlignedBuf::new(data.len());
+                self.inner.read_at(&mut bytes, offset)?;
+                bytes[..prefix].copy_from_slice(&data[..prefix]);
+                self.inner.write_at(&bytes, offset, fua)?;
                 Content::Torn {
                     write,
                     sectors: *sectors,
