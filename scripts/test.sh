@@ -58,3 +58,8 @@ fi
 
 cargo build --release --locked
 cargo test --release --locked --all-targets
+
+# Every finding class injected through the fault layer, caught and classified.
+cargo run --release --locked -- selftest --block-size 512 --block-size 4KiB --block-size 64KiB
+# Each fuzz target briefly (4 targets x 20 s); a crash fails the run.
+FUZZ_SECONDS=20 bash scripts/fuzz-smoke.sh

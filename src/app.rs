@@ -35,6 +35,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
         Command::Inspect(args) => inspect_command(&args),
         Command::Soak(args) => crate::soak::soak_command(&args),
         Command::Report(args) => review::run(&args),
+        Command::Selftest(args) => crate::selftest::run(&args),
     }
 }
 

@@ -39,6 +39,9 @@ pub enum Command {
     Soak(SoakArgs),
     /// Views of JSON reports: one run as HTML, two nights compared, a fleet merged.
     Report(report::ReportArgs),
+    /// Prove the verifier on this machine: inject every kind of fault into a
+    /// scratch image, verify, and check that each is caught and classified.
+    Selftest(SelftestArgs),
 }
 
 #[derive(Debug, Args)]
@@ -226,4 +229,20 @@ pub struct SoakArgs {
     pub verify: VerifyFlags,
     #[command(flatten)]
     pub metrics: MetricsFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct SelftestArgs {
+    /// Block size to test; repeat for several (e.g. 512, 4KiB, 64KiB) [default: 4KiB].
+    #[arg(long, value_name = "B")]
+    pub block_size: Vec<String>,
+    /// Seed of the fault plan and the workload [default: random, printed].
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Directory for the scratch image and manifest [default: the system temp dir].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Print the results as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -54,6 +54,13 @@ impl WriteConfig {
                 "bad --size '0': a target needs at least one block",
             ));
         }
+        if let Some(size) = size_bytes
+            && size > i64::MAX as u64
+        {
+            return Err(Error::usage(format!(
+                "bad --size {size}: larger than any file or device can be (8 EiB)"
+            )));
+        }
         let block_size = flags
             .block_size
             .as_deref()
@@ -286,6 +293,19 @@ impl VerifyConfig {
             return Err(Error::usage(
                 "bad --json '': give a file path, or - for stdout",
             ));
+        }
+        // Checked before verify reads anything: a typo here must not cost
+        // the hours of a verify whose report then cannot be written.
+        if let Some(path) = flags.json.as_deref().filter(|p| *p != "-")
+            && let Some(parent) = std::path::Path::new(path)
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+            && !parent.is_dir()
+        {
+            return Err(Error::usage(format!(
+                "bad --json {path}: directory {} does not exist",
+                parent.display()
+            )));
         }
         Ok(VerifyConfig {
             json: flags.json.clone(),

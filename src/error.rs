@@ -32,3 +32,32 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `message` on one line: line breaks and other control characters that a
+/// user typed into a value the message quotes are shown escaped (`\n`), so
+/// the message stays the one line the contract promises.
+pub fn one_line(message: &str) -> String {
+    let mut line = String::with_capacity(message.len());
+    for c in message.chars() {
+        if c.is_control() {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_in_a_message_are_escaped_onto_one_line() {
+        assert_eq!(
+            one_line("bad size '1\n2\r\t': unknown unit"),
+            "bad size '1\\n2\\r\\t': unknown unit"
+        );
+        assert_eq!(one_line("target é ok"), "target é ok");
+    }
+}

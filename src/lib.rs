@@ -22,6 +22,7 @@ pub mod progress;
 pub mod recovery;
 pub mod report;
 pub mod review;
+pub mod selftest;
 pub mod signals;
 pub mod soak;
 pub mod stamp;

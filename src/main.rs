@@ -50,7 +50,10 @@ fn main() -> std::process::ExitCode {
     match blockstamp::app::run(cli.command) {
         Ok(code) => code.into(),
         Err(error) => {
-            eprintln!("blockstamp: {error}");
+            eprintln!(
+                "blockstamp: {}",
+                blockstamp::error::one_line(&error.to_string())
+            );
             error.exit_code().into()
         }
     }

@@ -2,8 +2,14 @@
 //! cannot be reached), never a panic, and never a byte written to the target.
 
 mod common;
+#[path = "common/nbd_server.rs"]
+mod nbd_server;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixListener;
 
 use common::{TestEnv, file_digest};
+use nbd_server::NbdServer;
 
 /// Run `args`; assert the exit code, a one-line message containing `says`,
 /// no panic, and the target file unchanged.
@@ -17,6 +23,7 @@ fn refuses(env: &TestEnv, args: &[&str], code: i32, says: &str) {
     assert_eq!(message.lines().count(), 1, "one line: {message:?}");
     assert!(message.starts_with("blockstamp: "), "{message:?}");
     assert_eq!(file_digest(&target), before, "target changed by {args:?}");
+    common::record_refusal(env.dir.path(), args, code, message);
 }
 
 fn written_env() -> TestEnv {
@@ -291,7 +298,13 @@ fn missing_targets_and_manifests() {
         &env,
         &["verify", "nope.img", "--manifest", "m"],
         3,
-        "does not exist",
+        "target nope.img does not exist; check the path",
+    );
+    refuses(
+        &env,
+        &["inspect", "nope.img", "--manifest", "m", "--block", "0"],
+        3,
+        "target nope.img does not exist; check the path",
     );
     refuses(
         &env,
@@ -336,6 +349,12 @@ fn a_directory_is_not_a_target() {
         &["verify", "disk.img", "--manifest", "dir"],
         2,
         "is a directory",
+    );
+    refuses(
+        &env,
+        &["write", "disk.img", "--manifest", "dir"],
+        2,
+        "cannot open manifest dir: Is a directory",
     );
 }
 
@@ -398,4 +417,338 @@ fn unknown_checkpoints_are_refused() {
         2,
         "already exists",
     );
+}
+
+#[test]
+fn more_bad_flag_values_are_refused() {
+    let env = written_env();
+    for (args, says) in [
+        (
+            &["write", "disk.img", "--manifest", "m", "--burst", "0"][..],
+            "bad --burst 0",
+        ),
+        (
+            &["write", "disk.img", "--manifest", "m", "--burst-gap", "x"],
+            "--burst-gap: bad duration 'x'",
+        ),
+        (
+            &["write", "disk.img", "--manifest", "m", "--duration", "0"],
+            "bad --duration 0",
+        ),
+        (
+            &[
+                "write",
+                "disk.img",
+                "--manifest",
+                "m",
+                "--queue-depth",
+                "5000",
+            ],
+            "bad --queue-depth 5000: use 1 to 4096",
+        ),
+        (
+            &["verify", "disk.img", "--manifest", "m", "--read-depth", "0"],
+            "bad --read-depth 0",
+        ),
+        (
+            &["verify", "disk.img", "--manifest", "m", "--threads", "5000"],
+            "bad --threads 5000: use 1 to 1024",
+        ),
+        (
+            &["verify", "disk.img", "--manifest", "m", "--json", ""],
+            "bad --json ''",
+        ),
+        (
+            &["verify", "disk.img", "--manifest", "m", "--show", "x"],
+            "invalid value 'x' for '--show <N>'",
+        ),
+        (&["checkpoint", "--manifest", "m"], "<NAME>"),
+        (
+            &["checkpoint", "--manifest", "m", ""],
+            "bad checkpoint name ''",
+        ),
+    ] {
+        refuses(&env, args, 2, says);
+    }
+}
+
+#[test]
+fn a_json_report_path_in_a_missing_directory_is_refused_before_verifying() {
+    let env = written_env();
+    refuses(
+        &env,
+        &[
+            "verify",
+            "disk.img",
+            "--manifest",
+            "m",
+            "--json",
+            "no/such/dir/report.json",
+        ],
+        2,
+        "bad --json no/such/dir/report.json: directory no/such/dir does not exist",
+    );
+    // The verify did not run: it prints its summary on stdout.
+    let run = env.run(&[
+        "run",
+        "disk.img",
+        "--manifest",
+        "m",
+        "--json",
+        "no/such/dir/report.json",
+    ]);
+    run.assert_code(2);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+}
+
+#[test]
+fn a_target_smaller_than_one_block_is_refused() {
+    let env = TestEnv::new();
+    for (bytes, says) in [
+        (
+            1000u64,
+            "target disk.img has 1000 bytes, less than one 4 KiB block",
+        ),
+        (0, "target disk.img has 0 bytes, less than one 4 KiB block"),
+    ] {
+        let image = std::fs::File::create(env.path("disk.img")).unwrap();
+        image.set_len(bytes).unwrap();
+        refuses(&env, &["write", "disk.img", "--manifest", "m"], 2, says);
+        assert!(
+            !env.path("m").exists(),
+            "no manifest for a {bytes}-byte target"
+        );
+        assert_eq!(
+            std::fs::metadata(env.path("disk.img")).unwrap().len(),
+            bytes
+        );
+    }
+    // 64 KiB blocks on a 32 KiB image, with --size.
+    refuses(
+        &env,
+        &[
+            "write",
+            "small.img",
+            "--manifest",
+            "m",
+            "--size",
+            "32KiB",
+            "--block-size",
+            "64KiB",
+        ],
+        2,
+        "bad --size 32768: smaller than one 64 KiB block",
+    );
+    assert!(!env.path("small.img").exists());
+}
+
+#[test]
+fn a_size_larger_than_any_file_is_refused_without_creating_one() {
+    let env = TestEnv::new();
+    refuses(
+        &env,
+        &["write", "disk.img", "--manifest", "m", "--size", "16383P"],
+        2,
+        "bad --size 18445618173802708992: larger than any file or device can be (8 EiB)",
+    );
+    assert!(!env.path("disk.img").exists());
+    assert!(!env.path("m").exists());
+}
+
+#[test]
+fn an_empty_target_is_refused() {
+    let env = TestEnv::new();
+    refuses(
+        &env,
+        &["write", "", "--manifest", "m", "--size", "1MiB"],
+        2,
+        "TARGET is empty",
+    );
+    assert!(!env.path("m").exists());
+}
+
+#[test]
+fn a_value_with_a_line_break_is_quoted_on_one_line() {
+    let env = TestEnv::new();
+    refuses(
+        &env,
+        &["write", "disk.img", "--manifest", "m", "--size", "1\n2"],
+        2,
+        "bad size '1\\n2'",
+    );
+}
+
+// ---- NBD targets, through the binary ----
+
+#[test]
+fn malformed_nbd_uris_are_refused() {
+    let env = written_env();
+    for (uri, says) in [
+        (
+            "nbd://host:notaport/x",
+            "port \"notaport\" is not a number from 1 to 65535",
+        ),
+        ("nbd:host/x", "not an NBD URI"),
+        ("nbd+unix:///x", "nbd+unix:// needs ?socket=PATH"),
+        ("nbd://[::1/x", "without a closing ']'"),
+        ("nbd://host/%zz", "bad percent escape \"%zz\""),
+        ("nbd://host/x#frag", "unexpected fragment #frag"),
+        ("nbd+vsock://2/x", "scheme nbd+vsock:// is not supported"),
+        ("nbd://user@host/x", "only used with TLS"),
+    ] {
+        refuses(
+            &env,
+            &["write", uri, "--manifest", "new.m", "--size", "1MiB"],
+            2,
+            says,
+        );
+        refuses(&env, &["verify", uri, "--manifest", "m"], 2, says);
+        assert!(!env.path("new.m").exists(), "no manifest for {uri}");
+    }
+}
+
+#[test]
+fn nbd_over_tls_is_refused_as_not_supported() {
+    let env = TestEnv::new();
+    for uri in ["nbds://host/x", "nbds+unix:///x?socket=/s"] {
+        refuses(
+            &env,
+            &["write", uri, "--manifest", "m", "--size", "1MiB"],
+            2,
+            "(NBD over TLS) is not supported; use nbd:// or nbd+unix://",
+        );
+    }
+}
+
+/// A one-shot NBD "server" on a unix socket in the test's dir, that greets
+/// (fixed newstyle) and answers the first option with `reply_type`, or
+/// sends `raw` instead of a greeting.
+fn scripted_server(env: &TestEnv, reply_type: Option<u32>, raw: &'static [u8]) -> String {
+    let socket = env.path("fake.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        let Some(reply_type) = reply_type else {
+            let _ = stream.write_all(raw);
+            return;
+        };
+        let mut greeting = b"NBDMAGICIHAVEOPT".to_vec();
+        greeting.extend_from_slice(&3u16.to_be_bytes()); // FIXED_NEWSTYLE | NO_ZEROES
+        let _ = stream.write_all(&greeting);
+        let mut client_flags = [0u8; 4];
+        let mut header = [0u8; 16];
+        if stream.read_exact(&mut client_flags).is_err() || stream.read_exact(&mut header).is_err()
+        {
+            return;
+        }
+        let option = u32::from_be_bytes(header[8..12].try_into().unwrap());
+        let length = u32::from_be_bytes(header[12..16].try_into().unwrap());
+        let mut data = vec![0u8; length as usize];
+        let _ = stream.read_exact(&mut data);
+        let mut reply = 0x0003_e889_0455_65a9u64.to_be_bytes().to_vec();
+        reply.extend_from_slice(&option.to_be_bytes());
+        reply.extend_from_slice(&reply_type.to_be_bytes());
+        reply.extend_from_slice(&0u32.to_be_bytes());
+        let _ = stream.write_all(&reply);
+    });
+    format!("nbd+unix:///disk?socket={}", socket.display())
+}
+
+#[test]
+fn an_nbd_server_that_requires_tls_is_refused() {
+    let env = TestEnv::new();
+    let uri = scripted_server(&env, Some(1 << 31 | 5), b""); // NBD_REP_ERR_TLS_REQD
+    refuses(
+        &env,
+        &["write", &uri, "--manifest", "m", "--size", "1MiB"],
+        2,
+        "requires TLS",
+    );
+    assert!(!env.path("m").exists());
+}
+
+#[test]
+fn something_that_is_not_an_nbd_server_is_a_run_failure() {
+    let env = TestEnv::new();
+    let uri = scripted_server(&env, None, b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    refuses(
+        &env,
+        &["write", &uri, "--manifest", "m", "--size", "1MiB"],
+        3,
+        "does not speak the NBD protocol",
+    );
+}
+
+#[test]
+fn an_unreachable_nbd_server_is_a_run_failure() {
+    let env = TestEnv::new();
+    let uri = format!("nbd+unix:///x?socket={}", env.p("nobody.sock"));
+    refuses(
+        &env,
+        &["write", &uri, "--manifest", "m", "--size", "1MiB"],
+        3,
+        "cannot connect to the NBD server",
+    );
+    assert!(!env.path("m").exists());
+}
+
+#[test]
+fn an_unknown_nbd_export_is_refused_naming_it() {
+    let Some(server) = NbdServer::qemu_nbd_raw(8 << 20, &["-x", "disk0"]) else {
+        return;
+    };
+    let env = TestEnv::new();
+    refuses(
+        &env,
+        &[
+            "write",
+            &server.uri("no-such-disk"),
+            "--manifest",
+            "m",
+            "--size",
+            "1MiB",
+        ],
+        2,
+        "\"no-such-disk\"",
+    );
+    assert!(!env.path("m").exists());
+}
+
+#[test]
+fn a_read_only_nbd_export_is_not_written() {
+    let Some(server) = NbdServer::qemu_nbd_raw(8 << 20, &["-r"]) else {
+        return;
+    };
+    let env = TestEnv::new();
+    refuses(
+        &env,
+        &["write", &server.uri(""), "--manifest", "m"],
+        2,
+        "read-only",
+    );
+    assert!(!env.path("m").exists());
+}
+
+#[test]
+fn a_size_beyond_the_nbd_export_is_refused() {
+    let Some(server) = NbdServer::qemu_nbd_raw(8 << 20, &[]) else {
+        return;
+    };
+    let env = TestEnv::new();
+    refuses(
+        &env,
+        &[
+            "write",
+            &server.uri(""),
+            "--manifest",
+            "m",
+            "--size",
+            "16MiB",
+        ],
+        2,
+        "16777216",
+    );
+    assert!(!env.path("m").exists());
 }

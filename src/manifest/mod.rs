@@ -640,7 +640,16 @@ impl Manifest {
         // oldest entry after the checkpoint: its generation at that moment.
         let mut overrides = HashMap::new();
         for entry in entries.iter().rev() {
-            overrides.insert((entry >> 16) & ((1 << 47) - 1), (entry & 0x7fff) as u32);
+            let block = (entry >> 16) & ((1 << 47) - 1);
+            // The undo log has no checksum: an entry beyond the map is damage.
+            if block >= self.header.block_count {
+                return Err(Error::usage(format!(
+                    "manifest {} is damaged: its undo log names block {block}, beyond the target's {} blocks",
+                    self.path.display(),
+                    self.header.block_count
+                )));
+            }
+            overrides.insert(block, (entry & 0x7fff) as u32);
         }
         Ok(Expected {
             manifest: self,
@@ -796,11 +805,28 @@ fn validate_header(header: &ManifestHeader, path: &Path) -> Result<()> {
     if header.block_count >= 1 << 47 {
         return bad("its block count is impossibly large");
     }
+    // The header is checksummed, not trusted: offsets and counts that
+    // overflow would wrap around into regions that overlap.
     let map_end = MAP_OFFSET + (header.block_count * 2).next_multiple_of(4096);
     if header.journal_offset != map_end
-        || header.undo_offset != header.journal_offset + header.journal_bytes
+        || header.journal_offset.checked_add(header.journal_bytes) != Some(header.undo_offset)
     {
         return bad("its regions overlap");
+    }
+    if header
+        .undo_entries
+        .checked_mul(8)
+        .and_then(|bytes| bytes.checked_add(header.undo_offset))
+        .is_none()
+    {
+        return bad("its undo log is impossibly long");
+    }
+    if header
+        .checkpoints
+        .iter()
+        .any(|c| c.undo_start > header.undo_entries)
+    {
+        return bad("a checkpoint starts beyond the end of its undo log");
     }
     if header.journal_bytes != 0 && header.journal_bytes < journal::ENTRIES_OFFSET + 8 * 16 {
         return bad("its journal region is too small");

@@ -36,9 +36,12 @@ impl FileTarget {
                 )));
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound && request.create_size.is_none() => {
-                return Err(Error::run(format!(
-                    "target {uri} does not exist; pass --size to create a sparse image file"
-                )));
+                let advice = if request.write {
+                    "pass --size to create a sparse image file"
+                } else {
+                    "check the path"
+                };
+                return Err(Error::run(format!("target {uri} does not exist; {advice}")));
             }
             _ => {}
         }

@@ -7,6 +7,7 @@
 //! flight on one connection.
 
 pub mod blockdev;
+pub mod fault;
 pub mod file;
 pub mod nbd;
 pub mod powercut;
@@ -121,6 +122,11 @@ pub struct OpenRequest {
 /// Open TARGET as the user named it: an `nbd://` or `nbd+unix://` URI, a
 /// block device, or a regular file.
 pub fn open(uri: &str, request: &OpenRequest) -> crate::error::Result<Box<dyn Target>> {
+    if uri.is_empty() {
+        return Err(crate::error::Error::usage(
+            "TARGET is empty; give an image file, a block device or an nbd:// URI",
+        ));
+    }
     if uri.starts_with("nbd:") || uri.starts_with("nbd+") || uri.starts_with("nbds") {
         return Ok(Box::new(nbd::NbdTarget::open(uri, request)?));
     }

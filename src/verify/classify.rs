@@ -360,11 +360,16 @@ fn classify_written(
         return Some(classify_not_own(expect, sectors, block.len()));
     }
 
-    if other_count == 0 {
+    let mut generations: Vec<u32> = own_generations.iter().flatten().copied().collect();
+    generations.sort_unstable();
+    generations.dedup();
+    // Every sector a valid stamp of this block at the expected generation,
+    // yet the fast check failed: a header field differs from what this run
+    // writes (version, flags, payload length). Not what was written: corrupt.
+    let restamped = other_count == 0 && zeros == 0 && generations == [expect.generation];
+
+    if other_count == 0 && !restamped {
         // Only this block's stamps (and perhaps zero sectors).
-        let mut generations: Vec<u32> = own_generations.iter().flatten().copied().collect();
-        generations.sort_unstable();
-        generations.dedup();
         if zeros == 0 && generations.len() == 1 {
             let found = generations[0];
             let class = match compare_generations(found, expect.generation) {

@@ -7,6 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use blockstamp::manifest::{Manifest, NewManifest, TargetRecord};
 use serde_json::Value;
 
 pub struct TestEnv {
@@ -289,4 +290,94 @@ pub fn run_bounded(mut command: Command, limit: std::time::Duration) -> Run {
         stdout: out.join().unwrap_or_default(),
         stderr: err.join().unwrap_or_default(),
     }
+}
+
+/// With `BLOCKSTAMP_BAD_INPUT_TABLE=FILE` set, append one row of the
+/// bad-input table (docs/BAD_INPUT.md) for a refusal a test just checked:
+/// the command, its exit code and its message, under the test's name.
+/// scripts/bad-input-table.sh runs the tests with it and renders the table.
+pub fn record_refusal(scratch: &Path, args: &[&str], code: i32, message: &str) {
+    let Some(table) = std::env::var_os("BLOCKSTAMP_BAD_INPUT_TABLE") else {
+        return;
+    };
+    let scratch = scratch.to_string_lossy();
+    let servers = std::env::temp_dir()
+        .join(".tmp")
+        .to_string_lossy()
+        .into_owned();
+    let cell = |text: &str| {
+        let mut text = text.replace(scratch.as_ref(), "$DIR");
+        // NBD servers of the tests listen in temp dirs of their own.
+        while let Some(at) = text.find(&servers) {
+            let name_end = text[at + servers.len()..]
+                .find('/')
+                .map_or(text.len(), |n| at + servers.len() + n);
+            text.replace_range(at..name_end, "$SERVER_DIR");
+        }
+        blockstamp::error::one_line(&text).replace('|', "\\|")
+    };
+    let command: Vec<String> = args
+        .iter()
+        .map(|arg| {
+            let arg = cell(arg);
+            if arg.is_empty() || arg.contains([' ', '\\', '"', '?', '&', '#', '[', '*']) {
+                format!("'{arg}'")
+            } else {
+                arg
+            }
+        })
+        .collect();
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("?")
+        .rsplit("::")
+        .next()
+        .unwrap_or("?")
+        .to_string();
+    let row = format!(
+        "{test}\t| `blockstamp {}` | {code} | {} | `{test}` |\n",
+        command.join(" "),
+        cell(message.trim().trim_start_matches("blockstamp: "))
+    );
+    use std::io::Write as _;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(table)
+        .expect("open the bad-input table");
+    // One write per row: rows of tests running in parallel do not mix.
+    file.write_all(row.as_bytes())
+        .expect("append to the bad-input table");
+}
+
+/// A new manifest at `path` for a 64-block target of 4 KiB blocks, opened
+/// for writing with `begin_write` done and every block at generation 1.
+pub fn manifest_of_64_blocks(path: &Path) -> Manifest {
+    let mut manifest = Manifest::create(
+        path,
+        NewManifest {
+            run_id: 0x0123_4567_89ab_cdef,
+            seed: 1,
+            block_size: 4096,
+            random_bytes: blockstamp::stamp::PAYLOAD_BYTES as u16,
+            dedup_permille: 0,
+            target: TargetRecord {
+                uri: "disk.img".into(),
+                kind: "file".into(),
+                size_bytes: 64 * 4096,
+                logical_sector_size: 512,
+                physical_sector_size: 4096,
+                model: None,
+                serial: None,
+                wwn: None,
+            },
+            journal_bytes: 0,
+        },
+    )
+    .expect("create manifest");
+    manifest.begin_write().expect("begin write");
+    for block in 0..64 {
+        manifest.set_generation(block, 1);
+    }
+    manifest
 }

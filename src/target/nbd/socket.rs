@@ -118,12 +118,21 @@ impl Socket {
 
 impl Write for Socket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        Ok(rustix::net::send(self.fd(), buf, rustix::net::SendFlags::NOSIGNAL)?)
+        Ok(rustix::net::send(
+            self.fd(),
+            buf,
+            rustix::net::SendFlags::NOSIGNAL,
+        )?)
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let mut control = rustix::net::SendAncillaryBuffer::default();
-        Ok(rustix::net::sendmsg(self.fd(), bufs, &mut control, rustix::net::SendFlags::NOSIGNAL)?)
+        Ok(rustix::net::sendmsg(
+            self.fd(),
+            bufs,
+            &mut control,
+            rustix::net::SendFlags::NOSIGNAL,
+        )?)
     }
 
     fn flush(&mut self) -> io::Result<()> {

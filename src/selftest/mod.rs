@@ -1,0 +1,304 @@
+//! `blockstamp selftest`: proof on this machine that the verifier catches
+//! and classifies every kind of damage the contract names.
+//!
+//! Each run writes a scratch sparse image through the fault layer
+//! ([`crate::target::fault`]), which injects lost, misdirected, torn,
+//! bit-flipped, zeroed and foreign writes, stale reads and unreadable
+//! sectors, and blocks written after a checkpoint that verify checks
+//! against; then verifies through the same layer and compares, block by
+//! block, what verify reported with what the layer says must be reported.
+//! Exit 0 only when every injected fault was caught and classified exactly
+//! and nothing else was reported.
+
+mod scenario;
+
+pub use scenario::{
+    CHECKPOINT, ClassRow, Comparison, Reported, Scenario, ScenarioOutcome, compare, run_scenario,
+};
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::cli::SelftestArgs;
+use crate::config::{DEFAULT_BLOCK_SIZE, parse_block_size};
+use crate::error::{Error, Result};
+use crate::exit::ExitCode;
+use crate::target::fault::{Amount, FaultType};
+use crate::units::format_size;
+use crate::verify::FindingClass;
+
+/// Validated selftest settings.
+#[derive(Clone, Debug)]
+pub struct SelftestConfig {
+    pub block_sizes: Vec<u32>,
+    pub seed: Option<u64>,
+    pub dir: Option<PathBuf>,
+    pub json: bool,
+}
+
+impl SelftestConfig {
+    pub fn from_args(args: &SelftestArgs) -> Result<SelftestConfig> {
+        let mut block_sizes = Vec::new();
+        for text in &args.block_size {
+            let size = parse_block_size(text)?;
+            if !block_sizes.contains(&size) {
+                block_sizes.push(size);
+            }
+        }
+        if block_sizes.is_empty() {
+            block_sizes.push(DEFAULT_BLOCK_SIZE);
+        }
+        if let Some(dir) = &args.dir
+            && !dir.is_dir()
+        {
+            return Err(Error::usage(format!(
+                "bad --dir {}: not an existing directory; give one for the scratch image",
+                dir.display()
+            )));
+        }
+        Ok(SelftestConfig {
+            block_sizes,
+            seed: args.seed,
+            dir: args.dir.clone(),
+            json: args.json,
+        })
+    }
+}
+
+/// Faults of every type, three of each (two stale reads, each stale for
+/// one or two reads), and three blocks written after the checkpoint.
+pub fn standard_scenario(block_size: u32, seed: u64) -> Scenario {
+    let mut faults: Vec<(FaultType, Amount)> = FaultType::ALL
+        .iter()
+        .map(|&fault_type| (fault_type, Amount::Count(3)))
+        .collect();
+    for (fault_type, amount) in &mut faults {
+        if *fault_type == FaultType::StaleRead {
+            *amount = Amount::Count(2);
+        }
+    }
+    Scenario {
+        block_size,
+        // 16 MiB at most, yet enough blocks for every fault at 1 MiB blocks.
+        block_count: ((16u64 << 20) / block_size as u64).clamp(64, 1024),
+        passes: 2,
+        coverage: 1.0,
+        queue_depth: 16,
+        seed,
+        faults,
+        newer_generation: 3,
+    }
+}
+
+/// The classes a run at this block size must show (no `torn` at 512 B: a
+/// one-sector block cannot tear, see docs/FORMAT.md).
+pub fn classes_at(block_size: u32) -> Vec<FindingClass> {
+    FindingClass::ALL
+        .into_iter()
+        .filter(|&c| c != FindingClass::Torn || FaultType::Torn.possible_at(block_size))
+        .collect()
+}
+
+#[derive(Serialize)]
+struct RunReport {
+    block_size: u32,
+    block_count: u64,
+    passes: u32,
+    seed: u64,
+    injected_faults: BTreeMap<&'static str, u64>,
+    writes_after_checkpoint: u64,
+    classes: Vec<ClassRow>,
+    mismatches: Vec<String>,
+    passed: bool,
+    elapsed_s: f64,
+}
+
+#[derive(Serialize)]
+struct SelftestReport {
+    schema: &'static str,
+    tool_version: &'static str,
+    seed: u64,
+    runs: Vec<RunReport>,
+    passed: bool,
+}
+
+/// The `selftest` command.
+pub fn run(args: &SelftestArgs) -> Result<ExitCode> {
+    let config = SelftestConfig::from_args(args)?;
+    let seed = config.seed.unwrap_or_else(crate::app::random_u64);
+    let base = config.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let scratch = ScratchDir::new(&base)?;
+    let mut runs = Vec::new();
+    for &block_size in &config.block_sizes {
+        let scenario = standard_scenario(block_size, seed);
+        let outcome = run_scenario(scratch.path(), &scenario)?;
+        let comparison = outcome.compare();
+        let every_class_shown = classes_at(block_size).iter().all(|class| {
+            comparison
+                .rows
+                .iter()
+                .any(|row| row.class == class.name() && row.injected > 0)
+        });
+        let mut mismatches = comparison.mismatches.clone();
+        if !every_class_shown {
+            mismatches.push("not every finding class was injected (target too small?)".into());
+        }
+        // Write faults and stale reads as they struck; unreadable sectors
+        // are there from the start.
+        let mut injected_faults = BTreeMap::new();
+        for injection in &outcome.injections {
+            *injected_faults
+                .entry(injection.fault_type.name())
+                .or_insert(0u64) += 1;
+        }
+        let unreadable = outcome.plan.count(FaultType::Unreadable) as u64;
+        if unreadable > 0 {
+            injected_faults.insert(FaultType::Unreadable.name(), unreadable);
+        }
+        let report = RunReport {
+            block_size,
+            block_count: scenario.block_count,
+            passes: scenario.passes,
+            seed,
+            injected_faults,
+            writes_after_checkpoint: outcome.newer_blocks.len() as u64,
+            classes: comparison.rows.clone(),
+            passed: mismatches.is_empty(),
+            mismatches,
+            elapsed_s: outcome.elapsed.as_secs_f64(),
+        };
+        if !config.json {
+            emit(&render(&report))?;
+        }
+        runs.push(report);
+    }
+    let passed = runs.iter().all(|r| r.passed);
+    if config.json {
+        let report = SelftestReport {
+            schema: "blockstamp.selftest/1",
+            tool_version: env!("CARGO_PKG_VERSION"),
+            seed,
+            runs,
+            passed,
+        };
+        let json = serde_json::to_string_pretty(&report).expect("selftest report serialises");
+        emit(&format!("{json}\n"))?;
+    } else if passed {
+        emit(&format!("selftest passed (seed {seed})\n"))?;
+    } else {
+        emit(&format!(
+            "selftest FAILED; reproduce with: blockstamp selftest --seed {seed}\n"
+        ))?;
+    }
+    Ok(if passed {
+        ExitCode::Clean
+    } else {
+        ExitCode::Findings
+    })
+}
+
+fn render(run: &RunReport) -> String {
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "selftest: {} blocks, {} of them ({}), {} passes, seed {}",
+        format_size(run.block_size as u64),
+        run.block_count,
+        format_size(run.block_count * run.block_size as u64),
+        run.passes,
+        run.seed
+    );
+    let injected: Vec<String> = run
+        .injected_faults
+        .iter()
+        .map(|(name, count)| format!("{count} {name}"))
+        .chain(std::iter::once(format!(
+            "{} written after checkpoint",
+            run.writes_after_checkpoint
+        )))
+        .collect();
+    let _ = writeln!(text, "faults injected: {}", injected.join(", "));
+    let _ = writeln!(
+        text,
+        "{:<18} {:>8} {:>8} {:>20} {:>15}",
+        "class", "injected", "detected", "classified correctly", "false positives"
+    );
+    let total = Comparison {
+        rows: run.classes.clone(),
+        mismatches: Vec::new(),
+    }
+    .total();
+    for row in run.classes.iter().chain(std::iter::once(&total)) {
+        let _ = writeln!(
+            text,
+            "{:<18} {:>8} {:>8} {:>20} {:>15}",
+            row.class, row.injected, row.detected, row.classified_correctly, row.false_positives
+        );
+    }
+    for mismatch in &run.mismatches {
+        let _ = writeln!(text, "MISMATCH {mismatch}");
+    }
+    let _ = writeln!(
+        text,
+        "{} ({:.2} s)\n",
+        if run.passed {
+            "ok: every fault caught and classified correctly, no false positives"
+        } else {
+            "FAILED"
+        },
+        run.elapsed_s
+    );
+    text
+}
+
+/// Print to stdout. A reader that went away (`selftest | head`) is not an
+/// error: the verdict is still the exit status.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::run(format!("cannot write to stdout: {e}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A scratch directory of its own, removed when dropped.
+struct ScratchDir {
+    path: PathBuf,
+}
+
+impl ScratchDir {
+    fn new(base: &Path) -> Result<ScratchDir> {
+        let name = format!(
+            "blockstamp-selftest-{}-{:08x}",
+            std::process::id(),
+            crate::app::random_u64() as u32
+        );
+        let path = base.join(name);
+        std::fs::create_dir(&path).map_err(|e| {
+            Error::run(format!(
+                "cannot create a scratch directory in {}: {e}",
+                base.display()
+            ))
+        })?;
+        Ok(ScratchDir { path })
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}

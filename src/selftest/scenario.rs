@@ -1,0 +1,447 @@
+//! One write → verify run through the fault layer, and the comparison of
+//! what verify found with what the layer says it must find.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::engine::sync::SyncEngine;
+use crate::error::{Error, Result};
+use crate::manifest::{Manifest, NewManifest, TargetRecord};
+use crate::stamp::{PAYLOAD_BYTES, mix64};
+use crate::target::fault::{
+    Amount, ExpectedFinding, FaultPlan, FaultTarget, FaultType, Geometry, Injection, SplitMix,
+};
+use crate::target::file::FileTarget;
+use crate::target::{OpenRequest, Target};
+use crate::verify::{self, Finding, FindingClass, VerifyOptions};
+use crate::workload::{BurstPlan, BurstWorkload, Scatter, Workload, WriteOp};
+use crate::writer::{self, WriteOptions};
+
+/// Name of the checkpoint taken before the writes the manifest's checked
+/// state does not know.
+pub const CHECKPOINT: &str = "selftest";
+
+/// A run to make: the target, the workload, and the faults.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub block_size: u32,
+    pub block_count: u64,
+    /// Every covered block is written this many times; write faults strike
+    /// the last of them.
+    pub passes: u32,
+    /// Fraction of the blocks the workload writes.
+    pub coverage: f64,
+    pub queue_depth: usize,
+    /// Keys the fault plan, the workload's order and the run's identity.
+    pub seed: u64,
+    pub faults: Vec<(FaultType, Amount)>,
+    /// Blocks written once more after a checkpoint, and verify checks the
+    /// checkpoint: each must show as `newer_generation` (a snapshot revert
+    /// that did not revert). With 0 there is no checkpoint.
+    pub newer_generation: u64,
+}
+
+/// What a scenario did and found.
+pub struct ScenarioOutcome {
+    pub plan: FaultPlan,
+    pub injections: Vec<Injection>,
+    /// Blocks written after the checkpoint.
+    pub newer_blocks: Vec<u64>,
+    /// What verify must report, by block.
+    pub expected: Vec<ExpectedFinding>,
+    /// What verify reported, by block.
+    pub findings: Vec<Finding>,
+    pub blocks_checked: u64,
+    pub elapsed: Duration,
+}
+
+impl ScenarioOutcome {
+    pub fn compare(&self) -> Comparison {
+        let reported: Vec<Reported> = self.findings.iter().map(Reported::from).collect();
+        compare(&self.expected, &reported)
+    }
+}
+
+/// The parts of a verify finding the comparison looks at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reported {
+    pub block: u64,
+    pub class: FindingClass,
+    pub found_block: Option<u64>,
+    pub persistent: bool,
+    pub unreadable_sectors: Vec<u32>,
+    pub detail: String,
+}
+
+impl From<&Finding> for Reported {
+    fn from(finding: &Finding) -> Reported {
+        Reported {
+            block: finding.block,
+            class: finding.classified.class,
+            found_block: finding.classified.found_block,
+            persistent: finding.persistent,
+            unreadable_sectors: finding.unreadable_sectors.clone(),
+            detail: finding.classified.detail.clone(),
+        }
+    }
+}
+
+/// Write the scenario to a sparse image in `dir` through the fault layer,
+/// verify it through the same layer, and compute the expected findings.
+pub fn run_scenario(dir: &Path, scenario: &Scenario) -> Result<ScenarioOutcome> {
+    let started = Instant::now();
+    let block_size = scenario.block_size;
+    let size_bytes = scenario.block_count * block_size as u64;
+    let image = dir.join(format!("selftest-{block_size}.img"));
+    let manifest_path = dir.join(format!("selftest-{block_size}.manifest"));
+    let uri = image.to_string_lossy().into_owned();
+    let file = FileTarget::open(
+        &image,
+        &uri,
+        &OpenRequest {
+            write: true,
+            create_size: Some(size_bytes),
+            direct: true,
+            force: false,
+        },
+    )?;
+    let mut record = TargetRecord::from_info(file.info());
+    record.size_bytes = size_bytes;
+    let mut manifest = Manifest::create(
+        &manifest_path,
+        NewManifest {
+            run_id: mix64(scenario.seed ^ 0x5e1f_7e57),
+            seed: scenario.seed,
+            block_size,
+            random_bytes: PAYLOAD_BYTES as u16,
+            dedup_permille: 0,
+            journal_bytes: crate::manifest::journal::journal_bytes_for(scenario.block_count),
+            target: record,
+        },
+    )?;
+
+    let geometry = Geometry {
+        block_size,
+        block_count: scenario.block_count,
+        final_write: scenario.passes,
+    };
+    let plan = FaultPlan::sample(geometry, scenario.seed, &scenario.faults);
+    let layer = Arc::new(FaultTarget::new(Arc::new(file), plan.clone()));
+    let target: Arc<dyn Target> = layer.clone();
+
+    let queue_depth = scenario.queue_depth.max(1);
+    let mut workload = BurstWorkload::new(BurstPlan {
+        block_count: scenario.block_count,
+        burst: queue_depth,
+        scatter: Scatter::Random,
+        io_blocks: (1, 1),
+        overwrite: 0.0,
+        coverage: scenario.coverage,
+        passes: Some(scenario.passes as u64),
+        seed: scenario.seed,
+    });
+    write_through(&mut manifest, &target, queue_depth, &mut workload)?;
+    layer
+        .settle()
+        .map_err(|e| Error::run(format!("fault layer: {e}")))?;
+
+    // Blocks no fault touches, written again after a checkpoint.
+    let newer_blocks = if scenario.newer_generation > 0 {
+        manifest.add_checkpoint(CHECKPOINT)?;
+        let involved = plan.involved_blocks();
+        let blocks = pick_blocks(
+            scenario.seed,
+            scenario.block_count,
+            scenario.newer_generation,
+            &involved,
+        );
+        let mut again = BlockList {
+            blocks: blocks.clone(),
+            position: 0,
+            burst: queue_depth,
+        };
+        write_through(&mut manifest, &target, queue_depth, &mut again)?;
+        blocks
+    } else {
+        Vec::new()
+    };
+
+    let checkpoint = (scenario.newer_generation > 0).then_some(CHECKPOINT);
+    let expected_state = manifest.expected(checkpoint)?;
+    let format = manifest.format();
+    let options = VerifyOptions {
+        // Several chunks even on a small target, so failed chunk reads and
+        // stale blocks meet the chunked read path.
+        chunk_bytes: (256 * 1024).max(block_size as usize),
+        ..VerifyOptions::default()
+    };
+    let mut engine = SyncEngine::new(Arc::clone(&target), options.queue_depth);
+    let expected = layer
+        .expected_findings(&|block| expected_state.generation(block))
+        .map_err(|e| Error::run(format!("fault layer cannot predict: {e}")))?;
+    let outcome = verify::verify(
+        Arc::clone(&target),
+        &format,
+        &expected_state,
+        &mut engine,
+        &options,
+        None,
+    )?;
+    Ok(ScenarioOutcome {
+        injections: layer.injections(),
+        plan,
+        newer_blocks,
+        expected,
+        findings: outcome.findings,
+        blocks_checked: outcome.blocks.checked,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn write_through(
+    manifest: &mut Manifest,
+    target: &Arc<dyn Target>,
+    queue_depth: usize,
+    workload: &mut dyn Workload,
+) -> Result<()> {
+    let mut engine = SyncEngine::new(Arc::clone(target), queue_depth);
+    writer::write(manifest, &mut engine, workload, &WriteOptions::default())?;
+    Ok(())
+}
+
+/// `count` distinct blocks outside `taken`, drawn from `seed`.
+fn pick_blocks(seed: u64, block_count: u64, count: u64, taken: &HashSet<u64>) -> Vec<u64> {
+    let mut rng = SplitMix::new(seed ^ 0x6e_6577_6572);
+    let free: Vec<u64> = (0..block_count).filter(|b| !taken.contains(b)).collect();
+    let mut chosen: Vec<u64> = Vec::new();
+    let mut pool = free;
+    while (chosen.len() as u64) < count && !pool.is_empty() {
+        let index = rng.below(pool.len() as u64) as usize;
+        chosen.push(pool.swap_remove(index));
+    }
+    chosen.sort_unstable();
+    chosen
+}
+
+/// A workload that writes each listed block once, in order.
+struct BlockList {
+    blocks: Vec<u64>,
+    position: usize,
+    burst: usize,
+}
+
+impl Workload for BlockList {
+    fn next_burst(&mut self, burst: &mut Vec<WriteOp>) -> bool {
+        burst.clear();
+        while burst.len() < self.burst && self.position < self.blocks.len() {
+            burst.push(WriteOp {
+                first_block: self.blocks[self.position],
+                block_count: 1,
+            });
+            self.position += 1;
+        }
+        !burst.is_empty()
+    }
+}
+
+/// One line of the selftest table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ClassRow {
+    pub class: String,
+    /// Findings the injected faults must cause.
+    pub injected: u64,
+    /// Of those, blocks verify reported at all.
+    pub detected: u64,
+    /// Of those, reported with the right class, `found_block`,
+    /// `persistent` and failing sectors.
+    pub classified_correctly: u64,
+    /// Findings of this class verify reported that no fault explains.
+    pub false_positives: u64,
+}
+
+/// Expected findings against reported ones.
+#[derive(Clone, Debug, Serialize)]
+pub struct Comparison {
+    pub rows: Vec<ClassRow>,
+    /// One line per disagreement.
+    pub mismatches: Vec<String>,
+}
+
+impl Comparison {
+    /// Every expected finding reported exactly, and nothing else.
+    pub fn exact(&self) -> bool {
+        self.mismatches.is_empty()
+    }
+
+    pub fn total(&self) -> ClassRow {
+        let mut total = ClassRow {
+            class: "all".to_string(),
+            ..ClassRow::default()
+        };
+        for row in &self.rows {
+            total.injected += row.injected;
+            total.detected += row.detected;
+            total.classified_correctly += row.classified_correctly;
+            total.false_positives += row.false_positives;
+        }
+        total
+    }
+}
+
+/// Match expected findings with reported ones, block by block.
+pub fn compare(expected: &[ExpectedFinding], found: &[Reported]) -> Comparison {
+    let mut rows: BTreeMap<FindingClass, ClassRow> = FindingClass::ALL
+        .iter()
+        .map(|&class| {
+            (
+                class,
+                ClassRow {
+                    class: class.name().to_string(),
+                    ..ClassRow::default()
+                },
+            )
+        })
+        .collect();
+    let reported: HashMap<u64, &Reported> = found.iter().map(|f| (f.block, f)).collect();
+    let wanted: HashMap<u64, &ExpectedFinding> = expected.iter().map(|e| (e.block, e)).collect();
+    let mut mismatches = Vec::new();
+    for want in expected {
+        let row = rows.get_mut(&want.class).expect("every class has a row");
+        row.injected += 1;
+        let Some(got) = reported.get(&want.block) else {
+            mismatches.push(format!(
+                "block {}: expected {} ({}), verify reported nothing",
+                want.block,
+                want.class.name(),
+                want.cause
+            ));
+            continue;
+        };
+        row.detected += 1;
+        let same = got.class == want.class
+            && got.found_block == want.found_block
+            && got.persistent == want.persistent
+            && got.unreadable_sectors == want.unreadable_sectors;
+        if same {
+            row.classified_correctly += 1;
+        } else {
+            mismatches.push(format!(
+                "block {}: expected {} (found_block {:?}, persistent {}; {}), verify reported {} (found_block {:?}, persistent {}): {}",
+                want.block,
+                want.class.name(),
+                want.found_block,
+                want.persistent,
+                want.cause,
+                got.class.name(),
+                got.found_block,
+                got.persistent,
+                got.detail
+            ));
+        }
+    }
+    for got in found {
+        let explained = wanted
+            .get(&got.block)
+            .is_some_and(|want| want.class == got.class);
+        if !explained {
+            let row = rows.get_mut(&got.class).expect("every class has a row");
+            row.false_positives += 1;
+            if !wanted.contains_key(&got.block) {
+                mismatches.push(format!(
+                    "block {}: no fault there, verify reported {}: {}",
+                    got.block,
+                    got.class.name(),
+                    got.detail
+                ));
+            }
+        }
+    }
+    Comparison {
+        rows: rows.into_values().collect(),
+        mismatches,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn want(block: u64, class: FindingClass) -> ExpectedFinding {
+        ExpectedFinding {
+            block,
+            class,
+            found_block: None,
+            persistent: true,
+            unreadable_sectors: Vec::new(),
+            cause: "test".into(),
+        }
+    }
+
+    fn got(block: u64, class: FindingClass) -> Reported {
+        Reported {
+            block,
+            class,
+            found_block: None,
+            persistent: true,
+            unreadable_sectors: Vec::new(),
+            detail: "test".into(),
+        }
+    }
+
+    fn row(comparison: &Comparison, class: FindingClass) -> (u64, u64, u64, u64) {
+        let row = comparison
+            .rows
+            .iter()
+            .find(|r| r.class == class.name())
+            .unwrap();
+        (
+            row.injected,
+            row.detected,
+            row.classified_correctly,
+            row.false_positives,
+        )
+    }
+
+    #[test]
+    fn an_exact_match_passes() {
+        let expected = [want(1, FindingClass::Torn), want(5, FindingClass::Zeroed)];
+        let found = [got(1, FindingClass::Torn), got(5, FindingClass::Zeroed)];
+        let comparison = compare(&expected, &found);
+        assert!(comparison.exact());
+        assert_eq!(row(&comparison, FindingClass::Torn), (1, 1, 1, 0));
+        assert_eq!(comparison.total().classified_correctly, 2);
+    }
+
+    #[test]
+    fn misses_misclassifications_and_extras_are_all_counted() {
+        let mut transient = want(7, FindingClass::LostWrite);
+        transient.persistent = false;
+        let expected = [
+            want(1, FindingClass::Torn),
+            want(2, FindingClass::Corrupt),
+            transient,
+        ];
+        let found = [
+            got(2, FindingClass::Foreign),   // misclassified
+            got(7, FindingClass::LostWrite), // persistent wrongly
+            got(9, FindingClass::Zeroed),    // no fault there
+        ];
+        let comparison = compare(&expected, &found);
+        assert!(!comparison.exact());
+        assert_eq!(row(&comparison, FindingClass::Torn), (1, 0, 0, 0));
+        assert_eq!(row(&comparison, FindingClass::Corrupt), (1, 1, 0, 0));
+        assert_eq!(row(&comparison, FindingClass::Foreign), (0, 0, 0, 1));
+        assert_eq!(row(&comparison, FindingClass::LostWrite), (1, 1, 0, 0));
+        assert_eq!(row(&comparison, FindingClass::Zeroed), (0, 0, 0, 1));
+        assert_eq!(
+            comparison.mismatches.len(),
+            4,
+            "{:#?}",
+            comparison.mismatches
+        );
+    }
+}

@@ -1,0 +1,463 @@
+//! Fault plans: which faults the fault layer injects, and on which blocks.
+//!
+//! A plan is built from an explicit list ([`FaultPlan::new`]) or sampled
+//! from a seed ([`FaultPlan::sample`]), by count or by rate per fault type.
+//! Either way every block plays at most one part — the victim of one fault,
+//! or the landing place of one misdirected write — so no two faults touch
+//! the same block and the findings they cause can be predicted one by one.
+
+use std::collections::HashSet;
+
+use crate::stamp::{SECTOR_BYTES, mix64};
+
+/// One fault, with its parameters. Write faults strike the block's final
+/// write (see [`Geometry::final_write`]), so nothing overwrites them later.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The write is acknowledged but never reaches the medium.
+    LostWrite,
+    /// The write lands on block `to` instead of its own.
+    Misdirected { to: u64 },
+    /// Only the first `sectors` 512-byte sectors of the write land.
+    Torn { sectors: u32 },
+    /// The write lands, then these bits flip (bit offsets within the block).
+    BitFlip { bits: Vec<u32> },
+    /// The write lands as zeros: a discarded or unmapped extent.
+    Zeroed,
+    /// The write lands as other data, bytes that are no stamp at all.
+    Foreign,
+    /// The first `reads` reads of the block after its final write return
+    /// the bytes it held before that write (a stale cache); later reads are
+    /// right. One stale read is transient: verify's re-read sees the right
+    /// bytes. Two or more make the stale bytes persistent as far as verify
+    /// can tell.
+    StaleRead { reads: u32 },
+    /// Every read of these 512-byte sectors of the block fails with EIO (a
+    /// latent sector error); writes to them succeed.
+    Unreadable { sectors: Vec<u32> },
+}
+
+/// A fault type without its parameters: what a plan samples.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FaultType {
+    LostWrite,
+    Misdirected,
+    Torn,
+    BitFlip,
+    Zeroed,
+    Foreign,
+    StaleRead,
+    Unreadable,
+}
+
+impl FaultType {
+    pub const ALL: [FaultType; 8] = [
+        FaultType::LostWrite,
+        FaultType::Misdirected,
+        FaultType::Torn,
+        FaultType::BitFlip,
+        FaultType::Zeroed,
+        FaultType::Foreign,
+        FaultType::StaleRead,
+        FaultType::Unreadable,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultType::LostWrite => "lost_write",
+            FaultType::Misdirected => "misdirected",
+            FaultType::Torn => "torn",
+            FaultType::BitFlip => "bit_flip",
+            FaultType::Zeroed => "zeroed",
+            FaultType::Foreign => "foreign",
+            FaultType::StaleRead => "stale_read",
+            FaultType::Unreadable => "unreadable",
+        }
+    }
+
+    /// Torn writes need a block of two sectors or more: a 512-byte block is
+    /// one sector, and a device tears writes at sector granularity.
+    pub fn possible_at(self, block_size: u32) -> bool {
+        self != FaultType::Torn || block_size as usize > SECTOR_BYTES
+    }
+}
+
+impl FaultKind {
+    pub fn fault_type(&self) -> FaultType {
+        match self {
+            FaultKind::LostWrite => FaultType::LostWrite,
+            FaultKind::Misdirected { .. } => FaultType::Misdirected,
+            FaultKind::Torn { .. } => FaultType::Torn,
+            FaultKind::BitFlip { .. } => FaultType::BitFlip,
+            FaultKind::Zeroed => FaultType::Zeroed,
+            FaultKind::Foreign => FaultType::Foreign,
+            FaultKind::StaleRead { .. } => FaultType::StaleRead,
+            FaultKind::Unreadable { .. } => FaultType::Unreadable,
+        }
+    }
+
+    /// Faults that act on the final write (the others act on reads).
+    pub fn strikes_write(&self) -> bool {
+        !matches!(
+            self,
+            FaultKind::StaleRead { .. } | FaultKind::Unreadable { .. }
+        )
+    }
+}
+
+/// A fault on one block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    pub block: u64,
+    pub kind: FaultKind,
+}
+
+/// The shape of the run the faults are planned for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub block_size: u32,
+    pub block_count: u64,
+    /// Which write of a block (1 = its first) the write faults strike: the
+    /// workload's last write of every block (its number of passes), so no
+    /// later write heals a fault before verify sees it.
+    pub final_write: u32,
+}
+
+impl Geometry {
+    pub fn sectors_per_block(&self) -> u32 {
+        self.block_size / SECTOR_BYTES as u32
+    }
+}
+
+/// How many victims of one fault type a sampled plan gets.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Amount {
+    /// Exactly this many (fewer when the target runs out of free blocks).
+    Count(u64),
+    /// Each block independently, with this probability.
+    Rate(f64),
+}
+
+/// The faults to inject, checked so that no two touch the same block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultPlan {
+    geometry: Geometry,
+    seed: u64,
+    faults: Vec<Fault>,
+}
+
+impl FaultPlan {
+    /// A plan from an explicit list. `seed` keys the bytes of `Foreign`
+    /// writes. Refuses faults that would touch the same block, or whose
+    /// parameters do not fit the geometry.
+    pub fn new(geometry: Geometry, seed: u64, faults: Vec<Fault>) -> Result<FaultPlan, String> {
+        if geometry.final_write == 0 {
+            return Err("final_write counts writes from 1".to_string());
+        }
+        let sectors = geometry.sectors_per_block();
+        let bits = geometry.block_size as u64 * 8;
+        let mut used = HashSet::new();
+        let mut claim = |block: u64| -> Result<(), String> {
+            if block >= geometry.block_count {
+                return Err(format!(
+                    "block {block} is beyond the target's {} blocks",
+                    geometry.block_count
+                ));
+            }
+            if !used.insert(block) {
+                return Err(format!("block {block} is touched by two faults"));
+            }
+            Ok(())
+        };
+        for fault in &faults {
+            claim(fault.block)?;
+            let block = fault.block;
+            match &fault.kind {
+                FaultKind::Misdirected { to } => claim(*to)?,
+                FaultKind::Torn { sectors: written } => {
+                    if *written == 0 || *written >= sectors {
+                        return Err(format!(
+                            "torn write of block {block}: {written} of {sectors} sectors is not a tear"
+                        ));
+                    }
+                }
+                FaultKind::BitFlip { bits: flips } => {
+                    let distinct: HashSet<&u32> = flips.iter().collect();
+                    if flips.is_empty()
+                        || distinct.len() != flips.len()
+                        || flips.iter().any(|&b| b as u64 >= bits)
+                    {
+                        return Err(format!(
+                            "bit flips of block {block} must be distinct bits below {bits}"
+                        ));
+                    }
+                }
+                FaultKind::Unreadable { sectors: failing } => {
+                    let distinct: HashSet<&u32> = failing.iter().collect();
+                    if failing.is_empty()
+                        || distinct.len() != failing.len()
+                        || failing.iter().any(|&s| s >= sectors)
+                    {
+                        return Err(format!(
+                            "unreadable sectors of block {block} must be distinct sectors below {sectors}"
+                        ));
+                    }
+                }
+                FaultKind::StaleRead { reads: 0 } => {
+                    return Err(format!("stale read of block {block}: 0 reads is no fault"));
+                }
+                FaultKind::LostWrite
+                | FaultKind::Zeroed
+                | FaultKind::Foreign
+                | FaultKind::StaleRead { .. } => {}
+            }
+        }
+        Ok(FaultPlan {
+            geometry,
+            seed,
+            faults,
+        })
+    }
+
+    /// A plan drawn from `seed`: for each fault type, `Count(n)` victims or
+    /// every block with probability `Rate(p)`, all on distinct blocks. Types
+    /// impossible at this block size (torn at 512 B) get none.
+    pub fn sample(geometry: Geometry, seed: u64, amounts: &[(FaultType, Amount)]) -> FaultPlan {
+        let mut rng = SplitMix::new(seed);
+        let mut used: HashSet<u64> = HashSet::new();
+        let mut faults = Vec::new();
+        let sectors = geometry.sectors_per_block();
+        let bits = geometry.block_size * 8;
+        for &(fault_type, amount) in amounts {
+            if !fault_type.possible_at(geometry.block_size) {
+                continue;
+            }
+            let wanted = match amount {
+                Amount::Count(n) => n,
+                Amount::Rate(p) => {
+                    (0..geometry.block_count).filter(|_| rng.unit() < p).count() as u64
+                }
+            };
+            for _ in 0..wanted {
+                let Some(block) = free_block(&mut rng, &mut used, geometry.block_count) else {
+                    break;
+                };
+                let kind = match fault_type {
+                    FaultType::LostWrite => FaultKind::LostWrite,
+                    FaultType::Misdirected => {
+                        match free_block(&mut rng, &mut used, geometry.block_count) {
+                            Some(to) => FaultKind::Misdirected { to },
+                            None => break,
+                        }
+                    }
+                    FaultType::Torn => FaultKind::Torn {
+                        sectors: 1 + rng.below(sectors as u64 - 1) as u32,
+                    },
+                    FaultType::BitFlip => {
+                        let count = 1 + rng.below(3) as usize;
+                        let mut flips: Vec<u32> = Vec::new();
+                        while flips.len() < count {
+                            let bit = rng.below(bits as u64) as u32;
+                            if !flips.contains(&bit) {
+                                flips.push(bit);
+                            }
+                        }
+                        FaultKind::BitFlip { bits: flips }
+                    }
+                    FaultType::Zeroed => FaultKind::Zeroed,
+                    FaultType::Foreign => FaultKind::Foreign,
+                    // Mostly the first read only; sometimes the re-read too.
+                    FaultType::StaleRead => FaultKind::StaleRead {
+                        reads: 1 + rng.below(2) as u32,
+                    },
+                    FaultType::Unreadable => {
+                        // Latent sector errors come in clusters: a run of
+                        // one to four neighbouring sectors.
+                        let length = 1 + rng.below(sectors.min(4) as u64) as u32;
+                        let first = rng.below((sectors - length + 1) as u64) as u32;
+                        FaultKind::Unreadable {
+                            sectors: (first..first + length).collect(),
+                        }
+                    }
+                };
+                faults.push(Fault { block, kind });
+            }
+        }
+        FaultPlan::new(geometry, seed, faults).expect("a sampled plan is valid by construction")
+    }
+
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    pub fn faults(&self) -> &[Fault] {
+        &self.faults
+    }
+
+    /// Every block a fault touches: victims and landing places.
+    pub fn involved_blocks(&self) -> HashSet<u64> {
+        let mut blocks = HashSet::new();
+        for fault in &self.faults {
+            blocks.insert(fault.block);
+            if let FaultKind::Misdirected { to } = fault.kind {
+                blocks.insert(to);
+            }
+        }
+        blocks
+    }
+
+    /// How many faults of each type the plan holds.
+    pub fn count(&self, fault_type: FaultType) -> usize {
+        self.faults
+            .iter()
+            .filter(|f| f.kind.fault_type() == fault_type)
+            .count()
+    }
+}
+
+/// A block no fault touches yet, drawn at random; `None` when few are left.
+fn free_block(rng: &mut SplitMix, used: &mut HashSet<u64>, block_count: u64) -> Option<u64> {
+    if used.len() as u64 >= block_count {
+        return None;
+    }
+    // Rejection sampling while blocks are plentiful, a scan when they are not.
+    for _ in 0..64 {
+        let block = rng.below(block_count);
+        if used.insert(block) {
+            return Some(block);
+        }
+    }
+    let block = (0..block_count).find(|b| !used.contains(b))?;
+    used.insert(block);
+    Some(block)
+}
+
+/// splitmix64: small, seedable, and the same on every platform.
+#[derive(Clone, Debug)]
+pub struct SplitMix {
+    state: u64,
+}
+
+impl SplitMix {
+    pub fn new(seed: u64) -> SplitMix {
+        SplitMix { state: seed }
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        mix64(self.state)
+    }
+
+    /// Uniform in `0..bound` (`bound` > 0).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        ((self.next_u64() as u128 * bound as u128) >> 64) as u64
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geometry(block_size: u32) -> Geometry {
+        Geometry {
+            block_size,
+            block_count: 100,
+            final_write: 2,
+        }
+    }
+
+    #[test]
+    fn sampled_plans_are_deterministic_and_touch_each_block_once() {
+        let amounts: Vec<(FaultType, Amount)> = FaultType::ALL
+            .iter()
+            .map(|&t| (t, Amount::Count(5)))
+            .collect();
+        let plan = FaultPlan::sample(geometry(4096), 7, &amounts);
+        assert_eq!(plan, FaultPlan::sample(geometry(4096), 7, &amounts));
+        assert_ne!(plan, FaultPlan::sample(geometry(4096), 8, &amounts));
+        for fault_type in FaultType::ALL {
+            assert_eq!(plan.count(fault_type), 5, "{fault_type:?}");
+        }
+        // 40 victims and 5 landing places, all distinct.
+        assert_eq!(plan.involved_blocks().len(), 45);
+    }
+
+    #[test]
+    fn torn_writes_are_not_planned_for_one_sector_blocks() {
+        let plan = FaultPlan::sample(geometry(512), 1, &[(FaultType::Torn, Amount::Count(3))]);
+        assert!(plan.faults().is_empty());
+        let explicit = FaultPlan::new(
+            geometry(512),
+            0,
+            vec![Fault {
+                block: 1,
+                kind: FaultKind::Torn { sectors: 1 },
+            }],
+        );
+        assert!(explicit.is_err());
+    }
+
+    #[test]
+    fn a_sample_runs_out_of_blocks_gracefully() {
+        let small = Geometry {
+            block_size: 4096,
+            block_count: 5,
+            final_write: 1,
+        };
+        let plan = FaultPlan::sample(small, 3, &[(FaultType::Misdirected, Amount::Count(10))]);
+        assert_eq!(plan.count(FaultType::Misdirected), 2);
+        assert_eq!(plan.involved_blocks().len(), 4);
+    }
+
+    #[test]
+    fn explicit_plans_refuse_interacting_faults() {
+        let fault = |block, kind| Fault { block, kind };
+        let refused = [
+            vec![fault(1, FaultKind::LostWrite), fault(1, FaultKind::Zeroed)],
+            vec![
+                fault(1, FaultKind::Misdirected { to: 2 }),
+                fault(2, FaultKind::Foreign),
+            ],
+            vec![fault(1, FaultKind::Misdirected { to: 1 })],
+            vec![fault(100, FaultKind::LostWrite)],
+            vec![fault(3, FaultKind::BitFlip { bits: vec![] })],
+            vec![fault(3, FaultKind::BitFlip { bits: vec![5, 5] })],
+            vec![fault(
+                3,
+                FaultKind::BitFlip {
+                    bits: vec![4096 * 8],
+                },
+            )],
+            vec![fault(3, FaultKind::Unreadable { sectors: vec![8] })],
+            vec![fault(3, FaultKind::Torn { sectors: 8 })],
+            vec![fault(3, FaultKind::StaleRead { reads: 0 })],
+        ];
+        for faults in refused {
+            assert!(
+                FaultPlan::new(geometry(4096), 0, faults.clone()).is_err(),
+                "{faults:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rates_scale_with_the_target() {
+        let big = Geometry {
+            block_size: 4096,
+            block_count: 10_000,
+            final_write: 1,
+        };
+        let plan = FaultPlan::sample(big, 9, &[(FaultType::LostWrite, Amount::Rate(0.01))]);
+        let count = plan.count(FaultType::LostWrite);
+        assert!((50..150).contains(&count), "{count} lost writes at 1%");
+    }
+}
