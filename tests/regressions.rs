@@ -168,3 +168,43 @@ fn header_offsets_that_overflow_are_refused_as_damage() {
     });
     assert!(message.contains("checkpoint"), "{message}");
 }
+
+/// Found by the `classify` fuzz target: a valid stamp of this run whose block
+/// number lies in the dedup-pattern range, in a block the run never wrote,
+/// was reported `misdirected` without a `found_block`. Without dedup such a
+/// number is just another block's; with dedup an unattributable shared
+/// pattern is `foreign`, never a `misdirected` that cannot say from where.
+#[test]
+fn a_stamp_numbered_like_a_dedup_pattern_is_classified_with_its_block() {
+    for dedup_permille in [0u16, 500] {
+        let format = RunFormat {
+            dedup_permille,
+            ..RunFormat::new(RUN_ID, 512)
+        };
+        let mut bytes = vec![0u8; 512];
+        let write = WriteStamp {
+            block: stamp::DEDUP_PATTERN_BASE + 3,
+            generation: 1,
+            write_seq: 0,
+            write_time_s: 0,
+        };
+        stamp::build_block(&format, &write, &mut bytes);
+        let verdict = classify(
+            &format,
+            Expectation {
+                block: 5,
+                generation: 0,
+            },
+            &bytes,
+        )
+        .expect("a stamp of this run in a block it never wrote is a finding");
+        match verdict.class {
+            FindingClass::Misdirected => {
+                assert_eq!(dedup_permille, 0);
+                assert_eq!(verdict.found_block, Some(stamp::DEDUP_PATTERN_BASE + 3));
+            }
+            FindingClass::Foreign => assert_eq!(dedup_permille, 500, "{}", verdict.detail),
+            other => panic!("{other:?}: {}", verdict.detail),
+        }
+    }
+}

@@ -221,7 +221,8 @@ fn read_sector(format: &RunFormat, expect: Expectation, index: u16, bytes: &[u8]
     let block = expect.block;
     match stamp::decode_sector(bytes) {
         SectorContent::Stamp(header)
-            if header.run_id == format.run_id
+            if format.dedup_permille > 0
+                && header.run_id == format.run_id
                 && header.block >= stamp::DEDUP_PATTERN_BASE
                 && header.sector_index == index =>
         {
@@ -296,7 +297,7 @@ fn classify_unwritten(expect: Expectation, sectors: &[Sector]) -> Option<Classif
         _ => None,
     }) {
         return Some(Classified {
-            class: FindingClass::Misdirected,
+            class: FindingClass::Foreign,
             found_generation: None,
             found_block: None,
             detail: format!(
