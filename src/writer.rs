@@ -336,9 +336,7 @@ impl Writer<'_> {
         let write_seq = self.manifest.header().next_write_seq;
         self.manifest.header_mut().next_write_seq += 1;
         let write_time_s = unix_now_s() as u32;
-        let length = block_size * op.block_count as usize;
-        let mut buf = self.engine.take_buffer(length);
-        buf.set_len(length);
+        let mut buf = self.io_buffer(op);
         for (i, chunk) in buf.chunks_exact_mut(block_size).enumerate() {
             let block = op.first_block + i as u64;
             let generation = write.generations[i];
@@ -352,23 +350,37 @@ impl Writer<'_> {
                 },
                 chunk,
             );
-            self.blocks_in_flight.insert(block);
         }
+        self.submitted.push_back((write.journal_end, false));
+        self.send(op, buf, InFlight::Write(write))
+    }
+
+    /// A buffer for all of `op`'s blocks.
+    fn io_buffer(&mut self, op: WriteOp) -> crate::buf::AlignedBuf {
+        let length = self.manifest.header().block_size as usize * op.block_count as usize;
+        let mut buf = self.engine.take_buffer(length);
+        buf.set_len(length);
+        buf
+    }
+
+    /// Claim `op`'s blocks (no other IO touches them until this one
+    /// completes) and hand the IO to the engine.
+    fn send(&mut self, op: WriteOp, buf: crate::buf::AlignedBuf, entry: InFlight) -> Result<()> {
+        let offset = op.first_block * self.manifest.header().block_size as u64;
+        let kind = match entry {
+            InFlight::Write(_) => IoKind::Write {
+                offset,
+                fua: self.options.fua,
+            },
+            InFlight::Read { .. } => IoKind::Read { offset },
+        };
+        self.blocks_in_flight.extend(op.first_block..op.end());
         let id = self.next_id;
         self.next_id += 1;
-        let offset = op.first_block * block_size as u64;
         self.engine
-            .submit(Io {
-                id,
-                kind: IoKind::Write {
-                    offset,
-                    fua: self.options.fua,
-                },
-                buf,
-            })
+            .submit(Io { id, kind, buf })
             .map_err(engine_error)?;
-        self.submitted.push_back((write.journal_end, false));
-        self.in_flight.insert(id, InFlight::Write(write));
+        self.in_flight.insert(id, entry);
         Ok(())
     }
 
@@ -424,7 +436,6 @@ impl Writer<'_> {
         if (self.backlog.len() as u64) < every || self.failure.is_some() {
             return Ok(());
         }
-        let block_size = self.manifest.header().block_size as usize;
         for (op, generations) in std::mem::take(&mut self.backlog) {
             let current = (op.first_block..op.end()).zip(&generations).all(|(b, &g)| {
                 self.manifest.generation(b) == g && !self.blocks_in_flight.contains(&b)
@@ -435,24 +446,8 @@ impl Writer<'_> {
             while self.engine.in_flight() >= self.engine.queue_depth() {
                 self.reap(1)?;
             }
-            let length = block_size * op.block_count as usize;
-            let mut buf = self.engine.take_buffer(length);
-            buf.set_len(length);
-            for block in op.first_block..op.end() {
-                self.blocks_in_flight.insert(block);
-            }
-            let id = self.next_id;
-            self.next_id += 1;
-            let offset = op.first_block * block_size as u64;
-            self.engine
-                .submit(Io {
-                    id,
-                    kind: IoKind::Read { offset },
-                    buf,
-                })
-                .map_err(engine_error)?;
-            self.in_flight
-                .insert(id, InFlight::Read { op, generations });
+            let buf = self.io_buffer(op);
+            self.send(op, buf, InFlight::Read { op, generations })?;
         }
         self.engine.kick().map_err(engine_error)
     }
