@@ -131,28 +131,12 @@ impl WriteConfig {
             ));
         }
         let overwrite = parse_fraction(&flags.overwrite).map_err(|e| usage("--overwrite", e))?;
-        let compress_ratio: f64 = flags
-            .compress_ratio
-            .parse()
-            .ok()
-            .filter(|r: &f64| r.is_finite() && *r >= 1.0 && *r <= 100.0)
-            .ok_or_else(|| {
-                Error::usage(format!(
-                    "bad --compress-ratio '{}': use a number from 1 (incompressible) to 100",
-                    flags.compress_ratio
-                ))
-            })?;
-        let dedup_ratio: f64 = flags
-            .dedup_ratio
-            .parse()
-            .ok()
-            .filter(|r: &f64| r.is_finite() && *r >= 1.0 && *r <= 100.0)
-            .ok_or_else(|| {
-                Error::usage(format!(
-                    "bad --dedup-ratio '{}': use a number from 1 (all unique) to 100",
-                    flags.dedup_ratio
-                ))
-            })?;
+        let compress_ratio = parse_ratio(
+            &flags.compress_ratio,
+            "--compress-ratio",
+            "1 (incompressible)",
+        )?;
+        let dedup_ratio = parse_ratio(&flags.dedup_ratio, "--dedup-ratio", "1 (all unique)")?;
         let engine = parse_engine(&flags.engine, "--engine")?;
         Ok(WriteConfig {
             size_bytes,
@@ -204,6 +188,18 @@ pub fn parse_block_size(text: &str) -> Result<u32> {
         )));
     }
     Ok(size as u32)
+}
+
+/// A data-reduction ratio: a number from 1 to 100.
+fn parse_ratio(text: &str, flag: &str, one_means: &str) -> Result<f64> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|r| r.is_finite() && (1.0..=100.0).contains(r))
+        .ok_or_else(|| {
+            Error::usage(format!(
+                "bad {flag} '{text}': use a number from {one_means} to 100"
+            ))
+        })
 }
 
 pub fn parse_engine(text: &str, flag: &str) -> Result<EngineChoice> {

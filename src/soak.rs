@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::exit::ExitCode;
 use crate::report::FindingRecord;
 use crate::units::parse_duration;
+use crate::writer::WriteOutcome;
 
 /// One write interval and the verify that closed it.
 #[derive(Clone, Debug, Serialize)]
@@ -88,13 +89,13 @@ pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
         }
         let mut interval_config = write_config.clone();
         interval_config.options.duration = Some(remaining.min(verify_every));
-        let outcome = write_phase(&mut manifest, &target, &interval_config)?;
+        let mut outcome = write_phase(&mut manifest, &target, &interval_config)?;
         writes += outcome.writes;
         bytes_written += outcome.bytes_written;
         rolling_checked += outcome.rolling_checked_blocks;
-        let rolling_count = outcome.rolling_findings.len() as u64;
-        let stats = outcome_stats(&outcome);
-        for mut finding in outcome.rolling_findings {
+        let found_rolling = std::mem::take(&mut outcome.rolling_findings);
+        let rolling_count = found_rolling.len() as u64;
+        for mut finding in found_rolling {
             finding.confirm(target.as_ref(), &manifest.format());
             rolling.push(finding);
         }
@@ -103,7 +104,7 @@ pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
             intervals.push(interval(
                 intervals.len() as u64,
                 started,
-                &stats,
+                &outcome,
                 rolling_count,
                 None,
             ));
@@ -122,7 +123,7 @@ pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
         intervals.push(interval(
             intervals.len() as u64,
             started,
-            &stats,
+            &outcome,
             rolling_count,
             Some(&report),
         ));
@@ -175,39 +176,21 @@ pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
     })
 }
 
-struct WriteStats {
-    writes: u64,
-    bytes_written: u64,
-    bytes_per_s: f64,
-    iops: f64,
-    rolling_checked: u64,
-}
-
-fn outcome_stats(outcome: &crate::writer::WriteOutcome) -> WriteStats {
-    WriteStats {
-        writes: outcome.writes,
-        bytes_written: outcome.bytes_written,
-        bytes_per_s: outcome.bytes_per_second(),
-        iops: outcome.iops(),
-        rolling_checked: outcome.rolling_checked_blocks,
-    }
-}
-
 fn interval(
     index: u64,
     started: Instant,
-    stats: &WriteStats,
+    outcome: &WriteOutcome,
     rolling_findings: u64,
     verify: Option<&crate::report::Report>,
 ) -> Interval {
     Interval {
         index,
         t_s: started.elapsed().as_secs_f64(),
-        writes: stats.writes,
-        bytes_written: stats.bytes_written,
-        write_bytes_per_s: stats.bytes_per_s,
-        write_iops: stats.iops,
-        rolling_checked_blocks: stats.rolling_checked,
+        writes: outcome.writes,
+        bytes_written: outcome.bytes_written,
+        write_bytes_per_s: outcome.bytes_per_second(),
+        write_iops: outcome.iops(),
+        rolling_checked_blocks: outcome.rolling_checked_blocks,
         rolling_findings,
         verify_checked_blocks: verify.map_or(0, |r| r.blocks.checked),
         verify_findings: verify.map_or(0, |r| r.findings_by_class.values().sum()),
