@@ -79,7 +79,7 @@ fn verify_command(args: &VerifyArgs) -> Result<ExitCode> {
     let mut config = VerifyConfig::from_flags(&args.verify)?;
     let manifest = Manifest::open(&args.target.manifest, Access::Read)?;
     if let Some(name) = &args.at {
-        manifest.expected(Some(name))?;
+        manifest.checkpoint(name)?;
     }
     refuse_manifest_on_target(&args.target)?;
     let target = open_for_reading(&args.target.target, &manifest)?;

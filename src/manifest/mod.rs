@@ -600,6 +600,28 @@ impl Manifest {
             .count() as u64
     }
 
+    /// The checkpoint called `name`, or a usage error listing the ones there are.
+    pub fn checkpoint(&self, name: &str) -> Result<&Checkpoint> {
+        if let Some(checkpoint) = self.header.checkpoints.iter().find(|c| c.name == name) {
+            return Ok(checkpoint);
+        }
+        let known: Vec<&str> = self
+            .header
+            .checkpoints
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        Err(Error::usage(format!(
+            "manifest {} has no checkpoint '{name}' (it has: {})",
+            self.path.display(),
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )))
+    }
+
     /// The expected state: the latest, or as of a checkpoint.
     pub fn expected(&self, checkpoint: Option<&str>) -> Result<Expected<'_>> {
         let Some(name) = checkpoint else {
@@ -617,24 +639,7 @@ impl Manifest {
                 pending,
             });
         };
-        let Some(index) = self.header.checkpoints.iter().position(|c| c.name == name) else {
-            let known: Vec<&str> = self
-                .header
-                .checkpoints
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect();
-            return Err(Error::usage(format!(
-                "manifest {} has no checkpoint '{name}' (it has: {})",
-                self.path.display(),
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
-            )));
-        };
-        let start = self.header.checkpoints[index].undo_start;
+        let start = self.checkpoint(name)?.undo_start;
         let entries = self.read_undo_from(start)?;
         // Applying the entries newest first leaves, for each block, the
         // oldest entry after the checkpoint: its generation at that moment.
