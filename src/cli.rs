@@ -73,7 +73,7 @@ pub struct WriteFlags {
     /// Writes kept in flight.
     #[arg(long, value_name = "N", default_value = "32")]
     pub queue_depth: usize,
-    /// Writes submitted together in one burst [default: half the queue depth].
+    /// Writes submitted together in one burst [default: an eighth of the queue depth, at least 2].
     #[arg(long, value_name = "N")]
     pub burst: Option<usize>,
     /// Idle time between bursts, e.g. 5ms.

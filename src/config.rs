@@ -81,9 +81,15 @@ impl WriteConfig {
                 flags.queue_depth
             )));
         }
-        // Half the queue depth by default: a new burst goes out while the
-        // previous one drains, so the queue never runs dry between bursts.
-        let burst = flags.burst.unwrap_or((flags.queue_depth / 2).max(1));
+        // An eighth of the queue depth (at least 2) by default: each burst
+        // reaches the device as one batch of scattered writes, and a new one
+        // goes out as soon as that much of the queue is free, so the device
+        // always holds nearly the whole queue depth. Larger bursts drain the
+        // queue further between batches; on the virtio disks measured, a
+        // burst of half the queue depth cost a third of the IOPS (README).
+        let burst = flags
+            .burst
+            .unwrap_or((flags.queue_depth / 8).max(2).min(flags.queue_depth));
         if burst == 0 {
             return Err(Error::usage(
                 "bad --burst 0: a burst has at least one write",
