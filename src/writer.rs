@@ -13,8 +13,10 @@
 //!   manifest's journal; an intent is released only once the write is
 //!   durable on the target (FUA, or a flush after it completed). After a
 //!   crash, verify knows exactly which writes the storage was free to lose.
-//!   Intents are logged a batch of bursts ahead, one sync per batch, so the
-//!   journal costs little throughput.
+//!   Intents are logged a batch of bursts ahead, one synced append per
+//!   batch made on the journal's own thread while the batch before runs,
+//!   so the IO thread rarely waits for it and the journal costs little
+//!   throughput.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -98,10 +100,10 @@ impl WriteOutcome {
     }
 }
 
-/// Intents logged per journal sync, at least (a batch is whole bursts).
+/// Intents logged per journal sync, at least (a batch is whole bursts,
+/// however small they are: each sync is a flush of the manifest's
+/// filesystem, which stalls the target's queue when both share a disk).
 const INTENT_BATCH_ENTRIES: usize = 4096;
-/// Bursts planned ahead, at most.
-const INTENT_BATCH_BURSTS: usize = 128;
 
 /// A write whose generations are decided and whose intent is logged.
 struct Planned {
@@ -109,6 +111,8 @@ struct Planned {
     generations: Vec<u32>,
     /// Journal position just after this write's entries.
     journal_end: u64,
+    /// Its intents are still to be logged.
+    unjournaled: bool,
 }
 
 enum InFlight {
@@ -136,6 +140,10 @@ struct Writer<'a> {
     failure: Option<Error>,
     /// Completed writes not yet read back by the rolling verify.
     backlog: Vec<(WriteOp, Vec<u32>)>,
+    /// Blocks of the planned writes not yet submitted ...
+    planned_entries: usize,
+    /// ... and of those whose intents are not yet logged.
+    unjournaled_entries: usize,
 }
 
 /// Run the write phase to the end of the workload (or the duration, or a
@@ -160,6 +168,8 @@ pub fn write(
         next_id: 0,
         failure: None,
         backlog: Vec::new(),
+        planned_entries: 0,
+        unjournaled_entries: 0,
     };
     let mut planned: VecDeque<Vec<Planned>> = VecDeque::new();
     let mut burst = Vec::new();
@@ -174,26 +184,39 @@ pub fn write(
             writer.outcome.interrupted = crate::signals::stop_requested();
             break;
         }
-        if planned.is_empty() {
-            if workload_done {
-                break;
-            }
+        // Keep a batch planned ahead of the writes going out: its intents
+        // become durable in the background while the batch before it runs.
+        if !workload_done && writer.planned_entries < writer.batch_entries() {
             workload_done = writer.plan_batch(workload, &mut burst, &mut planned)?;
-            if planned.is_empty() {
-                break;
-            }
+        }
+        if planned
+            .front()
+            .is_some_and(|b| b.iter().any(|w| w.unjournaled))
+        {
+            writer.journal_planned(&mut planned, true)?;
         }
         let Some(this_burst) = planned.pop_front() else {
             break;
         };
+        writer.planned_entries -= this_burst
+            .iter()
+            .map(|w| w.generations.len())
+            .sum::<usize>();
         let writes_in_burst = this_burst.len() as u64;
-        // A burst goes out together: wait for room for all of it.
+        // A burst goes out together: wait for room for all of it. The
+        // previous burst is still on the submission queue: the engine sends
+        // it with the same enter that waits (one system call per burst, as
+        // fio makes one per IO), or right away when there is room already,
+        // so two bursts never merge into one.
         let room_needed = this_burst.len().min(writer.engine.queue_depth());
-        while writer.engine.queue_depth() - writer.engine.in_flight() < room_needed
-            && writer.failure.is_none()
-        {
+        let mut free = writer.engine.queue_depth() - writer.engine.in_flight();
+        writer.reap(room_needed.saturating_sub(free))?;
+        loop {
+            free = writer.engine.queue_depth() - writer.engine.in_flight();
+            if free >= room_needed || writer.failure.is_some() {
+                break;
+            }
             // Wait for exactly the completions still missing: one wait.
-            let free = writer.engine.queue_depth() - writer.engine.in_flight();
             writer.reap(room_needed - free)?;
         }
         for write in this_burst {
@@ -202,8 +225,6 @@ pub fn write(
                 break;
             }
         }
-        writer.engine.kick().map_err(engine_error)?;
-        writer.reap(0)?;
         writer.read_back_if_due()?;
 
         let flush_now = match options.sync {
@@ -228,6 +249,7 @@ pub fn write(
             last_header_store = Instant::now();
         }
         if !options.burst_gap.is_zero() {
+            writer.engine.kick().map_err(engine_error)?;
             std::thread::sleep(options.burst_gap);
         }
     }
@@ -254,18 +276,18 @@ fn engine_error(e: std::io::Error) -> Error {
 
 impl Writer<'_> {
     /// Take bursts from the workload until a batch is full, decide their
-    /// generations, and make their intents durable with one sync. Returns
-    /// true when the workload has no more.
+    /// generations and log their intents (see [`Writer::journal_planned`]).
+    /// Returns true when the workload has no more.
     fn plan_batch(
         &mut self,
         workload: &mut dyn Workload,
         burst: &mut Vec<WriteOp>,
         planned: &mut VecDeque<Vec<Planned>>,
     ) -> Result<bool> {
-        let mut entries: Vec<(u64, u32)> = Vec::new();
+        let journaling = self.journaling();
+        let mut entries = 0usize;
         let mut done = false;
-        let capacity = self.manifest.journal().map_or(u64::MAX, |j| j.capacity());
-        while entries.len() < INTENT_BATCH_ENTRIES && planned.len() < INTENT_BATCH_BURSTS {
+        while entries < self.batch_entries() {
             if !workload.next_burst(burst) {
                 done = true;
                 break;
@@ -284,40 +306,74 @@ impl Writer<'_> {
                         generation
                     })
                     .collect();
-                entries.extend((op.first_block..op.end()).zip(generations.iter().copied()));
+                entries += generations.len();
                 writes.push(Planned {
                     op,
                     generations,
                     journal_end: 0,
+                    unjournaled: journaling,
                 });
             }
             planned.push_back(writes);
-            if entries.len() as u64 * 2 > capacity {
-                break;
-            }
         }
-        if self.options.journal && self.manifest.journal().is_some() && !entries.is_empty() {
-            let room = self
-                .manifest
-                .journal()
-                .is_some_and(|j| j.has_room(entries.len() as u64));
-            if !room {
-                // The journal is full of writes not yet known durable:
-                // make them durable so their intents can go.
-                self.drain()?;
-                self.flush()?;
-            }
-            let start = self.manifest.journal().map_or(0, |j| j.tail());
-            self.manifest.journal_append(&entries)?;
-            self.manifest.sync_journal()?;
-            self.outcome.journal_syncs += 1;
-            let mut position = start;
-            for write in planned.iter_mut().flatten().filter(|w| w.journal_end == 0) {
-                position += write.op.block_count as u64;
-                write.journal_end = position;
-            }
+        self.planned_entries += entries;
+        if journaling {
+            self.unjournaled_entries += entries;
+            self.journal_planned(planned, false)?;
         }
         Ok(done)
+    }
+
+    fn journaling(&self) -> bool {
+        self.options.journal && self.manifest.journal().is_some()
+    }
+
+    /// Intents per batch: [`INTENT_BATCH_ENTRIES`], or a quarter of a small
+    /// journal, so a batch can be logged while the one before it is still
+    /// pending.
+    fn batch_entries(&self) -> usize {
+        let capacity = self.manifest.journal().map_or(u64::MAX, |j| j.capacity());
+        INTENT_BATCH_ENTRIES.min((capacity / 4).max(1) as usize)
+    }
+
+    /// Log the intents of the planned writes not yet in the journal; the
+    /// journal makes them durable in the background, and `submit` waits for
+    /// that before each write. When the journal has no room, `must` makes
+    /// room: every submitted write is completed and flushed, which releases
+    /// its intent. Without `must` the intents wait for a later call.
+    fn journal_planned(&mut self, planned: &mut VecDeque<Vec<Planned>>, must: bool) -> Result<()> {
+        if self.unjournaled_entries == 0 {
+            return Ok(());
+        }
+        let room = |writer: &Self| {
+            writer
+                .manifest
+                .journal()
+                .is_some_and(|j| j.has_room(writer.unjournaled_entries as u64))
+        };
+        if !room(self) {
+            if !must {
+                return Ok(());
+            }
+            // The journal is full of writes not yet known durable: make
+            // them durable so their intents can go.
+            self.drain()?;
+            self.flush()?;
+        }
+        let unjournaled = || planned.iter().flatten().filter(|w| w.unjournaled);
+        let entries: Vec<(u64, u32)> = unjournaled()
+            .flat_map(|w| (w.op.first_block..w.op.end()).zip(w.generations.iter().copied()))
+            .collect();
+        let mut position = self.manifest.journal().map_or(0, |j| j.tail());
+        self.manifest.journal_append(&entries)?;
+        self.outcome.journal_syncs += 1;
+        for write in planned.iter_mut().flatten().filter(|w| w.unjournaled) {
+            position += write.op.block_count as u64;
+            write.journal_end = position;
+            write.unjournaled = false;
+        }
+        self.unjournaled_entries = 0;
+        Ok(())
     }
 
     fn submit(&mut self, write: Planned) -> Result<()> {
@@ -331,6 +387,8 @@ impl Writer<'_> {
                 return Ok(());
             }
         }
+        // Its intent is durable before the write goes out (write-ahead).
+        self.manifest.journal_wait(write.journal_end)?;
         let format = self.manifest.format();
         let block_size = format.block_size as usize;
         let write_seq = self.manifest.header().next_write_seq;

@@ -77,8 +77,10 @@ pub trait Engine {
     /// Send everything queued to the target now.
     fn kick(&mut self) -> io::Result<()>;
 
-    /// Wait until at least `min` IOs have completed (0: do not wait) and
-    /// return every completion available.
+    /// Send everything still queued (as `kick` does), then wait until at
+    /// least `min` IOs have completed (0: do not wait) and return every
+    /// completion available. Engines send and wait with one system call
+    /// where they can.
     fn complete(&mut self, min: usize) -> io::Result<Vec<Completion>>;
 }
 

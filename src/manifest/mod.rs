@@ -491,27 +491,33 @@ impl Manifest {
         self.journal.as_ref()
     }
 
-    /// Record write intents (not yet durable: see `sync_journal`).
-    pub fn journal_append(&mut self, entries: &[(u64, u32)]) -> Result<()> {
+    /// Record write intents. They become durable in the background; call
+    /// [`Manifest::journal_wait`] with the returned position before
+    /// submitting the writes they describe.
+    pub fn journal_append(&mut self, entries: &[(u64, u32)]) -> Result<u64> {
+        let Some(journal) = &mut self.journal else {
+            return Ok(0);
+        };
+        journal
+            .append_in_background(&self.file, entries)
+            .map_err(|e| self.journal_error(e))
+    }
+
+    /// Wait until the intents before journal `position` are durable.
+    pub fn journal_wait(&mut self, position: u64) -> Result<()> {
         let Some(journal) = &mut self.journal else {
             return Ok(());
         };
-        journal.append(&self.file, entries).map_err(|e| {
-            Error::run(format!(
-                "cannot write manifest journal of {}: {e}",
-                self.path.display()
-            ))
-        })
+        journal
+            .wait_durable(position)
+            .map_err(|e| self.journal_error(e))
     }
 
-    /// Make the journal's entries durable.
-    pub fn sync_journal(&self) -> Result<()> {
-        match &self.journal {
-            // Appends went through an O_DSYNC descriptor: already durable,
-            // without flushing the generation map's dirty pages with them.
-            Some(journal) if journal.appends_are_synchronous() => Ok(()),
-            _ => self.file.sync_data().map_err(|e| self.io_error("sync", e)),
-        }
+    fn journal_error(&self, e: std::io::Error) -> Error {
+        Error::run(format!(
+            "cannot write manifest journal of {}: {e}",
+            self.path.display()
+        ))
     }
 
     /// Every journal entry before `position` describes a durable write.
@@ -519,12 +525,9 @@ impl Manifest {
         let Some(journal) = &mut self.journal else {
             return Ok(());
         };
-        journal.release(&self.file, position).map_err(|e| {
-            Error::run(format!(
-                "cannot write manifest journal of {}: {e}",
-                self.path.display()
-            ))
-        })
+        journal
+            .release(&self.file, position)
+            .map_err(|e| self.journal_error(e))
     }
 
     /// Pending writes per block: the oldest and newest pending generation.
