@@ -336,10 +336,9 @@ impl Journal {
             self.durable_head = self.head;
         }
         let mut writes = Vec::new();
-        let mut position = self.tail;
         let mut bytes = Vec::with_capacity(entries.len() * 8);
-        let mut run_start = position;
-        for &(block, generation) in entries {
+        let mut run_start = self.tail;
+        for (position, &(block, generation)) in (self.tail..).zip(entries) {
             if position.is_multiple_of(self.capacity) && position != run_start {
                 writes.push((self.entry_offset(run_start), std::mem::take(&mut bytes)));
                 run_start = position;
@@ -351,7 +350,6 @@ impl Journal {
             };
             let entry = VALID | parity | (block & BLOCK_MASK) << 15 | (generation as u64 & 0x7fff);
             bytes.extend_from_slice(&entry.to_le_bytes());
-            position += 1;
         }
         if !bytes.is_empty() {
             writes.push((self.entry_offset(run_start), bytes));
