@@ -19,6 +19,7 @@
 //!   throughput.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -100,6 +101,36 @@ impl WriteOutcome {
     }
 }
 
+/// Maps keyed by block numbers and IO ids, which no one chooses to collide:
+/// SipHash (std's default, built against hostile keys) cost more per IO
+/// than the rest of the bookkeeping on page-cache targets.
+type IntMap<V> = HashMap<u64, V, BuildHasherDefault<IntHasher>>;
+type IntSet = HashSet<u64, BuildHasherDefault<IntHasher>>;
+
+/// SplitMix64's finaliser over a u64 key: every bit of the key reaches the
+/// low bits the table indexes by, so strided block numbers spread too.
+#[derive(Default)]
+struct IntHasher(u64);
+
+impl Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+}
+
 /// Intents logged per journal sync, at least (a batch is whole bursts,
 /// however small they are: each sync is a flush of the manifest's
 /// filesystem, which stalls the target's queue when both share a disk).
@@ -129,10 +160,10 @@ struct Writer<'a> {
     engine: &'a mut dyn Engine,
     options: &'a WriteOptions,
     outcome: WriteOutcome,
-    in_flight: HashMap<u64, InFlight>,
-    blocks_in_flight: HashSet<u64>,
+    in_flight: IntMap<InFlight>,
+    blocks_in_flight: IntSet,
     /// Newest generation planned for a block whose write has not completed.
-    planned_generation: HashMap<u64, u32>,
+    planned_generation: IntMap<u32>,
     /// Journal end of every submitted write, in submission order, with
     /// whether it is durable yet (for FUA writes, on completion).
     submitted: VecDeque<(u64, bool)>,
@@ -161,9 +192,9 @@ pub fn write(
         engine,
         options,
         outcome: WriteOutcome::default(),
-        in_flight: HashMap::new(),
-        blocks_in_flight: HashSet::new(),
-        planned_generation: HashMap::new(),
+        in_flight: IntMap::default(),
+        blocks_in_flight: IntSet::default(),
+        planned_generation: IntMap::default(),
         submitted: VecDeque::new(),
         next_id: 0,
         failure: None,

@@ -2,11 +2,12 @@
 //! moment it is submitted.
 //!
 //! For targets served from the page cache (no O_DIRECT, such as tmpfs) a
-//! write is a memory copy that completes inside the system call; handing it
-//! to another thread or to io_uring's workers (which serialise buffered
-//! writes to one file anyway) only adds context switches. Here the writer
-//! builds a stamp and copies it in one go, which is the fastest these
-//! targets allow. Completions are returned by the next `complete` call.
+//! write is a memory copy that completes inside the system call. Where
+//! io_uring works, its kernel worker does that copy while the writer stamps
+//! the next blocks, which is faster; where it does not, copying in the
+//! writer's own thread beats handing each copy to a pool of threads (the
+//! kernel serialises writes to one file anyway). Completions are returned by
+//! the next `complete` call.
 
 use std::io;
 use std::sync::Arc;
