@@ -240,15 +240,13 @@ pub fn write(
         // fio makes one per IO), or right away when there is room already,
         // so two bursts never merge into one.
         let room_needed = this_burst.len().min(writer.engine.queue_depth());
-        let mut free = writer.engine.queue_depth() - writer.engine.in_flight();
-        writer.reap(room_needed.saturating_sub(free))?;
+        let free = |w: &Writer| w.engine.queue_depth() - w.engine.in_flight();
         loop {
-            free = writer.engine.queue_depth() - writer.engine.in_flight();
-            if free >= room_needed || writer.failure.is_some() {
+            // Wait for exactly the completions still missing: one wait.
+            writer.reap(room_needed.saturating_sub(free(&writer)))?;
+            if free(&writer) >= room_needed || writer.failure.is_some() {
                 break;
             }
-            // Wait for exactly the completions still missing: one wait.
-            writer.reap(room_needed - free)?;
         }
         for write in this_burst {
             writer.submit(write)?;
@@ -376,13 +374,11 @@ impl Writer<'_> {
         if self.unjournaled_entries == 0 {
             return Ok(());
         }
-        let room = |writer: &Self| {
-            writer
-                .manifest
-                .journal()
-                .is_some_and(|j| j.has_room(writer.unjournaled_entries as u64))
-        };
-        if !room(self) {
+        let room = self
+            .manifest
+            .journal()
+            .is_some_and(|j| j.has_room(self.unjournaled_entries as u64));
+        if !room {
             if !must {
                 return Ok(());
             }
@@ -391,8 +387,10 @@ impl Writer<'_> {
             self.drain()?;
             self.flush()?;
         }
-        let unjournaled = || planned.iter().flatten().filter(|w| w.unjournaled);
-        let entries: Vec<(u64, u32)> = unjournaled()
+        let entries: Vec<(u64, u32)> = planned
+            .iter()
+            .flatten()
+            .filter(|w| w.unjournaled)
             .flat_map(|w| (w.op.first_block..w.op.end()).zip(w.generations.iter().copied()))
             .collect();
         let mut position = self.manifest.journal().map_or(0, |j| j.tail());

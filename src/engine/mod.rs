@@ -170,18 +170,20 @@ pub fn build(
             None,
         ));
     }
-    if choice == EngineChoice::Auto && buffered {
+    let probed = match choice {
+        EngineChoice::Sync | EngineChoice::Inline => Ok(()),
+        EngineChoice::Uring | EngineChoice::Auto | EngineChoice::AutoQueued => uring::probe(),
+    };
+    if let (EngineChoice::Auto, true, Err(reason)) = (choice, buffered, &probed) {
         // A page-cache write is a memory copy. io_uring hands it to a kernel
         // worker, which copies while this thread stamps the next writes (on
         // tmpfs, 1.1 to 1.9 times the IOPS of copying here); without io_uring
         // the copy is best done here, not in a pool of threads.
-        if let Err(reason) = uring::probe() {
-            let note = format!("io_uring unavailable here ({reason}); writing in this thread");
-            return Ok((
-                Box::new(inline::InlineEngine::new(target, queue_depth)),
-                Some(note),
-            ));
-        }
+        let note = format!("io_uring unavailable here ({reason}); writing in this thread");
+        return Ok((
+            Box::new(inline::InlineEngine::new(target, queue_depth)),
+            Some(note),
+        ));
     }
     let choice = if choice == EngineChoice::AutoQueued {
         EngineChoice::Auto
@@ -189,10 +191,6 @@ pub fn build(
         choice
     };
     let has_fd = target.raw_fd().is_some();
-    let probed = match choice {
-        EngineChoice::Sync | EngineChoice::Inline => Ok(()),
-        EngineChoice::Uring | EngineChoice::Auto | EngineChoice::AutoQueued => uring::probe(),
-    };
     let decision = match choose(choice, probed, has_fd) {
         Decision::Uring => {
             match uring::UringEngine::new(Arc::clone(&target), queue_depth, max_io_bytes) {
