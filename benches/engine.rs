@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use blockstamp::engine::sync::SyncEngine;
 use blockstamp::engine::uring::{self, UringEngine};
 use blockstamp::engine::{Engine, Io, IoKind};
-use blockstamp::target::file::FileTarget;
-use blockstamp::target::{OpenRequest, Target};
+use blockstamp::storage::file::FileTarget;
+use blockstamp::storage::{OpenRequest, Target};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const BLOCK: usize = 4096;

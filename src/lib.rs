@@ -3,11 +3,17 @@
 //! The data path, in module order: the command line (`cli`) becomes a
 //! configuration (`config`); a `workload` schedules which blocks to write;
 //! the `writer` builds `stamp`s and hands them to an `engine`, which carries
-//! them to a `target`; the `manifest` remembers what was written; `verify`
-//! reads the target back and classifies each block; `report` tells the user.
-//! `metrics` records throughput and latency on the way; `review` reads
-//! reports back for an HTML page, a night-over-night comparison, a fleet.
-//! `app` is the glue of the commands.
+//! them to a target (`storage`: files, block devices, NBD exports); the
+//! `manifest` remembers what was written; `verify` reads the target back and
+//! classifies each block; `report` tells the user (and reads reports back
+//! for the HTML page, night-over-night comparisons and fleets). `metrics`
+//! records throughput and latency on the way; `rng` is the seedable
+//! randomness everything draws from. `app` has one file per command, the
+//! glue on top. `sim` holds the simulators (fault layer, power cut, the
+//! selftest scenario), which the data path never imports.
+//!
+//! The contract users and scripts build on (commands, exit codes, finding
+//! classes, the JSON report) is docs/CONTRACT.md.
 
 pub mod app;
 pub mod buf;
@@ -21,12 +27,11 @@ pub mod metrics;
 pub mod progress;
 pub mod recovery;
 pub mod report;
-pub mod review;
-pub mod selftest;
+pub mod rng;
 pub mod signals;
-pub mod soak;
+pub mod sim;
 pub mod stamp;
-pub mod target;
+pub mod storage;
 pub mod units;
 pub mod verify;
 pub mod workload;

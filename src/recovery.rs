@@ -12,7 +12,7 @@ use crate::buf::AlignedBuf;
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, next_generation, unix_now_s};
 use crate::stamp::{self, WriteStamp};
-use crate::target::Target;
+use crate::storage::Target;
 use crate::verify::{Expectation, classify};
 
 /// What recovery did.

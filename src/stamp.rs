@@ -14,6 +14,8 @@
 //!
 //! This module knows nothing about IO.
 
+use crate::rng::mix64;
+
 /// Every stamp is built from 512-byte sectors, the smallest unit a device
 /// can tear a write into.
 pub const SECTOR_BYTES: usize = 512;
@@ -450,14 +452,6 @@ pub fn fill_payload(key: u64, random_bytes: usize, payload: &mut [u8]) {
 fn wymix(counter: u64) -> u64 {
     let product = (counter as u128).wrapping_mul((counter ^ 0xe703_7ed1_a0b4_28db) as u128);
     (product as u64) ^ ((product >> 64) as u64)
-}
-
-/// splitmix64's finaliser: a bijective 64-bit mix.
-#[inline]
-pub fn mix64(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 pub fn is_zero(bytes: &[u8]) -> bool {

@@ -12,7 +12,7 @@
 
 use std::collections::VecDeque;
 
-use crate::stamp::mix64;
+use crate::rng::{SplitMix64, mix64};
 
 /// One write IO: `block_count` consecutive blocks from `first_block`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -376,22 +376,6 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
         (a, b) = (b, a % b);
     }
     a
-}
-
-/// A small, fast, seedable generator (splitmix64).
-#[derive(Clone, Debug)]
-pub struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix64(self.0)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// A bijection on `0..n` drawn from `key`: a 4-round Feistel network on the

@@ -14,8 +14,8 @@ use std::os::unix::fs::FileExt;
 
 use blockstamp::buf::AlignedBuf;
 use blockstamp::error::Error;
-use blockstamp::target::blockdev::BlockDeviceTarget;
-use blockstamp::target::{self, OpenRequest, Target, TargetKind};
+use blockstamp::storage::blockdev::BlockDeviceTarget;
+use blockstamp::storage::{self, OpenRequest, Target, TargetKind};
 use common::loopdev::{LoopDevice, Mount, Swap, mkfs_ext4};
 
 const MIB: u64 = 1 << 20;
@@ -43,13 +43,13 @@ fn read_request() -> OpenRequest {
 }
 
 fn open(device: &LoopDevice, request: &OpenRequest) -> Box<dyn Target> {
-    target::open(device.uri(), request)
+    storage::open(device.uri(), request)
         .unwrap_or_else(|e| panic!("opening {} failed: {e}", device.uri()))
 }
 
 /// Open for writing, expecting a safety refusal (exit 2); returns its message.
 fn refusal(device: &LoopDevice, request: &OpenRequest) -> String {
-    match target::open(device.uri(), request) {
+    match storage::open(device.uri(), request) {
         Ok(_) => panic!(
             "{} was opened for writing; expected a refusal",
             device.uri()

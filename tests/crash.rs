@@ -11,11 +11,12 @@ use std::time::Duration;
 use blockstamp::engine::sync::SyncEngine;
 use blockstamp::manifest::journal::journal_bytes_for;
 use blockstamp::manifest::{Manifest, NewManifest, TargetRecord};
+use blockstamp::rng::SplitMix64;
+use blockstamp::sim::powercut::{PowerCutPlan, PowerCutTarget};
 use blockstamp::stamp::PAYLOAD_BYTES;
-use blockstamp::target::file::FileTarget;
-use blockstamp::target::powercut::{PowerCutPlan, PowerCutTarget};
-use blockstamp::target::{OpenRequest, Target};
-use blockstamp::workload::{BurstPlan, BurstWorkload, Scatter, SplitMix64};
+use blockstamp::storage::file::FileTarget;
+use blockstamp::storage::{OpenRequest, Target};
+use blockstamp::workload::{BurstPlan, BurstWorkload, Scatter};
 use blockstamp::writer::{self, SyncPolicy, WriteOptions};
 use common::{TestEnv, finding_set};
 

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blockstamp::error::Error;
-use blockstamp::target::nbd::{NbdOptions, NbdTarget, proto};
-use blockstamp::target::{OpenRequest, Target, TargetKind};
+use blockstamp::storage::nbd::{NbdOptions, NbdTarget, proto};
+use blockstamp::storage::{OpenRequest, Target, TargetKind};
 use nbd_server::NbdServer;
 
 const MIB: u64 = 1024 * 1024;
@@ -91,10 +91,10 @@ fn target_open_dispatches_nbd_uris() {
     let Some(server) = NbdServer::qemu_nbd_raw(8 * MIB, &[]) else {
         return;
     };
-    let target = blockstamp::target::open(&server.uri(""), &for_read()).unwrap();
+    let target = blockstamp::storage::open(&server.uri(""), &for_read()).unwrap();
     assert_eq!(target.info().kind, TargetKind::Nbd);
     assert_eq!(target.info().size_bytes, 8 * MIB);
-    let message = match blockstamp::target::open("nbds://127.0.0.1/x", &for_read()) {
+    let message = match blockstamp::storage::open("nbds://127.0.0.1/x", &for_read()) {
         Err(e) => usage_message(e),
         Ok(_) => panic!("nbds:// should be refused"),
     };

@@ -18,9 +18,9 @@ use std::path::Path;
 use proptest::prelude::*;
 
 use blockstamp::manifest::{Access, Manifest};
-use blockstamp::selftest::{Scenario, run_scenario};
+use blockstamp::sim::fault::{Amount, FaultType};
+use blockstamp::sim::scenario::{Scenario, run_scenario};
 use blockstamp::stamp::{self, PAYLOAD_BYTES, RunFormat, SECTOR_BYTES, SectorContent, WriteStamp};
-use blockstamp::target::fault::{Amount, FaultType};
 use blockstamp::verify::{Expectation, FindingClass, classify};
 
 const RUN_ID: u64 = 0x0123_4567_89ab_cdef;
@@ -158,7 +158,7 @@ proptest! {
         let mut bytes = vec![0u8; format.block_size as usize];
         let mut state = seed;
         for byte in bytes.iter_mut() {
-            state = stamp::mix64(state.wrapping_add(1));
+            state = blockstamp::rng::mix64(state.wrapping_add(1));
             *byte = state as u8;
         }
         let _ = classify(&format, Expectation { block, generation }, &bytes);
@@ -210,7 +210,7 @@ fn mixed_block(format: &RunFormat, block: u64, recipes: &[(u8, u32, u16)]) -> Ve
             // Garbage.
             4 => {
                 for (i, byte) in sector.iter_mut().enumerate() {
-                    *byte = stamp::mix64(noise as u64 ^ i as u64) as u8;
+                    *byte = blockstamp::rng::mix64(noise as u64 ^ i as u64) as u8;
                 }
             }
             // This block's stamp with one bit flipped.

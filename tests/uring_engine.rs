@@ -13,8 +13,8 @@ use std::time::Duration;
 use blockstamp::buf::AlignedBuf;
 use blockstamp::engine::uring::{self, UringEngine};
 use blockstamp::engine::{Completion, Engine, EngineChoice, Io, IoKind, build};
-use blockstamp::target::file::FileTarget;
-use blockstamp::target::{OpenRequest, Target, TargetIdentity, TargetInfo, TargetKind};
+use blockstamp::storage::file::FileTarget;
+use blockstamp::storage::{OpenRequest, Target, TargetIdentity, TargetInfo, TargetKind};
 
 const BLOCK: usize = 4096;
 

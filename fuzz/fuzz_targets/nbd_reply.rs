@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-use blockstamp::target::nbd::proto::{self, BlockSizes, Request};
+use blockstamp::storage::nbd::proto::{self, BlockSizes, Request};
 
 fn be_u32(bytes: &[u8], at: usize) -> u32 {
     bytes

@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 
 use blockstamp::config::parse_block_size;
-use blockstamp::target::nbd::uri;
+use blockstamp::storage::nbd::uri;
 use blockstamp::units::{
     format_rate, format_size, parse_duration, parse_fraction, parse_size, parse_size_range,
 };

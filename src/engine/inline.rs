@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use super::{Completion, Engine, Io, IoKind};
 use crate::buf::AlignedBuf;
-use crate::target::Target;
+use crate::storage::Target;
 
 pub struct InlineEngine {
     target: Arc<dyn Target>,
@@ -95,8 +95,8 @@ impl Engine for InlineEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::OpenRequest;
-    use crate::target::file::FileTarget;
+    use crate::storage::OpenRequest;
+    use crate::storage::file::FileTarget;
 
     #[test]
     fn ios_complete_at_submission_and_come_back_on_the_next_reap() {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::buf::AlignedBuf;
-use crate::target::Target;
+use crate::storage::Target;
 
 /// What an IO does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

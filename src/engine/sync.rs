@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use super::{Completion, Engine, Io, IoKind};
-use crate::target::Target;
+use crate::storage::Target;
 
 struct Shared {
     queue: Mutex<Queue>,

@@ -55,7 +55,7 @@ use io_uring::{IoUring, cqueue, opcode, register, squeue, types};
 
 use super::{Completion, Engine, Io, IoKind};
 use crate::buf::AlignedBuf;
-use crate::target::Target;
+use crate::storage::Target;
 
 /// The kernel's limit on SQ entries is 32768; past 4096 a bigger ring buys
 /// nothing but memory, since bursts larger than the SQ are sent in parts.
@@ -822,8 +822,8 @@ impl Drop for UringEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::OpenRequest;
-    use crate::target::file::FileTarget;
+    use crate::storage::OpenRequest;
+    use crate::storage::file::FileTarget;
 
     const READ: IoKind = IoKind::Read { offset: 8192 };
     const WRITE: IoKind = IoKind::Write {

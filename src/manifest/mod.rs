@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::stamp::RunFormat;
-use crate::target::{TargetIdentity, TargetInfo, TargetKind};
+use crate::storage::{TargetIdentity, TargetInfo, TargetKind};
 use journal::Journal;
 
 /// Format version of the manifest file.

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::manifest::Expected;
 use crate::metrics::Metrics;
 use crate::stamp::{self, MAGIC, RunFormat, SECTOR_BYTES};
-use crate::target::Target;
+use crate::storage::Target;
 pub use classify::{Classified, Corruption, Expectation, FindingClass, SectorSpan, classify};
 
 /// One block that is not what was expected.

@@ -9,10 +9,6 @@
 //! Finding classes stay strings, so a report that names a class this
 //! version does not know is still shown.
 
-pub mod compare;
-pub mod fleet;
-pub mod html;
-
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;

@@ -15,9 +15,9 @@ use std::collections::HashSet;
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use super::{Target, TargetInfo};
 use crate::buf::AlignedBuf;
-use crate::workload::SplitMix64;
+use crate::rng::SplitMix64;
+use crate::storage::{Target, TargetInfo};
 
 struct VolatileWrite {
     offset: u64,

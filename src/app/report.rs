@@ -5,9 +5,9 @@ use std::path::Path;
 use crate::cli::report::{CompareArgs, MergeArgs, ReportArgs, ReportView};
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
-use crate::review::compare::{self, Thresholds};
-use crate::review::html::{fleet::fleet_page, run::run_page};
-use crate::review::{self, fleet, write_output};
+use crate::report::compare::{self, Thresholds};
+use crate::report::html::{fleet::fleet_page, run::run_page};
+use crate::report::{self, fleet, write_output};
 use crate::units::parse_percent;
 
 pub fn run(args: &ReportArgs) -> Result<ExitCode> {
@@ -27,7 +27,7 @@ fn html_command(args: &ReportArgs) -> Result<ExitCode> {
         ));
     };
     let out = output_path("--html", out)?;
-    let report = review::load(run)?;
+    let report = report::load(run)?;
     write_output(out, "HTML page", &run_page(&report))?;
     if out != "-" {
         println!(
@@ -61,8 +61,8 @@ fn compare_command(args: &CompareArgs) -> Result<ExitCode> {
         .as_deref()
         .map(|p| output_path("--json", p))
         .transpose()?;
-    let last = review::load(&args.last)?;
-    let tonight = review::load(&args.tonight)?;
+    let last = report::load(&args.last)?;
+    let tonight = report::load(&args.tonight)?;
     let comparison = compare::compare(
         (&display(&args.last), &last),
         (&display(&args.tonight), &tonight),
@@ -100,7 +100,7 @@ fn merge_command(args: &MergeArgs) -> Result<ExitCode> {
     let reports = args
         .reports
         .iter()
-        .map(|path| Ok((display(path), review::load(path)?)))
+        .map(|path| Ok((display(path), report::load(path)?)))
         .collect::<Result<Vec<_>>>()?;
     let fleet = fleet::merge(&reports);
     if let Some(html) = html {

@@ -1,16 +1,13 @@
-//! The commands: glue between the resolved configuration and the modules
-//! that do the work.
-
-mod review;
+//! The phases the commands share: open and check everything a write needs
+//! (before anything is written), the write phase, the verify phase and its
+//! report, and the checks that a target is the one a manifest was written
+//! for.
 
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::buf::AlignedBuf;
-use crate::cli::{
-    CheckpointArgs, Command, InspectArgs, RunArgs, TargetArgs, VerifyArgs, WriteArgs,
-};
+use crate::cli::TargetArgs;
 use crate::config::{DEFAULT_BLOCK_SIZE, VerifyConfig, WriteConfig};
 use crate::engine;
 use crate::error::{Error, Result};
@@ -19,86 +16,15 @@ use crate::manifest::{Access, Manifest, ManifestState, NewManifest, TargetRecord
 use crate::metrics::MetricsRecording;
 use crate::progress::Goal;
 use crate::report::{Report, ReportContext, TargetSection};
-use crate::stamp::{self, SECTOR_BYTES, SectorContent};
-use crate::target::{self, OpenRequest, Target};
+use crate::rng::random_u64;
+use crate::storage::{self, OpenRequest, Target};
 use crate::units::{format_rate, format_size};
-use crate::verify::{self, Expectation};
+use crate::verify;
 use crate::workload::{BurstPlan, BurstWorkload};
 use crate::writer::{self, WriteOptions, WriteOutcome};
 
-pub fn run(command: Command) -> Result<ExitCode> {
-    match command {
-        Command::Write(args) => write_command(&args),
-        Command::Verify(args) => verify_command(&args),
-        Command::Run(args) => run_command(&args),
-        Command::Checkpoint(args) => checkpoint_command(&args),
-        Command::Inspect(args) => inspect_command(&args),
-        Command::Soak(args) => crate::soak::soak_command(&args),
-        Command::Report(args) => review::run(&args),
-        Command::Selftest(args) => crate::selftest::run(&args),
-    }
-}
-
-fn write_command(args: &WriteArgs) -> Result<ExitCode> {
-    let mut config = WriteConfig::from_flags(&args.write)?;
-    let recording = MetricsRecording::start(args.metrics.metrics.as_deref())?;
-    config.options.metrics = Some(recording.metrics());
-    let (mut manifest, target) = prepare_write(&args.target, &config)?;
-    let outcome = write_phase(&mut manifest, &target, &config)?;
-    finish_metrics(recording);
-    Ok(if outcome.rolling_findings.is_empty() {
-        ExitCode::Clean
-    } else {
-        ExitCode::Findings
-    })
-}
-
-fn run_command(args: &RunArgs) -> Result<ExitCode> {
-    let mut write_config = WriteConfig::from_flags(&args.write)?;
-    let mut verify_config = VerifyConfig::from_flags(&args.verify)?;
-    crate::signals::human_to_stderr(verify_config.json.as_deref() == Some("-"));
-    let recording = MetricsRecording::start(args.metrics.metrics.as_deref())?;
-    write_config.options.metrics = Some(recording.metrics());
-    verify_config.options.metrics = Some(recording.metrics());
-    let (mut manifest, target) = prepare_write(&args.target, &write_config)?;
-    write_phase(&mut manifest, &target, &write_config)?;
-    let code = verify_phase(&manifest, target, None, &verify_config)?;
-    finish_metrics(recording);
-    Ok(code)
-}
-
-/// Write the last seconds of the `--metrics` file; a failure there is a
-/// warning, not the run's verdict.
-fn finish_metrics(recording: MetricsRecording) {
-    if let Some(warning) = recording.finish() {
-        eprintln!("warning: {warning}");
-    }
-}
-
-fn verify_command(args: &VerifyArgs) -> Result<ExitCode> {
-    let mut config = VerifyConfig::from_flags(&args.verify)?;
-    let manifest = Manifest::open(&args.target.manifest, Access::Read)?;
-    if let Some(name) = &args.at {
-        manifest.checkpoint(name)?;
-    }
-    refuse_manifest_on_target(&args.target)?;
-    let target = open_for_reading(&args.target.target, &manifest)?;
-    if manifest.header().state == ManifestState::Writing {
-        eprintln!(
-            "warning: manifest {} was not closed cleanly (its writer was killed, its target failed, or it is still running); \
-             its journal says which writes may hold either generation",
-            manifest.path().display()
-        );
-    }
-    let recording = MetricsRecording::start(args.metrics.metrics.as_deref())?;
-    config.options.metrics = Some(recording.metrics());
-    let code = verify_phase(&manifest, target, args.at.as_deref(), &config)?;
-    finish_metrics(recording);
-    Ok(code)
-}
-
 /// Open and check everything a write needs, before anything is written.
-pub(crate) fn prepare_write(
+pub(super) fn prepare_write(
     args: &TargetArgs,
     config: &WriteConfig,
 ) -> Result<(Manifest, Arc<dyn Target>)> {
@@ -181,7 +107,7 @@ pub(crate) fn prepare_write(
         direct: config.direct,
         force: config.force,
     };
-    let target: Arc<dyn Target> = Arc::from(target::open(&args.target, &request)?);
+    let target: Arc<dyn Target> = Arc::from(storage::open(&args.target, &request)?);
     let info = target.info().clone();
     if info.read_only {
         return Err(Error::usage(format!(
@@ -232,7 +158,7 @@ pub(crate) fn prepare_write(
     Ok((manifest, target))
 }
 
-pub(crate) fn write_phase(
+pub(super) fn write_phase(
     manifest: &mut Manifest,
     target: &Arc<dyn Target>,
     config: &WriteConfig,
@@ -357,7 +283,7 @@ pub(crate) fn write_phase(
     Ok(outcome)
 }
 
-fn verify_phase(
+pub(super) fn verify_phase(
     manifest: &Manifest,
     target: Arc<dyn Target>,
     checkpoint: Option<&str>,
@@ -368,7 +294,7 @@ fn verify_phase(
 }
 
 /// Verify and build the report, printing only notes.
-pub(crate) fn verify_report(
+pub(super) fn verify_report(
     manifest: &Manifest,
     target: Arc<dyn Target>,
     checkpoint: Option<&str>,
@@ -452,7 +378,7 @@ pub(crate) fn verify_report(
 }
 
 /// Print the summary and write the JSON report where asked; the exit code.
-pub(crate) fn emit_report(report: &Report, config: &VerifyConfig) -> Result<ExitCode> {
+pub(super) fn emit_report(report: &Report, config: &VerifyConfig) -> Result<ExitCode> {
     let summary = report.human_summary(config.show);
     match config.json.as_deref() {
         Some("-") => {
@@ -474,115 +400,15 @@ pub(crate) fn emit_report(report: &Report, config: &VerifyConfig) -> Result<Exit
     })
 }
 
-fn checkpoint_command(args: &CheckpointArgs) -> Result<ExitCode> {
-    if args.list {
-        let manifest = Manifest::open(&args.manifest, Access::Read)?;
-        if manifest.header().checkpoints.is_empty() {
-            println!("manifest {} has no checkpoints", args.manifest.display());
-        }
-        for checkpoint in &manifest.header().checkpoints {
-            println!(
-                "{}\tcreated {}\tblocks written {}\twrite seq {}",
-                checkpoint.name,
-                checkpoint.created_unix_s,
-                checkpoint.blocks_written,
-                checkpoint.write_seq
-            );
-        }
-        return Ok(ExitCode::Clean);
-    }
-    let name = args.name.as_deref().unwrap_or_default();
-    let mut manifest = Manifest::open(&args.manifest, Access::Write)?;
-    manifest.add_checkpoint(name)?;
-    println!(
-        "checkpoint '{name}' recorded in {}: {} blocks written",
-        args.manifest.display(),
-        manifest.count_written()
-    );
-    Ok(ExitCode::Clean)
-}
-
-fn inspect_command(args: &InspectArgs) -> Result<ExitCode> {
-    let manifest = Manifest::open(&args.target.manifest, Access::Read)?;
-    let expected = manifest.expected(args.at.as_deref())?;
-    if args.block >= manifest.block_count() {
-        return Err(Error::usage(format!(
-            "bad --block {}: the target has {} blocks (0 to {})",
-            args.block,
-            manifest.block_count(),
-            manifest.block_count().saturating_sub(1)
-        )));
-    }
-    refuse_manifest_on_target(&args.target)?;
-    let target = open_for_reading(&args.target.target, &manifest)?;
-    let format = manifest.format();
-    let offset = args.block * format.block_size as u64;
-    let mut buf = AlignedBuf::new(format.block_size as usize);
-    let generation = expected.generation(args.block);
-    println!(
-        "block {} at offset {offset}: expected generation {generation}{}",
-        args.block,
-        if generation == 0 {
-            " (never written by this run)"
-        } else {
-            ""
-        }
-    );
-    if let Err(e) = target.read_at(&mut buf, offset) {
-        println!("read failed: {e}");
-        return Ok(ExitCode::Findings);
-    }
-    for (index, sector) in buf.chunks_exact(SECTOR_BYTES).enumerate() {
-        let description = match stamp::decode_sector(sector) {
-            SectorContent::Zero => "zero".to_string(),
-            SectorContent::Other => "not a valid stamp (damaged or foreign)".to_string(),
-            SectorContent::Stamp(h) => format!(
-                "stamp run {:016x}{} block {} sector {} generation {} write {} at {}",
-                h.run_id,
-                if h.run_id == format.run_id {
-                    " (this run)"
-                } else {
-                    " (another run)"
-                },
-                h.block,
-                h.sector_index,
-                h.generation,
-                h.write_seq,
-                h.write_time_s
-            ),
-        };
-        println!("  sector {index:>4}: {description}");
-    }
-    match verify::classify(
-        &format,
-        Expectation {
-            block: args.block,
-            generation,
-        },
-        &buf,
-    ) {
-        None => {
-            println!("verdict: ok");
-            Ok(ExitCode::Clean)
-        }
-        Some(classified) => {
-            println!(
-                "verdict: {}: {}",
-                classified.class.name(),
-                classified.detail
-            );
-            if let Some(corruption) = &classified.corruption {
-                for row in &corruption.diff_rows {
-                    println!("  {:08x}  expected {}", row.offset, row.expected);
-                    println!("  {:08x}  found    {}", row.offset, row.found);
-                }
-            }
-            Ok(ExitCode::Findings)
-        }
+/// Write the last seconds of the `--metrics` file; a failure there is a
+/// warning, not the run's verdict.
+pub(super) fn finish_metrics(recording: MetricsRecording) {
+    if let Some(warning) = recording.finish() {
+        eprintln!("warning: {warning}");
     }
 }
 
-fn open_for_reading(uri: &str, manifest: &Manifest) -> Result<Arc<dyn Target>> {
+pub(super) fn open_for_reading(uri: &str, manifest: &Manifest) -> Result<Arc<dyn Target>> {
     // Only the first `size_bytes` of a block device belong to the run.
     let create_size = is_block_device(uri).then_some(manifest.header().target.size_bytes);
     let request = OpenRequest {
@@ -591,14 +417,14 @@ fn open_for_reading(uri: &str, manifest: &Manifest) -> Result<Arc<dyn Target>> {
         direct: true,
         force: false,
     };
-    let target: Arc<dyn Target> = Arc::from(target::open(uri, &request)?);
+    let target: Arc<dyn Target> = Arc::from(storage::open(uri, &request)?);
     check_same_target(manifest, target.info())?;
     Ok(target)
 }
 
 /// The target must be the size the manifest was written for; a different
 /// identity is worth a warning (a verify on another host sees other paths).
-fn check_same_target(manifest: &Manifest, info: &target::TargetInfo) -> Result<()> {
+pub(super) fn check_same_target(manifest: &Manifest, info: &storage::TargetInfo) -> Result<()> {
     let header = manifest.header();
     let usable = info.size_bytes / header.block_size as u64 * header.block_size as u64;
     if usable != header.target.size_bytes {
@@ -621,7 +447,7 @@ fn check_same_target(manifest: &Manifest, info: &target::TargetInfo) -> Result<(
     Ok(())
 }
 
-fn check_block_size(block_size: u32, info: &target::TargetInfo) -> Result<()> {
+pub(super) fn check_block_size(block_size: u32, info: &storage::TargetInfo) -> Result<()> {
     if !block_size.is_multiple_of(info.logical_sector_size) {
         return Err(Error::usage(format!(
             "block size {} is not a multiple of {}'s logical sector size ({} bytes)",
@@ -633,13 +459,13 @@ fn check_block_size(block_size: u32, info: &target::TargetInfo) -> Result<()> {
     Ok(())
 }
 
-fn is_block_device(uri: &str) -> bool {
+pub(super) fn is_block_device(uri: &str) -> bool {
     use std::os::unix::fs::FileTypeExt;
     std::fs::metadata(uri).is_ok_and(|m| m.file_type().is_block_device())
 }
 
 /// The manifest never lives on the target.
-fn refuse_manifest_on_target(args: &TargetArgs) -> Result<()> {
+pub(super) fn refuse_manifest_on_target(args: &TargetArgs) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     if let (Ok(a), Ok(b)) = (
         std::fs::metadata(&args.manifest),
@@ -659,18 +485,4 @@ fn refuse_manifest_on_target(args: &TargetArgs) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// 64 random bits from the kernel.
-pub fn random_u64() -> u64 {
-    let mut bytes = [0u8; 8];
-    match rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()) {
-        Ok(8) => u64::from_le_bytes(bytes),
-        _ => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            crate::stamp::mix64(now.as_nanos() as u64 ^ std::process::id() as u64)
-        }
-    }
 }

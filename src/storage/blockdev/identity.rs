@@ -8,7 +8,7 @@
 use std::fs;
 use std::path::Path;
 
-use crate::target::TargetIdentity;
+use crate::storage::TargetIdentity;
 
 /// The identity of the whole disk whose sysfs directory is `disk_dir`
 /// (e.g. `/sys/devices/…/block/sdb`). Missing or blank attributes are `None`.

@@ -11,12 +11,13 @@ use serde::Serialize;
 use crate::engine::sync::SyncEngine;
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, NewManifest, TargetRecord};
-use crate::stamp::{PAYLOAD_BYTES, mix64};
-use crate::target::fault::{
-    Amount, ExpectedFinding, FaultPlan, FaultTarget, FaultType, Geometry, Injection, SplitMix,
+use crate::rng::{SplitMix64, mix64};
+use crate::sim::fault::{
+    Amount, ExpectedFinding, FaultPlan, FaultTarget, FaultType, Geometry, Injection,
 };
-use crate::target::file::FileTarget;
-use crate::target::{OpenRequest, Target};
+use crate::stamp::PAYLOAD_BYTES;
+use crate::storage::file::FileTarget;
+use crate::storage::{OpenRequest, Target};
 use crate::verify::{self, Finding, FindingClass, VerifyOptions};
 use crate::workload::{BurstPlan, BurstWorkload, Scatter, Workload, WriteOp};
 use crate::writer::{self, WriteOptions};
@@ -215,7 +216,7 @@ fn write_through(
 
 /// `count` distinct blocks outside `taken`, drawn from `seed`.
 fn pick_blocks(seed: u64, block_count: u64, count: u64, taken: &HashSet<u64>) -> Vec<u64> {
-    let mut rng = SplitMix::new(seed ^ 0x6e_6577_6572);
+    let mut rng = SplitMix64::new(seed ^ 0x6e_6577_6572);
     let free: Vec<u64> = (0..block_count).filter(|b| !taken.contains(b)).collect();
     let mut chosen: Vec<u64> = Vec::new();
     let mut pool = free;

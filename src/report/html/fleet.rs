@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use super::svg::{self, Bar};
 use super::{READ_COLOR, WRITE_COLOR, chip, class_chip, class_color, escape, page, verdict_header};
-use crate::review::classes_in_order;
-use crate::review::fleet::{COLUMNS, Column, Fleet, FleetReport, column};
+use crate::report::classes_in_order;
+use crate::report::fleet::{COLUMNS, Column, Fleet, FleetReport, column};
 use crate::units::{format_latency_us, format_rate};
 
 pub fn fleet_page(fleet: &Fleet) -> String {
@@ -186,9 +186,9 @@ fn charts(fleet: &Fleet) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::review::html::tests::well_formed;
-    use crate::review::tests::sample_json;
-    use crate::review::{fleet, parse};
+    use crate::report::html::tests::well_formed;
+    use crate::report::tests::sample_json;
+    use crate::report::{fleet, parse};
 
     #[test]
     fn the_fleet_page_names_hosts_findings_and_extremes() {

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::app::{emit_report, prepare_write, verify_report, write_phase};
+use super::phases::{emit_report, prepare_write, verify_report, write_phase};
 use crate::cli::SoakArgs;
 use crate::config::{VerifyConfig, WriteConfig};
 use crate::error::{Error, Result};

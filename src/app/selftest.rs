@@ -2,7 +2,7 @@
 //! and classifies every kind of damage the contract names.
 //!
 //! Each run writes a scratch sparse image through the fault layer
-//! ([`crate::target::fault`]), which injects lost, misdirected, torn,
+//! ([`crate::sim::fault`]), which injects lost, misdirected, torn,
 //! bit-flipped, zeroed and foreign writes, stale reads and unreadable
 //! sectors, and blocks written after a checkpoint that verify checks
 //! against; then verifies through the same layer and compares, block by
@@ -10,11 +10,7 @@
 //! Exit 0 only when every injected fault was caught and classified exactly
 //! and nothing else was reported.
 
-mod scenario;
-
-pub use scenario::{
-    CHECKPOINT, ClassRow, Comparison, Reported, Scenario, ScenarioOutcome, compare, run_scenario,
-};
+use crate::sim::scenario::{ClassRow, Comparison, Scenario, run_scenario};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -26,7 +22,7 @@ use crate::cli::SelftestArgs;
 use crate::config::{DEFAULT_BLOCK_SIZE, parse_block_size};
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
-use crate::target::fault::{Amount, FaultType};
+use crate::sim::fault::{Amount, FaultType};
 use crate::units::format_size;
 use crate::verify::FindingClass;
 
@@ -128,7 +124,7 @@ struct SelftestReport {
 /// The `selftest` command.
 pub fn run(args: &SelftestArgs) -> Result<ExitCode> {
     let config = SelftestConfig::from_args(args)?;
-    let seed = config.seed.unwrap_or_else(crate::app::random_u64);
+    let seed = config.seed.unwrap_or_else(crate::rng::random_u64);
     let base = config.dir.clone().unwrap_or_else(std::env::temp_dir);
     let scratch = ScratchDir::new(&base)?;
     let mut runs = Vec::new();
@@ -280,7 +276,7 @@ impl ScratchDir {
         let name = format!(
             "blockstamp-selftest-{}-{:08x}",
             std::process::id(),
-            crate::app::random_u64() as u32
+            crate::rng::random_u64() as u32
         );
         let path = base.join(name);
         std::fs::create_dir(&path).map_err(|e| {

@@ -511,8 +511,8 @@ impl Comparison {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::review::parse;
-    use crate::review::tests::sample_json;
+    use crate::report::parse;
+    use crate::report::tests::sample_json;
 
     fn night(edit: impl FnOnce(&mut serde_json::Value)) -> ReportFile {
         let mut json = sample_json();

@@ -362,8 +362,8 @@ impl Fleet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::review::parse;
-    use crate::review::tests::sample_json;
+    use crate::report::parse;
+    use crate::report::tests::sample_json;
 
     fn report(host: &str, edit: impl FnOnce(&mut serde_json::Value)) -> (String, ReportFile) {
         let mut json = sample_json();

@@ -31,7 +31,7 @@
 mod plan;
 mod truth;
 
-pub use plan::{Amount, Fault, FaultKind, FaultPlan, FaultType, Geometry, SplitMix};
+pub use plan::{Amount, Fault, FaultKind, FaultPlan, FaultType, Geometry};
 pub use truth::{Content, ExpectedFinding, class_of, generation_of_write};
 
 use std::collections::HashMap;
@@ -39,9 +39,10 @@ use std::io;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Target, TargetInfo};
 use crate::buf::AlignedBuf;
+use crate::rng::SplitMix64;
 use crate::stamp::SECTOR_BYTES;
+use crate::storage::{Target, TargetInfo};
 use crate::verify::FindingClass;
 
 /// One fault as it happened.
@@ -360,7 +361,7 @@ impl FaultTarget {
             }
             FaultKind::Foreign => {
                 let mut bytes = AlignedBuf::new(data.len());
-                let mut rng = SplitMix::new(self.plan.seed() ^ block.rotate_left(32));
+                let mut rng = SplitMix64::new(self.plan.seed() ^ block.rotate_left(32));
                 for word in bytes.chunks_exact_mut(8) {
                     word.copy_from_slice(&rng.next_u64().to_le_bytes());
                 }
@@ -495,7 +496,7 @@ impl Target for FaultTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::{TargetIdentity, TargetKind};
+    use crate::storage::{TargetIdentity, TargetKind};
 
     /// A target in memory, for the layer's own tests.
     struct Memory {

@@ -8,7 +8,8 @@
 
 use std::collections::HashSet;
 
-use crate::stamp::{SECTOR_BYTES, mix64};
+use crate::rng::SplitMix64;
+use crate::stamp::SECTOR_BYTES;
 
 /// One fault, with its parameters. Write faults strike the block's final
 /// write (see [`Geometry::final_write`]), so nothing overwrites them later.
@@ -223,7 +224,7 @@ impl FaultPlan {
     /// every block with probability `Rate(p)`, all on distinct blocks. Types
     /// impossible at this block size (torn at 512 B) get none.
     pub fn sample(geometry: Geometry, seed: u64, amounts: &[(FaultType, Amount)]) -> FaultPlan {
-        let mut rng = SplitMix::new(seed);
+        let mut rng = SplitMix64::new(seed);
         let mut used: HashSet<u64> = HashSet::new();
         let mut faults = Vec::new();
         let sectors = geometry.sectors_per_block();
@@ -320,7 +321,7 @@ impl FaultPlan {
 }
 
 /// A block no fault touches yet, drawn at random; `None` when few are left.
-fn free_block(rng: &mut SplitMix, used: &mut HashSet<u64>, block_count: u64) -> Option<u64> {
+fn free_block(rng: &mut SplitMix64, used: &mut HashSet<u64>, block_count: u64) -> Option<u64> {
     if used.len() as u64 >= block_count {
         return None;
     }
@@ -334,33 +335,6 @@ fn free_block(rng: &mut SplitMix, used: &mut HashSet<u64>, block_count: u64) -> 
     let block = (0..block_count).find(|b| !used.contains(b))?;
     used.insert(block);
     Some(block)
-}
-
-/// splitmix64: small, seedable, and the same on every platform.
-#[derive(Clone, Debug)]
-pub struct SplitMix {
-    state: u64,
-}
-
-impl SplitMix {
-    pub fn new(seed: u64) -> SplitMix {
-        SplitMix { state: seed }
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix64(self.state)
-    }
-
-    /// Uniform in `0..bound` (`bound` > 0).
-    pub fn below(&mut self, bound: u64) -> u64 {
-        ((self.next_u64() as u128 * bound as u128) >> 64) as u64
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use super::svg::{self, Series};
 use super::{READ_COLOR, WRITE_COLOR, class_chip, escape, page, verdict_header};
 use crate::metrics::{DirectionSummary, MetricsSummary, TimelinePoint};
-use crate::review::{FindingFile, ReportFile, classes_in_order};
+use crate::report::{FindingFile, ReportFile, classes_in_order};
 use crate::units::{format_count, format_latency_us, format_rate, format_size};
 
 /// Findings shown in the table; the JSON report has them all.
@@ -431,9 +431,9 @@ fn highlight_diff(expected: &str, found: &str) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::review::html::tests::well_formed;
-    use crate::review::parse;
-    use crate::review::tests::{sample, sample_json};
+    use crate::report::html::tests::well_formed;
+    use crate::report::parse;
+    use crate::report::tests::{sample, sample_json};
 
     fn by_id<'a>(doc: &'a roxmltree::Document<'a>, id: &str) -> roxmltree::Node<'a, 'a> {
         doc.descendants()

@@ -7,10 +7,8 @@
 //! flight on one connection.
 
 pub mod blockdev;
-pub mod fault;
 pub mod file;
 pub mod nbd;
-pub mod powercut;
 
 use std::fmt;
 use std::io;

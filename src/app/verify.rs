@@ -1,0 +1,32 @@
+//! `blockstamp verify`: check a target against its manifest (or one of its
+//! checkpoints).
+
+use super::phases::{finish_metrics, open_for_reading, refuse_manifest_on_target, verify_phase};
+use crate::cli::VerifyArgs;
+use crate::config::VerifyConfig;
+use crate::error::Result;
+use crate::exit::ExitCode;
+use crate::manifest::{Access, Manifest, ManifestState};
+use crate::metrics::MetricsRecording;
+
+pub(super) fn verify_command(args: &VerifyArgs) -> Result<ExitCode> {
+    let mut config = VerifyConfig::from_flags(&args.verify)?;
+    let manifest = Manifest::open(&args.target.manifest, Access::Read)?;
+    if let Some(name) = &args.at {
+        manifest.checkpoint(name)?;
+    }
+    refuse_manifest_on_target(&args.target)?;
+    let target = open_for_reading(&args.target.target, &manifest)?;
+    if manifest.header().state == ManifestState::Writing {
+        eprintln!(
+            "warning: manifest {} was not closed cleanly (its writer was killed, its target failed, or it is still running); \
+             its journal says which writes may hold either generation",
+            manifest.path().display()
+        );
+    }
+    let recording = MetricsRecording::start(args.metrics.metrics.as_deref())?;
+    config.options.metrics = Some(recording.metrics());
+    let code = verify_phase(&manifest, target, args.at.as_deref(), &config)?;
+    finish_metrics(recording);
+    Ok(code)
+}
