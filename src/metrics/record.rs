@@ -1,5 +1,5 @@
-//! Performance metrics of a run: throughput and IOPS per second, and latency
-//! histograms, for writes and reads.
+//! The recorder: what the writer and the verifier call once per completed
+//! IO, and the per-second timeline it keeps.
 //!
 //! The writer and the verifier each reap completions on one thread and call
 //! [`Metrics::record_write`] / [`Metrics::record_read`] once per completed
@@ -12,18 +12,14 @@
 //! does not grow with the number of IOs — only by one small sample per
 //! second.
 
-use std::fs::File;
-use std::io::{BufWriter, Write as _};
-use std::path::{Path, PathBuf};
-use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use super::summary::{
+    DirectionSummary, LatencyUs, MAX_TIMELINE_POINTS, MetricsSummary, TimelinePoint, coarsen, round,
+};
 
 /// Longest latency told apart; longer ones count as this long.
 const MAX_LATENCY_NS: u64 = 3_600 * 1_000_000_000;
@@ -32,14 +28,10 @@ const MAX_LATENCY_NS: u64 = 3_600 * 1_000_000_000;
 /// direction's active time (a soak that stops writing while it verifies).
 const IDLE_GAP_NS: u64 = 1_000_000_000;
 
-/// The report's timeline keeps at most this many points; longer runs merge
-/// neighbouring seconds (the JSON-lines file keeps every second).
-pub const MAX_TIMELINE_POINTS: usize = 2_000;
-
 /// Records every completed IO of a run. Cheap to call from the loops that
 /// reap completions; see the module docs for the threading.
 pub struct Metrics {
-    started: Instant,
+    pub(super) started: Instant,
     write: Mutex<Direction>,
     read: Mutex<Direction>,
 }
@@ -96,7 +88,7 @@ impl Metrics {
 
     /// The points of whole seconds in `from..` that have ended by now:
     /// closes them, and returns them with the next second to ask for.
-    fn ended_seconds(&self, from: u64) -> (Vec<TimelinePoint>, u64) {
+    pub(super) fn ended_seconds(&self, from: u64) -> (Vec<TimelinePoint>, u64) {
         let now = self.started.elapsed();
         let until = now.as_secs();
         let mut write = lock(&self.write);
@@ -107,7 +99,7 @@ impl Metrics {
     }
 
     /// Every point from second `from` on, the second in progress last.
-    fn remaining_seconds(&self, from: u64) -> Vec<TimelinePoint> {
+    pub(super) fn remaining_seconds(&self, from: u64) -> Vec<TimelinePoint> {
         let now = self.started.elapsed();
         let write = lock(&self.write);
         let read = lock(&self.read);
@@ -274,11 +266,6 @@ fn us(ns: u64) -> f64 {
     round(ns as f64 / 1e3, 1)
 }
 
-fn round(value: f64, decimals: i32) -> f64 {
-    let scale = 10f64.powi(decimals);
-    (value * scale).round() / scale
-}
-
 /// The points of `seconds`, zero where neither direction had IO. The
 /// second `now` falls in is partial: its `span_s` says how long it was.
 fn timeline(
@@ -314,231 +301,10 @@ fn timeline(
         .collect()
 }
 
-/// Merge neighbouring points until at most `max_points` remain. A merged
-/// point sums bytes, averages IOPS over its span, and keeps the worst of its
-/// seconds' latencies (a spike stays visible).
-pub fn coarsen(points: Vec<TimelinePoint>, max_points: usize) -> Vec<TimelinePoint> {
-    if points.len() <= max_points || max_points == 0 {
-        return points;
-    }
-    let per_point = points.len().div_ceil(max_points);
-    points
-        .chunks(per_point)
-        .map(|group| {
-            let span_s: f64 = group.iter().map(|p| p.span_s).sum();
-            let ios = |iops: fn(&TimelinePoint) -> f64| -> f64 {
-                group.iter().map(|p| iops(p) * p.span_s).sum::<f64>() / span_s
-            };
-            let worst = |field: fn(&TimelinePoint) -> Option<f64>| -> Option<f64> {
-                group.iter().filter_map(field).reduce(f64::max)
-            };
-            TimelinePoint {
-                t_s: group[0].t_s,
-                span_s: round(span_s, 3),
-                write_bytes: group.iter().map(|p| p.write_bytes).sum(),
-                write_iops: round(ios(|p| p.write_iops), 1),
-                write_p50_us: worst(|p| p.write_p50_us),
-                write_p99_us: worst(|p| p.write_p99_us),
-                write_max_us: worst(|p| p.write_max_us),
-                read_bytes: group.iter().map(|p| p.read_bytes).sum(),
-                read_iops: round(ios(|p| p.read_iops), 1),
-                read_p50_us: worst(|p| p.read_p50_us),
-                read_p99_us: worst(|p| p.read_p99_us),
-                read_max_us: worst(|p| p.read_max_us),
-            }
-        })
-        .collect()
-}
-
-/// The `metrics` object of the JSON report.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct MetricsSummary {
-    /// `null` when the run wrote nothing.
-    pub write: Option<DirectionSummary>,
-    /// `null` when the run read nothing through the engine.
-    pub read: Option<DirectionSummary>,
-    #[serde(default)]
-    pub timeline: Vec<TimelinePoint>,
-}
-
-/// Totals of one direction.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DirectionSummary {
-    pub ios: u64,
-    pub bytes: u64,
-    /// Time with IO of this direction: from its first submission to its last
-    /// completion, less pauses of over a second with nothing in flight.
-    pub active_s: f64,
-    /// `ios / active_s`.
-    pub iops: f64,
-    /// `bytes / active_s`.
-    pub bytes_per_s: f64,
-    pub latency_us: LatencyUs,
-}
-
-/// Latency percentiles, submission to completion, in microseconds.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LatencyUs {
-    pub p50: f64,
-    pub p99: f64,
-    pub p99_9: f64,
-    pub max: f64,
-}
-
-/// One point of the timeline: one line of the `--metrics` file, one element
-/// of the report's `metrics.timeline`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TimelinePoint {
-    /// Seconds since the run started (start of this point).
-    pub t_s: u64,
-    /// Length of this point: 1 for a whole second; less for the last one of
-    /// a run; more for merged points of a long run's report.
-    pub span_s: f64,
-    /// Bytes written by writes that completed during the point.
-    pub write_bytes: u64,
-    /// Writes completed per second during the point.
-    pub write_iops: f64,
-    /// Latency percentiles of those writes (`null`: none completed).
-    pub write_p50_us: Option<f64>,
-    pub write_p99_us: Option<f64>,
-    pub write_max_us: Option<f64>,
-    pub read_bytes: u64,
-    pub read_iops: f64,
-    pub read_p50_us: Option<f64>,
-    pub read_p99_us: Option<f64>,
-    pub read_max_us: Option<f64>,
-}
-
-impl TimelinePoint {
-    pub fn write_bytes_per_s(&self) -> f64 {
-        self.write_bytes as f64 / self.span_s.max(1e-9)
-    }
-
-    pub fn read_bytes_per_s(&self) -> f64 {
-        self.read_bytes as f64 / self.span_s.max(1e-9)
-    }
-}
-
-/// A run's metrics, with the `--metrics FILE` emitter when one was asked
-/// for: a thread that appends one JSON line per ended second.
-pub struct MetricsRecording {
-    metrics: Arc<Metrics>,
-    emitter: Option<Emitter>,
-}
-
-struct Emitter {
-    path: PathBuf,
-    stop: Sender<()>,
-    thread: JoinHandle<EmitterEnd>,
-}
-
-/// What the emitter thread hands back: its file, the next second to write,
-/// and the first write error, if any.
-struct EmitterEnd {
-    out: BufWriter<File>,
-    next_second: u64,
-    error: Option<std::io::Error>,
-}
-
-impl MetricsRecording {
-    /// Start recording; with `path`, create that file now (a usage error,
-    /// before anything is written, when it cannot be created) and start the
-    /// emitter.
-    pub fn start(path: Option<&Path>) -> Result<MetricsRecording> {
-        let metrics = Arc::new(Metrics::new());
-        let emitter = match path {
-            None => None,
-            Some(path) => {
-                let file = File::create(path).map_err(|e| {
-                    Error::usage(format!(
-                        "cannot create metrics file {}: {e}; give a writable path to --metrics",
-                        path.display()
-                    ))
-                })?;
-                let (stop, stopped) = channel::<()>();
-                let thread_metrics = Arc::clone(&metrics);
-                let thread = std::thread::Builder::new()
-                    .name("bs-metrics".to_string())
-                    .spawn(move || {
-                        let mut end = EmitterEnd {
-                            out: BufWriter::new(file),
-                            next_second: 0,
-                            error: None,
-                        };
-                        loop {
-                            let elapsed = thread_metrics.started.elapsed();
-                            let next_tick = Duration::from_secs(elapsed.as_secs() + 1);
-                            match stopped.recv_timeout(next_tick - elapsed) {
-                                Err(RecvTimeoutError::Timeout) => {}
-                                Ok(()) | Err(RecvTimeoutError::Disconnected) => return end,
-                            }
-                            let (points, next) = thread_metrics.ended_seconds(end.next_second);
-                            end.next_second = next;
-                            end.write(&points);
-                        }
-                    })
-                    .map_err(|e| Error::run(format!("cannot start the metrics thread: {e}")))?;
-                Some(Emitter {
-                    path: path.to_path_buf(),
-                    stop,
-                    thread,
-                })
-            }
-        };
-        Ok(MetricsRecording { metrics, emitter })
-    }
-
-    /// The recorder, for `WriteOptions` / `VerifyOptions`.
-    pub fn metrics(&self) -> Arc<Metrics> {
-        Arc::clone(&self.metrics)
-    }
-
-    /// Stop the emitter and write the remaining seconds, the partial last
-    /// one included. A file that could not be written is worth a warning,
-    /// not the run's verdict: the message is returned for the caller to print.
-    pub fn finish(self) -> Option<String> {
-        let emitter = self.emitter?;
-        let _ = emitter.stop.send(());
-        let mut end = match emitter.thread.join() {
-            Ok(end) => end,
-            Err(_) => return Some("the metrics thread panicked".to_string()),
-        };
-        let points = self.metrics.remaining_seconds(end.next_second);
-        end.write(&points);
-        if end.error.is_none()
-            && let Err(e) = end.out.flush()
-        {
-            end.error = Some(e);
-        }
-        end.error.map(|e| {
-            format!(
-                "cannot write metrics file {}: {e}; its lines may be incomplete",
-                emitter.path.display()
-            )
-        })
-    }
-}
-
-impl EmitterEnd {
-    fn write(&mut self, points: &[TimelinePoint]) {
-        if self.error.is_some() {
-            return;
-        }
-        for point in points {
-            let line = serde_json::to_string(point).expect("timeline point serialises");
-            if let Err(e) = writeln!(self.out, "{line}") {
-                self.error = Some(e);
-                return;
-            }
-        }
-        if let Err(e) = self.out.flush() {
-            self.error = Some(e);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn ms(n: u64) -> Duration {
@@ -619,36 +385,6 @@ mod tests {
         assert!((s.active_s - 2.001).abs() < 1e-6, "{}", s.active_s);
         assert!((s.iops - 22.0 / 2.001).abs() < 0.1, "{}", s.iops);
     }
-
-    #[test]
-    fn long_timelines_are_merged_keeping_the_worst_latency() {
-        let points: Vec<TimelinePoint> = (0..10)
-            .map(|t| TimelinePoint {
-                t_s: t,
-                span_s: 1.0,
-                write_bytes: 100,
-                write_iops: 10.0,
-                write_p50_us: Some(5.0),
-                write_p99_us: Some(if t == 7 { 900.0 } else { 50.0 }),
-                write_max_us: Some(60.0),
-                read_bytes: 0,
-                read_iops: 0.0,
-                read_p50_us: None,
-                read_p99_us: None,
-                read_max_us: None,
-            })
-            .collect();
-        let merged = coarsen(points, 4);
-        assert_eq!(merged.len(), 4);
-        assert_eq!(merged[2].t_s, 6);
-        assert_eq!(merged[2].span_s, 3.0);
-        assert_eq!(merged[2].write_bytes, 300);
-        assert_eq!(merged[2].write_iops, 10.0);
-        assert_eq!(merged[2].write_p99_us, Some(900.0));
-        assert_eq!(merged[2].read_p99_us, None);
-        assert_eq!(merged[3].span_s, 1.0);
-    }
-
     #[test]
     fn summary_without_io_has_no_directions() {
         let metrics = Metrics::new();
@@ -685,54 +421,5 @@ mod tests {
         assert_eq!(summary.read.unwrap().bytes, 1000 << 20);
         let timeline_writes: u64 = summary.timeline.iter().map(|p| p.write_bytes).sum();
         assert_eq!(timeline_writes, 1000 * 4096);
-    }
-
-    #[test]
-    fn the_emitter_writes_one_json_line_per_second() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.jsonl");
-        let recording = MetricsRecording::start(Some(&path)).unwrap();
-        let metrics = recording.metrics();
-        let started = Instant::now();
-        while started.elapsed() < ms(2_300) {
-            metrics.record_write(Duration::from_micros(30), 4096);
-            std::thread::sleep(ms(5));
-        }
-        // Two whole seconds are on disk before the run ends.
-        let lines_while_running = std::fs::read_to_string(&path).unwrap().lines().count();
-        assert!(lines_while_running >= 2, "{lines_while_running} lines");
-        assert_eq!(recording.finish(), None);
-        let text = std::fs::read_to_string(&path).unwrap();
-        let points: Vec<TimelinePoint> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("each line is a point"))
-            .collect();
-        assert_eq!(points.len(), 3);
-        assert_eq!(
-            points.iter().map(|p| p.t_s).collect::<Vec<_>>(),
-            vec![0, 1, 2]
-        );
-        assert_eq!(points[0].span_s, 1.0);
-        assert!(points[2].span_s < 1.0);
-        assert!(points.iter().all(|p| p.write_bytes > 0));
-        let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-        for key in [
-            "t_s",
-            "write_bytes",
-            "write_iops",
-            "write_p99_us",
-            "read_iops",
-        ] {
-            assert!(line.get(key).is_some(), "{key} in {line}");
-        }
-    }
-
-    #[test]
-    fn an_uncreatable_metrics_file_is_a_usage_error() {
-        let error = MetricsRecording::start(Some(Path::new("/nonexistent/dir/m.jsonl")))
-            .err()
-            .expect("refused");
-        assert!(matches!(error, Error::Usage(_)));
-        assert!(error.to_string().contains("/nonexistent/dir/m.jsonl"));
     }
 }

@@ -1,0 +1,191 @@
+//! The `--metrics FILE` emitter: a thread that appends one JSON line per
+//! ended second while the run goes on, and the rest when it finishes.
+
+use std::fs::File;
+use std::io::{BufWriter, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::record::Metrics;
+use super::summary::TimelinePoint;
+use crate::error::{Error, Result};
+
+/// A run's metrics, with the `--metrics FILE` emitter when one was asked
+/// for: a thread that appends one JSON line per ended second.
+pub struct MetricsRecording {
+    metrics: Arc<Metrics>,
+    emitter: Option<Emitter>,
+}
+
+struct Emitter {
+    path: PathBuf,
+    stop: Sender<()>,
+    thread: JoinHandle<EmitterEnd>,
+}
+
+/// What the emitter thread hands back: its file, the next second to write,
+/// and the first write error, if any.
+struct EmitterEnd {
+    out: BufWriter<File>,
+    next_second: u64,
+    error: Option<std::io::Error>,
+}
+
+impl MetricsRecording {
+    /// Start recording; with `path`, create that file now (a usage error,
+    /// before anything is written, when it cannot be created) and start the
+    /// emitter.
+    pub fn start(path: Option<&Path>) -> Result<MetricsRecording> {
+        let metrics = Arc::new(Metrics::new());
+        let emitter = match path {
+            None => None,
+            Some(path) => {
+                let file = File::create(path).map_err(|e| {
+                    Error::usage(format!(
+                        "cannot create metrics file {}: {e}; give a writable path to --metrics",
+                        path.display()
+                    ))
+                })?;
+                let (stop, stopped) = channel::<()>();
+                let thread_metrics = Arc::clone(&metrics);
+                let thread = std::thread::Builder::new()
+                    .name("bs-metrics".to_string())
+                    .spawn(move || {
+                        let mut end = EmitterEnd {
+                            out: BufWriter::new(file),
+                            next_second: 0,
+                            error: None,
+                        };
+                        loop {
+                            let elapsed = thread_metrics.started.elapsed();
+                            let next_tick = Duration::from_secs(elapsed.as_secs() + 1);
+                            match stopped.recv_timeout(next_tick - elapsed) {
+                                Err(RecvTimeoutError::Timeout) => {}
+                                Ok(()) | Err(RecvTimeoutError::Disconnected) => return end,
+                            }
+                            let (points, next) = thread_metrics.ended_seconds(end.next_second);
+                            end.next_second = next;
+                            end.write(&points);
+                        }
+                    })
+                    .map_err(|e| Error::run(format!("cannot start the metrics thread: {e}")))?;
+                Some(Emitter {
+                    path: path.to_path_buf(),
+                    stop,
+                    thread,
+                })
+            }
+        };
+        Ok(MetricsRecording { metrics, emitter })
+    }
+
+    /// The recorder, for `WriteOptions` / `VerifyOptions`.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Stop the emitter and write the remaining seconds, the partial last
+    /// one included. A file that could not be written is worth a warning,
+    /// not the run's verdict: the message is returned for the caller to print.
+    pub fn finish(self) -> Option<String> {
+        let emitter = self.emitter?;
+        let _ = emitter.stop.send(());
+        let mut end = match emitter.thread.join() {
+            Ok(end) => end,
+            Err(_) => return Some("the metrics thread panicked".to_string()),
+        };
+        let points = self.metrics.remaining_seconds(end.next_second);
+        end.write(&points);
+        if end.error.is_none()
+            && let Err(e) = end.out.flush()
+        {
+            end.error = Some(e);
+        }
+        end.error.map(|e| {
+            format!(
+                "cannot write metrics file {}: {e}; its lines may be incomplete",
+                emitter.path.display()
+            )
+        })
+    }
+}
+
+impl EmitterEnd {
+    fn write(&mut self, points: &[TimelinePoint]) {
+        if self.error.is_some() {
+            return;
+        }
+        for point in points {
+            let line = serde_json::to_string(point).expect("timeline point serialises");
+            if let Err(e) = writeln!(self.out, "{line}") {
+                self.error = Some(e);
+                return;
+            }
+        }
+        if let Err(e) = self.out.flush() {
+            self.error = Some(e);
+        }
+    }
+}
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_emitter_writes_one_json_line_per_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.jsonl");
+        let recording = MetricsRecording::start(Some(&path)).unwrap();
+        let metrics = recording.metrics();
+        let started = Instant::now();
+        while started.elapsed() < ms(2_300) {
+            metrics.record_write(Duration::from_micros(30), 4096);
+            std::thread::sleep(ms(5));
+        }
+        // Two whole seconds are on disk before the run ends.
+        let lines_while_running = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert!(lines_while_running >= 2, "{lines_while_running} lines");
+        assert_eq!(recording.finish(), None);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let points: Vec<TimelinePoint> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line is a point"))
+            .collect();
+        assert_eq!(points.len(), 3);
+        assert_eq!(
+            points.iter().map(|p| p.t_s).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
+        assert_eq!(points[0].span_s, 1.0);
+        assert!(points[2].span_s < 1.0);
+        assert!(points.iter().all(|p| p.write_bytes > 0));
+        let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        for key in [
+            "t_s",
+            "write_bytes",
+            "write_iops",
+            "write_p99_us",
+            "read_iops",
+        ] {
+            assert!(line.get(key).is_some(), "{key} in {line}");
+        }
+    }
+
+    #[test]
+    fn an_uncreatable_metrics_file_is_a_usage_error() {
+        let error = MetricsRecording::start(Some(Path::new("/nonexistent/dir/m.jsonl")))
+            .err()
+            .expect("refused");
+        assert!(matches!(error, Error::Usage(_)));
+        assert!(error.to_string().contains("/nonexistent/dir/m.jsonl"));
+    }
+}
