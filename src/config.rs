@@ -174,8 +174,10 @@ impl WriteConfig {
                     }
                     other => other,
                 },
-                progress: None,
-                metrics: None,
+                // No progress or metrics until a command asks; the system
+                // clock, and a stop token the write phase replaces with the
+                // one signals fire.
+                ..WriteOptions::default()
             },
         })
     }

@@ -18,6 +18,7 @@
 pub mod app;
 pub mod buf;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -9,8 +9,9 @@
 //! and the manifest once more says exactly what the target holds.
 
 use crate::buf::AlignedBuf;
+use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::manifest::{Manifest, next_generation, unix_now_s};
+use crate::manifest::{Manifest, next_generation};
 use crate::stamp::{self, WriteStamp};
 use crate::storage::Target;
 use crate::verify::{Expectation, classify};
@@ -27,7 +28,13 @@ pub struct Recovery {
     pub rewritten: u64,
 }
 
-pub fn recover(manifest: &mut Manifest, target: &dyn Target) -> Result<Recovery> {
+/// Reconcile `manifest` with `target`; a rewritten block's stamp carries
+/// `clock`'s wall time, as the writer's do.
+pub fn recover(
+    manifest: &mut Manifest,
+    target: &dyn Target,
+    clock: &dyn Clock,
+) -> Result<Recovery> {
     let pending = manifest.pending_writes()?;
     let format = manifest.format();
     let block_size = format.block_size as u64;
@@ -89,7 +96,7 @@ pub fn recover(manifest: &mut Manifest, target: &dyn Target) -> Result<Recovery>
                         block,
                         generation,
                         write_seq,
-                        write_time_s: unix_now_s() as u32,
+                        write_time_s: clock.unix_now_s() as u32,
                     },
                     &mut buf,
                 );

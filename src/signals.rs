@@ -1,28 +1,55 @@
 //! SIGINT/SIGTERM: stop writing cleanly (finish the IOs in flight, flush,
-//! close the manifest) instead of dying mid-burst.
+//! close the manifest) instead of dying mid-burst. A signal fires the
+//! process-wide [`StopToken`]; the writer checks only the token it is given,
+//! so tests stop it without signals and runs without one never stop.
 
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-fn flag() -> &'static Arc<AtomicBool> {
-    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
-    FLAG.get_or_init(|| Arc::new(AtomicBool::new(false)))
+/// A request to stop, shared by whoever may ask (a signal handler, a test)
+/// and the phase that checks it: clones share one flag. A new token fires
+/// only when someone holding a clone calls [`StopToken::stop`].
+#[derive(Clone, Debug, Default)]
+pub struct StopToken(Arc<AtomicBool>);
+
+impl StopToken {
+    pub fn new() -> StopToken {
+        StopToken::default()
+    }
+
+    /// Ask every holder of this token to stop.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn stop_requested(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
-/// Route SIGINT and SIGTERM to the stop flag. A second signal of the same
-/// kind while stopping ends the process at once (the usual double Ctrl-C).
-pub fn install() {
+/// The token SIGINT and SIGTERM fire (once [`install`] has run).
+fn process_token() -> &'static StopToken {
+    static TOKEN: OnceLock<StopToken> = OnceLock::new();
+    TOKEN.get_or_init(StopToken::new)
+}
+
+/// Route SIGINT and SIGTERM to the process-wide stop token, and return it.
+/// A second signal of the same kind while stopping ends the process at once
+/// (the usual double Ctrl-C).
+pub fn install() -> StopToken {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(install_handlers);
+    process_token().clone()
 }
 
 fn install_handlers() {
+    let flag = &process_token().0;
     // Order matters: the shutdown check runs first, so only a signal that
     // finds the flag already set (the second one) ends the process.
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(flag()));
-        let _ = signal_hook::flag::register(signal, Arc::clone(flag()));
+        let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(flag));
+        let _ = signal_hook::flag::register(signal, Arc::clone(flag));
     }
 }
 
@@ -50,11 +77,12 @@ macro_rules! say {
     };
 }
 
+/// Whether the process was asked to stop (by a signal or `request_stop`).
 pub fn stop_requested() -> bool {
-    flag().load(Ordering::Relaxed)
+    process_token().stop_requested()
 }
 
 /// Ask a running phase to stop (as a signal would).
 pub fn request_stop() {
-    flag().store(true, Ordering::Relaxed);
+    process_token().stop();
 }

@@ -17,15 +17,21 @@
 //!   batch made on the journal's own thread while the batch before runs,
 //!   so the IO thread rarely waits for it and the journal costs little
 //!   throughput.
+//!
+//! The writer's time and its stop request come in its options: a
+//! [`Clock`] (the system's, or a manual one in tests and the selftest) and
+//! a [`StopToken`] (the one signals fire, or one nobody fires).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock::{Clock, SystemClock};
 use crate::engine::{Completion, Engine, Io, IoKind};
 use crate::error::{Error, Result};
-use crate::manifest::{Manifest, next_generation, unix_now_s};
+use crate::manifest::{Manifest, next_generation};
+use crate::signals::StopToken;
 use crate::stamp::{self, WriteStamp};
 use crate::workload::{Workload, WriteOp};
 
@@ -57,6 +63,11 @@ pub struct WriteOptions {
     pub progress: Option<Arc<crate::progress::Counters>>,
     /// Where completed IOs' latencies and bytes are recorded.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Stop submitting once this fires (the outcome says `interrupted`).
+    pub stop: StopToken,
+    /// Time for the duration goal, burst gaps, header stores and the
+    /// write time in every stamp.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for WriteOptions {
@@ -70,6 +81,8 @@ impl Default for WriteOptions {
             verify_backlog: None,
             progress: None,
             metrics: None,
+            stop: StopToken::new(),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -174,15 +187,16 @@ struct Writer<'a> {
     unjournaled_entries: usize,
 }
 
-/// Run the write phase to the end of the workload (or the duration, or a
-/// stop signal).
+/// Run the write phase to the end of the workload (or the duration, or
+/// until the options' stop token fires).
 pub fn write(
     manifest: &mut Manifest,
     engine: &mut dyn Engine,
     workload: &mut dyn Workload,
     options: &WriteOptions,
 ) -> Result<WriteOutcome> {
-    let started = Instant::now();
+    let clock = options.clock.as_ref();
+    let started = clock.now();
     manifest.begin_write()?;
     let mut writer = Writer {
         manifest,
@@ -203,13 +217,12 @@ pub fn write(
     let mut burst = Vec::new();
     let mut workload_done = false;
     let mut writes_since_flush = 0u64;
-    let mut last_header_store = Instant::now();
+    let mut last_header_store = clock.now();
 
     loop {
-        let stop = crate::signals::stop_requested()
-            || options.duration.is_some_and(|d| started.elapsed() >= d);
-        if stop {
-            writer.outcome.interrupted = crate::signals::stop_requested();
+        let interrupted = options.stop.stop_requested();
+        if interrupted || options.duration.is_some_and(|d| clock.now() - started >= d) {
+            writer.outcome.interrupted = interrupted;
             break;
         }
         // Keep a batch planned ahead of the writes going out: its intents
@@ -269,14 +282,15 @@ pub fn write(
         if writer.failure.is_some() {
             break;
         }
-        if last_header_store.elapsed() >= Duration::from_secs(5) {
+        let now = clock.now();
+        if now - last_header_store >= Duration::from_secs(5) {
             writer.manifest.persist_undo()?;
             writer.manifest.store_header()?;
-            last_header_store = Instant::now();
+            last_header_store = now;
         }
         if !options.burst_gap.is_zero() {
             writer.engine.kick().map_err(engine_error)?;
-            std::thread::sleep(options.burst_gap);
+            clock.sleep(options.burst_gap);
         }
     }
     writer.drain()?;
@@ -289,7 +303,7 @@ pub fn write(
     }
     writer.flush()?;
     let mut outcome = writer.outcome;
-    outcome.elapsed = started.elapsed();
+    outcome.elapsed = clock.now() - started;
     outcome.passes_completed = workload.passes_completed();
     manifest.header_mut().passes_completed += outcome.passes_completed;
     manifest.finish_write()?;
@@ -419,7 +433,7 @@ impl Writer<'_> {
         let block_size = format.block_size as usize;
         let write_seq = self.manifest.header().next_write_seq;
         self.manifest.header_mut().next_write_seq += 1;
-        let write_time_s = unix_now_s() as u32;
+        let write_time_s = self.options.clock.unix_now_s() as u32;
         let mut buf = self.io_buffer(op);
         for (i, chunk) in buf.chunks_exact_mut(block_size).enumerate() {
             let block = op.first_block + i as u64;
@@ -657,5 +671,216 @@ impl Writer<'_> {
             self.manifest.journal_release(end)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::PathBuf;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::engine::inline::InlineEngine;
+    use crate::manifest::journal::journal_bytes_for;
+    use crate::manifest::{NewManifest, TargetRecord};
+    use crate::stamp::{PAYLOAD_BYTES, SECTOR_BYTES, SectorContent, decode_sector};
+    use crate::storage::file::FileTarget;
+    use crate::storage::{OpenRequest, Target};
+    use crate::workload::{BurstPlan, BurstWorkload, Scatter};
+
+    const BLOCK_SIZE: u32 = 4096;
+    const BLOCKS: u64 = 64;
+    const BURST: usize = 4;
+    const RUN_ID: u64 = 0x7e57;
+
+    /// A scratch image and its manifest, written on the inline engine.
+    struct Scratch {
+        _dir: tempfile::TempDir,
+        image: PathBuf,
+        manifest: Manifest,
+        engine: InlineEngine,
+    }
+
+    fn scratch() -> Scratch {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("img");
+        let request = OpenRequest {
+            write: true,
+            create_size: Some(BLOCKS * BLOCK_SIZE as u64),
+            direct: false,
+            force: false,
+        };
+        let target: Arc<dyn Target> = Arc::new(FileTarget::open(&image, "img", &request).unwrap());
+        let manifest = Manifest::create(
+            &dir.path().join("manifest"),
+            NewManifest {
+                run_id: RUN_ID,
+                seed: 1,
+                block_size: BLOCK_SIZE,
+                random_bytes: PAYLOAD_BYTES as u16,
+                dedup_permille: 0,
+                journal_bytes: journal_bytes_for(BLOCKS),
+                target: TargetRecord::from_info(target.info()),
+            },
+        )
+        .unwrap();
+        Scratch {
+            _dir: dir,
+            image,
+            manifest,
+            engine: InlineEngine::new(target, 8),
+        }
+    }
+
+    /// Every block once per pass (forever with `passes` None), in bursts of
+    /// [`BURST`] single-block writes.
+    fn workload(passes: Option<u64>) -> BurstWorkload {
+        BurstWorkload::new(BurstPlan {
+            block_count: BLOCKS,
+            burst: BURST,
+            scatter: Scatter::Random,
+            io_blocks: (1, 1),
+            overwrite: 0.0,
+            coverage: 1.0,
+            passes,
+            seed: 7,
+        })
+    }
+
+    impl Scratch {
+        fn write(&mut self, workload: &mut dyn Workload, options: &WriteOptions) -> WriteOutcome {
+            write(&mut self.manifest, &mut self.engine, workload, options).unwrap()
+        }
+
+        /// The write time of every stamp of this run on the image.
+        fn stamped_times(&self) -> BTreeSet<u32> {
+            std::fs::read(&self.image)
+                .unwrap()
+                .chunks_exact(SECTOR_BYTES)
+                .filter_map(|sector| match decode_sector(sector) {
+                    SectorContent::Stamp(stamp) if stamp.run_id == RUN_ID => {
+                        Some(stamp.write_time_s)
+                    }
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    /// Hands out bursts, and fires `stop` once it has handed out `bursts`.
+    struct StopAfter {
+        inner: BurstWorkload,
+        stop: StopToken,
+        bursts: u64,
+    }
+
+    impl Workload for StopAfter {
+        fn next_burst(&mut self, burst: &mut Vec<WriteOp>) -> bool {
+            if self.bursts == 0 {
+                self.stop.stop();
+            }
+            self.bursts = self.bursts.saturating_sub(1);
+            self.inner.next_burst(burst)
+        }
+    }
+
+    #[test]
+    fn a_stop_fired_before_the_first_burst_writes_nothing_and_says_interrupted() {
+        let mut scratch = scratch();
+        let options = WriteOptions {
+            stop: StopToken::new(),
+            ..WriteOptions::default()
+        };
+        options.stop.stop();
+        let outcome = scratch.write(&mut workload(Some(1)), &options);
+        assert!(outcome.interrupted);
+        assert_eq!((outcome.writes, outcome.bytes_written), (0, 0));
+        assert_eq!(scratch.manifest.count_written(), 0);
+        assert!(
+            std::fs::read(&scratch.image)
+                .unwrap()
+                .iter()
+                .all(|&b| b == 0),
+            "nothing reached the image"
+        );
+    }
+
+    #[test]
+    fn a_stop_fired_mid_run_ends_it_with_every_completed_write_recorded() {
+        let mut scratch = scratch();
+        let stop = StopToken::new();
+        let options = WriteOptions {
+            stop: stop.clone(),
+            ..WriteOptions::default()
+        };
+        let mut workload = StopAfter {
+            inner: workload(Some(1)),
+            stop,
+            bursts: 2,
+        };
+        let outcome = scratch.write(&mut workload, &options);
+        assert!(outcome.interrupted);
+        assert!(outcome.writes > 0 && outcome.writes < BLOCKS, "{outcome:?}");
+        assert_eq!(scratch.manifest.count_written(), outcome.blocks_written);
+    }
+
+    #[test]
+    fn no_one_fires_the_default_token() {
+        let mut scratch = scratch();
+        let outcome = scratch.write(&mut workload(Some(2)), &WriteOptions::default());
+        assert!(!outcome.interrupted);
+        assert_eq!(outcome.writes, 2 * BLOCKS);
+        assert_eq!(outcome.passes_completed, 2);
+    }
+
+    #[test]
+    fn a_duration_run_ends_when_the_clock_says() {
+        let mut scratch = scratch();
+        // Each reading of the clock moves it a second on: the 10 s goal is
+        // reached after a handful of bursts, in no time at all.
+        let clock = Arc::new(ManualClock::new(1_700_000_000).with_step(Duration::from_secs(1)));
+        let options = WriteOptions {
+            duration: Some(Duration::from_secs(10)),
+            clock: clock.clone(),
+            ..WriteOptions::default()
+        };
+        let really_started = Instant::now();
+        let outcome = scratch.write(&mut workload(None), &options);
+        assert!(really_started.elapsed() < Duration::from_secs(60));
+        assert!(!outcome.interrupted, "the goal is not an interruption");
+        assert!(
+            outcome.writes > 0 && outcome.writes < 10 * BURST as u64,
+            "{outcome:?}"
+        );
+        assert!(outcome.elapsed >= Duration::from_secs(10), "{outcome:?}");
+    }
+
+    #[test]
+    fn burst_gaps_pass_on_the_clock_and_stamps_carry_its_time() {
+        let mut scratch = scratch();
+        let clock = Arc::new(ManualClock::new(1_700_000_000));
+        let gap = Duration::from_secs(3600);
+        let options = WriteOptions {
+            burst_gap: gap,
+            clock: clock.clone(),
+            ..WriteOptions::default()
+        };
+        let really_started = Instant::now();
+        let outcome = scratch.write(&mut workload(Some(1)), &options);
+        assert!(
+            really_started.elapsed() < Duration::from_secs(60),
+            "an hour's gap between bursts is not slept for real"
+        );
+        let bursts = BLOCKS / BURST as u64;
+        assert_eq!(outcome.writes, BLOCKS);
+        assert_eq!(clock.elapsed(), gap * bursts as u32);
+        assert_eq!(outcome.elapsed, gap * bursts as u32);
+        // Burst k is stamped k hours after the first.
+        let expected: BTreeSet<u32> = (0..bursts as u32)
+            .map(|k| 1_700_000_000 + 3600 * k)
+            .collect();
+        assert_eq!(scratch.stamped_times(), expected);
     }
 }

@@ -163,9 +163,10 @@ pub(super) fn write_phase(
     target: &Arc<dyn Target>,
     config: &WriteConfig,
 ) -> Result<WriteOutcome> {
-    crate::signals::install();
+    let stop = crate::signals::install();
     if manifest.header().state == ManifestState::Writing {
-        let recovery = crate::recovery::recover(manifest, target.as_ref())?;
+        let recovery =
+            crate::recovery::recover(manifest, target.as_ref(), config.options.clock.as_ref())?;
         eprintln!(
             "note: the last write of this manifest did not finish; reconciled {} block(s) with pending writes \
              ({} held the new generation, {} the old, {} torn and rewritten)",
@@ -237,6 +238,7 @@ pub(super) fn write_phase(
     let display = crate::progress::Display::start("write", goal, Arc::clone(&counters));
     let options = WriteOptions {
         progress: Some(counters),
+        stop,
         ..config.options.clone()
     };
     let outcome = writer::write(manifest, engine.as_mut(), &mut workload, &options);

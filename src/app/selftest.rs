@@ -298,3 +298,69 @@ impl Drop for ScratchDir {
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{Access, MAP_OFFSET, Manifest, ManifestHeader};
+    use crate::sim::scenario::{Reported, WRITE_TIME_S};
+    use crate::stamp::{SECTOR_BYTES, SectorContent, decode_sector};
+
+    /// The header with what differs between two directories (the image's
+    /// path) and what the manifest takes from the machine's clock (creation
+    /// times) set aside.
+    fn comparable(mut header: ManifestHeader) -> ManifestHeader {
+        header.target.uri.clear();
+        header.created_unix_s = 0;
+        for checkpoint in &mut header.checkpoints {
+            checkpoint.created_unix_s = 0;
+        }
+        header
+    }
+
+    #[test]
+    fn a_seed_decides_every_byte_the_selftest_writes() {
+        let block_size = 4096;
+        let scenario = standard_scenario(block_size, 0x5eed_5e1f);
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let mut findings = Vec::new();
+        for dir in &dirs {
+            let outcome = run_scenario(dir.path(), &scenario).unwrap();
+            assert!(outcome.compare().exact(), "{:#?}", outcome.compare());
+            let mut reported: Vec<Reported> = outcome.findings.iter().map(Reported::from).collect();
+            reported.sort_by_key(|r| r.block);
+            findings.push(reported);
+        }
+        assert_eq!(findings[0], findings[1]);
+
+        let image = format!("selftest-{block_size}.img");
+        let manifest = format!("selftest-{block_size}.manifest");
+        let read = |i: usize, name: &str| std::fs::read(dirs[i].path().join(name)).unwrap();
+        let images = [read(0, &image), read(1, &image)];
+        assert!(images[0] == images[1], "the images differ");
+        let manifests = [read(0, &manifest), read(1, &manifest)];
+        let map_offset = MAP_OFFSET as usize;
+        assert!(
+            manifests[0][map_offset..] == manifests[1][map_offset..],
+            "the generation maps, journals or undo logs differ"
+        );
+        let headers = dirs.each_ref().map(|dir| {
+            let manifest = Manifest::open(&dir.path().join(&manifest), Access::Read).unwrap();
+            comparable(manifest.header().clone())
+        });
+        assert_eq!(headers[0], headers[1]);
+
+        // Every stamp of the run carries the fixed clock's time, none the
+        // machine's.
+        let stamped_times: std::collections::BTreeSet<u32> = images[0]
+            .chunks_exact(SECTOR_BYTES)
+            .filter_map(|sector| match decode_sector(sector) {
+                SectorContent::Stamp(stamp) if stamp.run_id == headers[0].run_id => {
+                    Some(stamp.write_time_s)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(stamped_times, [WRITE_TIME_S as u32].into());
+    }
+}

@@ -1,5 +1,7 @@
 //! One write → verify run through the fault layer, and the comparison of
-//! what verify found with what the layer says it must find.
+//! what verify found with what the layer says it must find. The writes go
+//! out on the inline engine under a clock standing still, so a seed decides
+//! every byte written to the image and the manifest's map and journal.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -8,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::clock::{Clock, ManualClock};
+use crate::engine::inline::InlineEngine;
 use crate::engine::sync::SyncEngine;
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, NewManifest, TargetRecord};
@@ -25,6 +29,9 @@ use crate::writer::{self, WriteOptions};
 /// Name of the checkpoint taken before the writes the manifest's checked
 /// state does not know.
 pub const CHECKPOINT: &str = "selftest";
+
+/// The wall time every selftest write is stamped with (Unix seconds).
+pub const WRITE_TIME_S: u64 = 1_700_000_000;
 
 /// A run to make: the target, the workload, and the faults.
 #[derive(Clone, Debug)]
@@ -145,7 +152,8 @@ pub fn run_scenario(dir: &Path, scenario: &Scenario) -> Result<ScenarioOutcome> 
         passes: Some(scenario.passes as u64),
         seed: scenario.seed,
     });
-    write_through(&mut manifest, &target, queue_depth, &mut workload)?;
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(WRITE_TIME_S));
+    write_through(&mut manifest, &target, queue_depth, &clock, &mut workload)?;
     layer
         .settle()
         .map_err(|e| Error::run(format!("fault layer: {e}")))?;
@@ -165,7 +173,7 @@ pub fn run_scenario(dir: &Path, scenario: &Scenario) -> Result<ScenarioOutcome> 
             position: 0,
             burst: queue_depth,
         };
-        write_through(&mut manifest, &target, queue_depth, &mut again)?;
+        write_through(&mut manifest, &target, queue_depth, &clock, &mut again)?;
         blocks
     } else {
         Vec::new()
@@ -203,14 +211,22 @@ pub fn run_scenario(dir: &Path, scenario: &Scenario) -> Result<ScenarioOutcome> 
     })
 }
 
+/// Write `workload` in this thread, in submission order (the inline
+/// engine), so the fault layer sees the same writes in the same order on
+/// every run of a seed.
 fn write_through(
     manifest: &mut Manifest,
     target: &Arc<dyn Target>,
     queue_depth: usize,
+    clock: &Arc<dyn Clock>,
     workload: &mut dyn Workload,
 ) -> Result<()> {
-    let mut engine = SyncEngine::new(Arc::clone(target), queue_depth);
-    writer::write(manifest, &mut engine, workload, &WriteOptions::default())?;
+    let mut engine = InlineEngine::new(Arc::clone(target), queue_depth);
+    let options = WriteOptions {
+        clock: Arc::clone(clock),
+        ..WriteOptions::default()
+    };
+    writer::write(manifest, &mut engine, workload, &options)?;
     Ok(())
 }
 
