@@ -13,7 +13,6 @@ mod verify;
 mod write;
 
 pub use selftest::SelftestConfig;
-pub use soak::{Interval, SoakSection};
 
 use crate::cli::Command;
 use crate::error::Result;

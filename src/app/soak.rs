@@ -5,50 +5,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Serialize;
-
 use super::phases::{emit_report, prepare_write, verify_report, write_phase};
 use crate::cli::SoakArgs;
 use crate::config::{VerifyConfig, WriteConfig};
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
-use crate::report::FindingRecord;
+use crate::report::{FindingRecord, Interval, Report, SoakSection};
 use crate::units::parse_duration;
 use crate::writer::WriteOutcome;
-
-/// One write interval and the verify that closed it.
-#[derive(Clone, Debug, Serialize)]
-pub struct Interval {
-    pub index: u64,
-    /// Seconds since the soak started, at the end of the interval's verify.
-    pub t_s: f64,
-    pub writes: u64,
-    pub bytes_written: u64,
-    pub write_bytes_per_s: f64,
-    pub write_iops: f64,
-    pub rolling_checked_blocks: u64,
-    pub rolling_findings: u64,
-    pub verify_checked_blocks: u64,
-    pub verify_findings: u64,
-    pub verify_bytes_per_s: f64,
-}
-
-/// The `soak` section of the final report.
-#[derive(Clone, Debug, Serialize)]
-pub struct SoakSection {
-    pub duration_s: f64,
-    pub planned_duration_s: f64,
-    pub verify_every_s: f64,
-    pub stopped_by_signal: bool,
-    pub intervals: Vec<Interval>,
-    pub writes: u64,
-    pub bytes_written: u64,
-    pub rolling_checked_blocks: u64,
-    /// Findings of the rolling verify, as the verify report lists findings.
-    pub rolling_findings: Vec<FindingRecord>,
-    /// Findings of the interval verifies (the final one is the report's own).
-    pub interval_findings: u64,
-}
 
 pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
     let mut write_config = WriteConfig::from_flags(&args.write)?;
@@ -156,7 +120,6 @@ pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
         interval_findings,
     };
     let any_earlier_findings = !soak.rolling_findings.is_empty() || soak.interval_findings > 0;
-    report.soak = Some(serde_json::to_value(&soak).expect("soak section serialises"));
     if any_earlier_findings {
         report.clean = false;
         crate::say!(
@@ -165,6 +128,7 @@ pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
             soak.interval_findings
         );
     }
+    report.soak = Some(soak);
     let code = emit_report(&report, &verify_config)?;
     if let Some(warning) = recording.finish() {
         eprintln!("warning: {warning}");
@@ -181,7 +145,7 @@ fn interval(
     started: Instant,
     outcome: &WriteOutcome,
     rolling_findings: u64,
-    verify: Option<&crate::report::Report>,
+    verify: Option<&Report>,
 ) -> Interval {
     Interval {
         index,

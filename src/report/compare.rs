@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::{ReportFile, classes_in_order, text_table};
+use super::{Report, classes_in_order, text_table};
 use crate::metrics::DirectionSummary;
 use crate::units::{format_count, format_latency_us, format_rate};
 
@@ -118,8 +118,8 @@ pub struct ClassCounts {
 
 /// Compare tonight's report with last night's.
 pub fn compare(
-    last: (&str, &ReportFile),
-    tonight: (&str, &ReportFile),
+    last: (&str, &Report),
+    tonight: (&str, &Report),
     thresholds: Thresholds,
 ) -> Comparison {
     let (last_path, last) = last;
@@ -214,7 +214,7 @@ pub fn compare(
             findings.new, thresholds.max_new_findings
         ));
     }
-    let side = |path: &str, report: &ReportFile| Side {
+    let side = |path: &str, report: &Report| Side {
         path: path.to_string(),
         host: report.host_name().to_string(),
         run_id: report.run_id.clone(),
@@ -243,9 +243,9 @@ pub fn compare(
 /// "last.json has no write metrics", "neither report has write metrics".
 fn lacking(
     what: &str,
-    last: (&str, &ReportFile),
-    tonight: (&str, &ReportFile),
-    has: impl Fn(&ReportFile) -> bool,
+    last: (&str, &Report),
+    tonight: (&str, &Report),
+    has: impl Fn(&Report) -> bool,
 ) -> String {
     match (has(last.1), has(tonight.1)) {
         (false, false) => format!("neither report has {what}"),
@@ -315,7 +315,7 @@ fn direction_rows(
     }
 }
 
-fn compare_findings(last: &ReportFile, tonight: &ReportFile, max_new: u64) -> FindingsComparison {
+fn compare_findings(last: &Report, tonight: &Report, max_new: u64) -> FindingsComparison {
     let mut by_class: BTreeMap<String, ClassCounts> = BTreeMap::new();
     for (class, n) in &last.findings_by_class {
         by_class
@@ -514,13 +514,13 @@ mod tests {
     use crate::report::parse;
     use crate::report::tests::sample_json;
 
-    fn night(edit: impl FnOnce(&mut serde_json::Value)) -> ReportFile {
+    fn night(edit: impl FnOnce(&mut serde_json::Value)) -> Report {
         let mut json = sample_json();
         edit(&mut json);
         parse(&json.to_string()).unwrap()
     }
 
-    fn clean_night(edit: impl FnOnce(&mut serde_json::Value)) -> ReportFile {
+    fn clean_night(edit: impl FnOnce(&mut serde_json::Value)) -> Report {
         night(|json| {
             json["findings"] = serde_json::json!([]);
             json["findings_by_class"] = serde_json::json!({});

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::{ReportFile, classes_in_order, text_table};
+use super::{Report, classes_in_order, text_table};
 use crate::metrics::DirectionSummary;
 use crate::units::{format_latency_us, format_rate};
 
@@ -174,7 +174,7 @@ pub struct Extreme {
 }
 
 /// Merge `reports` (path, report) into one view.
-pub fn merge(reports: &[(String, ReportFile)]) -> Fleet {
+pub fn merge(reports: &[(String, Report)]) -> Fleet {
     let rows: Vec<FleetReport> = reports
         .iter()
         .map(|(path, r)| FleetReport {
@@ -365,7 +365,7 @@ mod tests {
     use crate::report::parse;
     use crate::report::tests::sample_json;
 
-    fn report(host: &str, edit: impl FnOnce(&mut serde_json::Value)) -> (String, ReportFile) {
+    fn report(host: &str, edit: impl FnOnce(&mut serde_json::Value)) -> (String, Report) {
         let mut json = sample_json();
         json["host"] = serde_json::json!(host);
         edit(&mut json);

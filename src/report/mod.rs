@@ -1,13 +1,15 @@
 //! Reports: the JSON report of the contract (`blockstamp.report/1`, see
-//! docs/CONTRACT.md) and the human summary, and the views built on reports
-//! read back from files — one run as an HTML page (`html`), two nights side
-//! by side (`compare`), a fleet of hosts in one view (`fleet`).
+//! docs/CONTRACT.md) — one schema, written by verify and read back — and the
+//! human summary, and the views built on reports read back from files — one
+//! run as an HTML page (`html`), two nights side by side (`compare`), a fleet
+//! of hosts in one view (`fleet`).
 
 pub mod compare;
 pub mod fleet;
 pub mod html;
 mod read;
 mod schema;
+mod summary;
 
 pub use read::*;
 pub use schema::*;

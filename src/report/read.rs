@@ -1,100 +1,20 @@
-//! Reviewing runs after the fact: JSON reports (`blockstamp.report/1`) read
-//! back from files, and the views built on them — one run as an HTML page
-//! (`html`), two nights side by side (`compare`), a fleet of hosts in one
-//! view (`fleet`).
-//!
-//! The model here is the reading side of `report::Report`: every field the
-//! contract fixes, tolerant of fields added later (unknown fields are
-//! ignored) and of fields that older reports lack (`host`, `metrics`).
-//! Finding classes stay strings, so a report that names a class this
-//! version does not know is still shown.
+//! Reading reports back from files (`load`, `parse`: a report checked
+//! before any view uses it), and what the review views share: classes in
+//! the contract's order, plain-text tables, output to a file or stdout.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::Path;
 
 use serde::Deserialize;
 
+use super::{Report, SCHEMA};
 use crate::error::{Error, Result};
-use crate::metrics::{DirectionSummary, MetricsSummary};
-use crate::report::SCHEMA;
-use crate::verify::{Corruption, FindingClass, SectorSpan};
-
-/// A JSON report read back.
-#[derive(Clone, Debug, Deserialize)]
-pub struct ReportFile {
-    pub schema: String,
-    #[serde(default)]
-    pub tool_version: String,
-    pub run_id: String,
-    #[serde(default)]
-    pub host: String,
-    pub target: TargetFile,
-    pub block_size: u32,
-    #[serde(default)]
-    pub checkpoint: Option<String>,
-    pub blocks: BlocksFile,
-    #[serde(default)]
-    pub findings_by_class: BTreeMap<String, u64>,
-    #[serde(default)]
-    pub findings: Vec<FindingFile>,
-    #[serde(default)]
-    pub findings_truncated: bool,
-    pub clean: bool,
-    #[serde(default)]
-    pub elapsed_s: f64,
-    #[serde(default)]
-    pub throughput_bytes_per_s: f64,
-    #[serde(default)]
-    pub bytes_read: u64,
-    #[serde(default)]
-    pub direct_io: bool,
-    #[serde(default)]
-    pub engine: String,
-    #[serde(default)]
-    pub notes: Vec<String>,
-    #[serde(default)]
-    pub metrics: Option<MetricsSummary>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct TargetFile {
-    pub uri: String,
-    #[serde(default)]
-    pub kind: String,
-    pub size_bytes: u64,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct BlocksFile {
-    pub total: u64,
-    pub expected_written: u64,
-    pub checked: u64,
-    pub ok: u64,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct FindingFile {
-    pub block: u64,
-    pub offset: u64,
-    pub class: String,
-    pub expected_generation: u32,
-    pub found_generation: Option<u32>,
-    pub found_block: Option<u64>,
-    pub persistent: bool,
-    #[serde(default)]
-    pub detail: String,
-    #[serde(default)]
-    pub torn_split: Option<Vec<SectorSpan>>,
-    #[serde(default)]
-    pub corruption: Option<Corruption>,
-    #[serde(default)]
-    pub unreadable_sectors: Vec<u32>,
-}
+use crate::verify::FindingClass;
 
 /// Read and check one report file. Every error is a usage error (exit 2):
 /// one line naming the file and what is wrong with it.
-pub fn load(path: &Path) -> Result<ReportFile> {
+pub fn load(path: &Path) -> Result<Report> {
     let bytes = std::fs::read(path)
         .map_err(|e| Error::usage(format!("cannot read report {}: {e}", path.display())))?;
     let text = std::str::from_utf8(&bytes).map_err(|_| {
@@ -107,7 +27,7 @@ pub fn load(path: &Path) -> Result<ReportFile> {
 }
 
 /// Parse a report's text; the error says what is wrong, for a person.
-pub fn parse(text: &str) -> std::result::Result<ReportFile, String> {
+pub fn parse(text: &str) -> std::result::Result<Report, String> {
     // The schema first, so a JSON file of another kind is named as such
     // rather than as a report missing some field.
     #[derive(Deserialize)]
@@ -129,7 +49,7 @@ pub fn parse(text: &str) -> std::result::Result<ReportFile, String> {
             ));
         }
     }
-    let report: ReportFile =
+    let report: Report =
         serde_json::from_str(text).map_err(|e| format!("damaged {SCHEMA} report: {e}"))?;
     if report.blocks.ok > report.blocks.checked || report.blocks.checked > report.blocks.total {
         return Err(format!(
@@ -140,41 +60,9 @@ pub fn parse(text: &str) -> std::result::Result<ReportFile, String> {
     Ok(report)
 }
 
-impl ReportFile {
-    /// Every finding, counted by class (also those not kept in detail).
-    pub fn total_findings(&self) -> u64 {
-        let counted: u64 = self.findings_by_class.values().sum();
-        counted.max(self.findings.len() as u64)
-    }
-
-    pub fn write_metrics(&self) -> Option<&DirectionSummary> {
-        self.metrics.as_ref().and_then(|m| m.write.as_ref())
-    }
-
-    pub fn read_metrics(&self) -> Option<&DirectionSummary> {
-        self.metrics.as_ref().and_then(|m| m.read.as_ref())
-    }
-
-    /// Read throughput: the metrics' (time with reads in flight) when
-    /// recorded, else the verify's `throughput_bytes_per_s` (whole verify).
-    pub fn read_bytes_per_s(&self) -> f64 {
-        self.read_metrics()
-            .map_or(self.throughput_bytes_per_s, |r| r.bytes_per_s)
-    }
-
-    /// "host" as the report names it, or a stand-in for older reports.
-    pub fn host_name(&self) -> &str {
-        if self.host.is_empty() {
-            "(unknown host)"
-        } else {
-            &self.host
-        }
-    }
-}
-
 /// Classes in the contract's order, then any this version does not know.
 pub fn classes_in_order<'a>(names: impl IntoIterator<Item = &'a String>) -> Vec<String> {
-    let present: std::collections::BTreeSet<&String> = names.into_iter().collect();
+    let present: BTreeSet<&String> = names.into_iter().collect();
     let mut ordered: Vec<String> = FindingClass::ALL
         .iter()
         .map(|c| c.name().to_string())
@@ -314,7 +202,7 @@ pub(crate) mod tests {
         })
     }
 
-    pub fn sample() -> ReportFile {
+    pub fn sample() -> Report {
         parse(&sample_json().to_string()).expect("sample parses")
     }
 

@@ -1,24 +1,72 @@
-//! Reports: the JSON report of the contract (`blockstamp.report/1`) and the
-//! human summary printed on stdout.
+//! The JSON report of the contract (`blockstamp.report/1`): one set of types
+//! that verify writes and the review views read back.
+//!
+//! Reading is tolerant: unknown fields are ignored (fields may be added),
+//! fields that older reports lack are defaulted (`host`, `metrics`, `soak`,
+//! …), and finding classes stay strings, so a report that names a class this
+//! version does not know is still shown.
 
-use std::fmt::Write as _;
+use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::metrics::MetricsSummary;
-use crate::units::{format_rate, format_size};
-use crate::verify::{Corruption, FindingClass, SectorSpan, VerifyOutcome};
+use crate::metrics::{DirectionSummary, MetricsSummary};
+use crate::verify::{Corruption, SectorSpan, VerifyOutcome};
 
 pub const SCHEMA: &str = "blockstamp.report/1";
 
-#[derive(Clone, Debug, Serialize)]
+/// The JSON report. Field and class names are stable; fields may be added.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub schema: String,
+    #[serde(default)]
+    pub tool_version: String,
+    pub run_id: String,
+    #[serde(default)]
+    pub host: String,
+    pub target: TargetSection,
+    pub block_size: u32,
+    #[serde(default)]
+    pub checkpoint: Option<String>,
+    pub blocks: BlocksSection,
+    #[serde(default)]
+    pub findings_by_class: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub findings: Vec<FindingRecord>,
+    /// More findings existed than were kept (see `--max-findings`).
+    #[serde(default)]
+    pub findings_truncated: bool,
+    pub clean: bool,
+    #[serde(default)]
+    pub elapsed_s: f64,
+    #[serde(default)]
+    pub throughput_bytes_per_s: f64,
+    #[serde(default)]
+    pub bytes_read: u64,
+    #[serde(default)]
+    pub direct_io: bool,
+    #[serde(default)]
+    pub engine: String,
+    #[serde(default)]
+    pub notes: Vec<String>,
+    /// The soak run this verify ended (`blockstamp soak`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak: Option<SoakSection>,
+    /// Throughput, IOPS and latency of the run's writes and reads, with a
+    /// per-second timeline (see `metrics`); absent when not recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsSummary>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TargetSection {
     pub uri: String,
+    #[serde(default)]
     pub kind: String,
     pub size_bytes: u64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BlocksSection {
     pub total: u64,
     pub expected_written: u64,
@@ -26,53 +74,59 @@ pub struct BlocksSection {
     pub ok: u64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FindingRecord {
     pub block: u64,
     pub offset: u64,
-    pub class: FindingClass,
+    /// A `FindingClass` name; a string so that classes added by later
+    /// versions are still read and shown.
+    pub class: String,
     pub expected_generation: u32,
     pub found_generation: Option<u32>,
     pub found_block: Option<u64>,
     pub persistent: bool,
+    #[serde(default)]
     pub detail: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub torn_split: Option<Vec<SectorSpan>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corruption: Option<Corruption>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreadable_sectors: Vec<u32>,
 }
 
-/// The JSON report. Field and class names are stable; fields may be added.
-#[derive(Clone, Debug, Serialize)]
-pub struct Report {
-    pub schema: &'static str,
-    pub tool_version: &'static str,
-    pub run_id: String,
-    pub host: String,
-    pub target: TargetSection,
-    pub block_size: u32,
-    pub checkpoint: Option<String>,
-    pub blocks: BlocksSection,
-    pub findings_by_class: std::collections::BTreeMap<&'static str, u64>,
-    pub findings: Vec<FindingRecord>,
-    /// More findings existed than were kept (see `--max-findings`).
-    pub findings_truncated: bool,
-    pub clean: bool,
-    pub elapsed_s: f64,
-    pub throughput_bytes_per_s: f64,
-    pub bytes_read: u64,
-    pub direct_io: bool,
-    pub engine: String,
-    pub notes: Vec<String>,
-    /// The soak run this verify ended (`blockstamp soak`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub soak: Option<serde_json::Value>,
-    /// Throughput, IOPS and latency of the run's writes and reads, with a
-    /// per-second timeline (see `metrics`); absent when not recorded.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<MetricsSummary>,
+/// The `soak` section: the soak run a report's verify ended.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SoakSection {
+    pub duration_s: f64,
+    pub planned_duration_s: f64,
+    pub verify_every_s: f64,
+    pub stopped_by_signal: bool,
+    pub intervals: Vec<Interval>,
+    pub writes: u64,
+    pub bytes_written: u64,
+    pub rolling_checked_blocks: u64,
+    /// Findings of the rolling verify, as the verify report lists findings.
+    pub rolling_findings: Vec<FindingRecord>,
+    /// Findings of the interval verifies (the final one is the report's own).
+    pub interval_findings: u64,
+}
+
+/// One write interval of a soak and the verify that closed it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Interval {
+    pub index: u64,
+    /// Seconds since the soak started, at the end of the interval's verify.
+    pub t_s: f64,
+    pub writes: u64,
+    pub bytes_written: u64,
+    pub write_bytes_per_s: f64,
+    pub write_iops: f64,
+    pub rolling_checked_blocks: u64,
+    pub rolling_findings: u64,
+    pub verify_checked_blocks: u64,
+    pub verify_findings: u64,
+    pub verify_bytes_per_s: f64,
 }
 
 /// Everything about the run the report needs besides the verify outcome.
@@ -91,7 +145,7 @@ impl FindingRecord {
         FindingRecord {
             block: f.block,
             offset: f.offset,
-            class: f.classified.class,
+            class: f.classified.class.name().to_string(),
             expected_generation: f.expected_generation,
             found_generation: f.classified.found_generation,
             found_block: f.classified.found_block,
@@ -114,8 +168,8 @@ impl Report {
         let total = outcome.total_findings();
         let elapsed_s = outcome.elapsed.as_secs_f64();
         Report {
-            schema: SCHEMA,
-            tool_version: env!("CARGO_PKG_VERSION"),
+            schema: SCHEMA.to_string(),
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
             run_id: format!("{:016x}", context.run_id),
             host: hostname(),
             target: context.target,
@@ -130,7 +184,7 @@ impl Report {
             findings_by_class: outcome
                 .counts_by_class
                 .iter()
-                .map(|(c, n)| (c.name(), *n))
+                .map(|(c, n)| (c.name().to_string(), *n))
                 .collect(),
             findings_truncated: (findings.len() as u64) < total,
             findings,
@@ -150,87 +204,34 @@ impl Report {
         serde_json::to_string_pretty(self).expect("report serialises")
     }
 
-    /// The summary for people: counts per class, then the first findings
-    /// with expected vs found, and for corrupt blocks a hex diff of only the
-    /// rows that differ.
-    pub fn human_summary(&self, max_shown: usize) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "verified {} at {} blocks: {} checked, {} ok, {} expected written{}",
-            self.target.uri,
-            format_size(self.block_size as u64),
-            self.blocks.checked,
-            self.blocks.ok,
-            self.blocks.expected_written,
-            match &self.checkpoint {
-                Some(name) => format!(" (against checkpoint '{name}')"),
-                None => String::new(),
-            }
-        );
-        let _ = writeln!(
-            out,
-            "read {} in {:.2} s ({})",
-            format_size(self.bytes_read),
-            self.elapsed_s,
-            format_rate(self.throughput_bytes_per_s)
-        );
-        if self.clean {
-            let _ = writeln!(
-                out,
-                "CLEAN: every checked block holds exactly what was written"
-            );
-            return out;
+    /// Every finding, counted by class (also those not kept in detail).
+    pub fn total_findings(&self) -> u64 {
+        let counted: u64 = self.findings_by_class.values().sum();
+        counted.max(self.findings.len() as u64)
+    }
+
+    pub fn write_metrics(&self) -> Option<&DirectionSummary> {
+        self.metrics.as_ref().and_then(|m| m.write.as_ref())
+    }
+
+    pub fn read_metrics(&self) -> Option<&DirectionSummary> {
+        self.metrics.as_ref().and_then(|m| m.read.as_ref())
+    }
+
+    /// Read throughput: the metrics' (time with reads in flight) when
+    /// recorded, else the verify's `throughput_bytes_per_s` (whole verify).
+    pub fn read_bytes_per_s(&self) -> f64 {
+        self.read_metrics()
+            .map_or(self.throughput_bytes_per_s, |r| r.bytes_per_s)
+    }
+
+    /// "host" as the report names it, or a stand-in for older reports.
+    pub fn host_name(&self) -> &str {
+        if self.host.is_empty() {
+            "(unknown host)"
+        } else {
+            &self.host
         }
-        let total: u64 = self.findings_by_class.values().sum();
-        let _ = writeln!(out, "FINDINGS: {total} block(s) are not what was written");
-        for class in FindingClass::ALL {
-            if let Some(n) = self.findings_by_class.get(class.name()) {
-                let _ = writeln!(out, "  {:<17} {n}", class.name());
-            }
-        }
-        for finding in self.findings.iter().take(max_shown) {
-            let _ = writeln!(
-                out,
-                "block {} (offset {}): {} [{}] expected generation {}, found {}{}",
-                finding.block,
-                finding.offset,
-                finding.class.name(),
-                if finding.persistent {
-                    "persistent"
-                } else {
-                    "transient"
-                },
-                finding.expected_generation,
-                finding
-                    .found_generation
-                    .map_or("-".to_string(), |g| g.to_string()),
-                finding
-                    .found_block
-                    .map_or(String::new(), |b| format!(" (block {b}'s)")),
-            );
-            let _ = writeln!(out, "    {}", finding.detail);
-            if let Some(corruption) = &finding.corruption {
-                let _ = writeln!(
-                    out,
-                    "    {} bit(s) differ in bytes {}",
-                    corruption.differing_bits,
-                    corruption.ranges_text(8)
-                );
-                for row in corruption.diff_rows.iter().take(8) {
-                    let _ = writeln!(out, "    {:08x}  expected {}", row.offset, row.expected);
-                    let _ = writeln!(out, "    {:08x}  found    {}", row.offset, row.found);
-                }
-            }
-        }
-        if self.findings.len() > max_shown {
-            let _ = writeln!(
-                out,
-                "… {} more finding(s) in the JSON report (--json)",
-                total - max_shown as u64
-            );
-        }
-        out
     }
 }
 
@@ -240,4 +241,92 @@ pub fn hostname() -> String {
         .nodename()
         .to_string_lossy()
         .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::report::parse;
+    use crate::report::tests::sample_json;
+
+    /// The sample report with the `soak` section `blockstamp soak` adds.
+    fn soak_report_json() -> serde_json::Value {
+        let mut json = sample_json();
+        let rolling = json["findings"][0].clone();
+        json["soak"] = serde_json::json!({
+            "duration_s": 2.039932202,
+            "planned_duration_s": 2.0,
+            "verify_every_s": 1.0,
+            "stopped_by_signal": false,
+            "intervals": [
+                {"index": 0, "t_s": 1.047789518, "writes": 20484, "bytes_written": 83902464,
+                 "write_bytes_per_s": 83091648.8767455, "write_iops": 20286.047089049196,
+                 "rolling_checked_blocks": 17733, "rolling_findings": 1,
+                 "verify_checked_blocks": 1024, "verify_findings": 0,
+                 "verify_bytes_per_s": 490658109.1987282},
+                {"index": 1, "t_s": 2.039932052, "writes": 17740, "bytes_written": 72663040,
+                 "write_bytes_per_s": 75527330.00401115, "write_iops": 18439.289551760536,
+                 "rolling_checked_blocks": 16428, "rolling_findings": 0,
+                 "verify_checked_blocks": 1024, "verify_findings": 0,
+                 "verify_bytes_per_s": 688328911.3785783}
+            ],
+            "writes": 38224,
+            "bytes_written": 156565504,
+            "rolling_checked_blocks": 34161,
+            "rolling_findings": [rolling],
+            "interval_findings": 0
+        });
+        json["findings"][3]["unreadable_sectors"] = serde_json::json!([2, 3]);
+        json
+    }
+
+    #[test]
+    fn a_report_written_read_and_written_again_is_the_same_json() {
+        let contract = soak_report_json();
+        let report = parse(&contract.to_string()).expect("the sample parses");
+        let written = report.to_json();
+        let value: serde_json::Value = serde_json::from_str(&written).expect("written is JSON");
+        assert_eq!(
+            value, contract,
+            "every field written as the contract has it"
+        );
+        let again = parse(&written).expect("written parses").to_json();
+        assert_eq!(again, written);
+    }
+
+    #[test]
+    fn optional_sections_are_left_out_not_written_as_null() {
+        let mut json = sample_json();
+        json.as_object_mut().unwrap().remove("metrics");
+        json["findings"][2]
+            .as_object_mut()
+            .unwrap()
+            .remove("corruption");
+        let written = parse(&json.to_string()).unwrap().to_json();
+        let value: serde_json::Value = serde_json::from_str(&written).unwrap();
+        assert_eq!(value, json);
+        assert!(!written.contains("\"soak\"") && !written.contains("\"metrics\""));
+        // `checkpoint` is the exception: the contract writes it as null.
+        assert_eq!(value["checkpoint"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_soak_section_is_read_typed() {
+        let report = parse(&soak_report_json().to_string()).unwrap();
+        let soak = report.soak.expect("soak section read");
+        assert_eq!(soak.intervals.len(), 2);
+        assert_eq!(soak.intervals[0].rolling_findings, 1);
+        assert_eq!(soak.rolling_findings[0].class, "lost_write");
+    }
+
+    #[test]
+    fn a_class_this_version_does_not_know_is_kept() {
+        let mut json = sample_json();
+        json["findings"][0]["class"] = serde_json::json!("zzz_new");
+        json["findings_by_class"] = serde_json::json!({"zzz_new": 1, "torn": 3});
+        let report = parse(&json.to_string()).unwrap();
+        assert_eq!(report.findings[0].class, "zzz_new");
+        assert_eq!(report.total_findings(), 4);
+        let value: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(value, json);
+    }
 }

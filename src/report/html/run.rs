@@ -7,14 +7,14 @@ use std::fmt::Write as _;
 use super::svg::{self, Series};
 use super::{READ_COLOR, WRITE_COLOR, class_chip, escape, page, verdict_header};
 use crate::metrics::{DirectionSummary, MetricsSummary, TimelinePoint};
-use crate::report::{FindingFile, ReportFile, classes_in_order};
+use crate::report::{FindingRecord, Report, classes_in_order};
 use crate::units::{format_count, format_latency_us, format_rate, format_size};
 
 /// Findings shown in the table; the JSON report has them all.
 pub const MAX_FINDINGS_SHOWN: usize = 500;
 
 /// The whole page for `report`.
-pub fn run_page(report: &ReportFile) -> String {
+pub fn run_page(report: &Report) -> String {
     let total = report.total_findings();
     let headline = if report.clean {
         "CLEAN: every checked block holds exactly what was written".to_string()
@@ -54,7 +54,7 @@ pub fn run_page(report: &ReportFile) -> String {
     )
 }
 
-fn facts(report: &ReportFile) -> String {
+fn facts(report: &Report) -> String {
     let blocks = &report.blocks;
     let rows: Vec<(&str, String)> = vec![
         ("Host", report.host_name().to_string()),
@@ -134,7 +134,7 @@ fn facts(report: &ReportFile) -> String {
     out
 }
 
-fn performance(report: &ReportFile) -> String {
+fn performance(report: &Report) -> String {
     let mut out = String::from("<section id=\"performance\">\n<h2>Throughput and latency</h2>\n");
     let Some(metrics) = &report.metrics else {
         let _ = writeln!(
@@ -253,7 +253,7 @@ fn summary_table(metrics: &MetricsSummary) -> String {
     out
 }
 
-fn map(report: &ReportFile) -> String {
+fn map(report: &Report) -> String {
     let blocks_per_cell = svg::blocks_per_map_cell(report.blocks.total);
     let mut out = String::from("<section id=\"map\">\n<h2>Where the findings are</h2>\n");
     let _ = writeln!(
@@ -296,7 +296,7 @@ fn map(report: &ReportFile) -> String {
     out
 }
 
-fn findings_table(report: &ReportFile) -> String {
+fn findings_table(report: &Report) -> String {
     let mut out = String::from("<section id=\"findings\">\n<h2>Findings</h2>\n");
     if report.findings.is_empty() {
         out.push_str(if report.clean {
@@ -348,7 +348,7 @@ fn findings_table(report: &ReportFile) -> String {
 }
 
 /// The extra row under a finding: hex diff, torn split, failing sectors.
-fn finding_details(finding: &FindingFile) -> Option<String> {
+fn finding_details(finding: &FindingRecord) -> Option<String> {
     let mut out = String::new();
     if let Some(corruption) = &finding.corruption {
         let _ = writeln!(
