@@ -1,0 +1,316 @@
+//! Checkpoints and the undo log: named expected states, and what verify
+//! expects of each block at the latest one or at a checkpoint.
+//!
+//! The first write of a block after a checkpoint appends the block's
+//! previous generation to the undo log, so a checkpoint costs nothing up
+//! front and space only for the blocks that change after it.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Manifest, ManifestState, unix_now_s};
+use crate::error::{Error, Result};
+
+/// Marks an undo entry as written: the log ends at the first entry without.
+const UNDO_VALID: u64 = 1 << 63;
+
+/// A named expected state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub name: String,
+    pub created_unix_s: u64,
+    /// Write sequence number when it was taken: writes below it are in it.
+    pub write_seq: u64,
+    /// Generations written when it was taken.
+    pub blocks_written: u64,
+    /// First undo-log entry that belongs to it.
+    pub undo_start: u64,
+}
+
+/// The undo entry saying `block` held `generation` before its first write
+/// since the latest checkpoint.
+pub(super) fn undo_entry(block: u64, generation: u32) -> u64 {
+    UNDO_VALID | block << 16 | generation as u64
+}
+
+/// The (block, generation) an undo entry records.
+fn undo_fields(entry: u64) -> (u64, u32) {
+    ((entry >> 16) & ((1 << 47) - 1), (entry & 0x7fff) as u32)
+}
+
+impl Manifest {
+    /// Write out undo entries built since the last call (to the page cache:
+    /// they survive the process being killed; `finish_write` syncs them).
+    pub fn persist_undo(&mut self) -> Result<()> {
+        if self.pending_undo.is_empty() {
+            return Ok(());
+        }
+        let mut bytes = Vec::with_capacity(self.pending_undo.len() * 8);
+        for entry in &self.pending_undo {
+            bytes.extend_from_slice(&entry.to_le_bytes());
+        }
+        let at = self.header.undo_offset + self.header.undo_entries * 8;
+        self.file
+            .write_all_at(&bytes, at)
+            .map_err(|e| self.io_error("write undo log of", e))?;
+        self.header.undo_entries += self.pending_undo.len() as u64;
+        self.pending_undo.clear();
+        Ok(())
+    }
+
+    /// After a crash the header's undo count can lag the entries that were
+    /// written; entries carry a valid bit, so count them from the file.
+    pub(super) fn recover_undo_tail(&mut self) -> Result<()> {
+        let mut entry = [0u8; 8];
+        loop {
+            let at = self.header.undo_offset + self.header.undo_entries * 8;
+            match self.file.read_exact_at(&mut entry, at) {
+                Ok(()) if u64::from_le_bytes(entry) & UNDO_VALID != 0 => {
+                    self.header.undo_entries += 1
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Remember the current expected state under `name`.
+    pub fn add_checkpoint(&mut self, name: &str) -> Result<()> {
+        validate_checkpoint_name(name)?;
+        if self.header.checkpoints.iter().any(|c| c.name == name) {
+            return Err(Error::usage(format!(
+                "checkpoint '{name}' already exists in manifest {}; choose another name",
+                self.path.display()
+            )));
+        }
+        self.recover_undo_tail()?;
+        self.clear_dirty_bits();
+        let blocks_written = self.count_written();
+        let checkpoint = Checkpoint {
+            name: name.to_string(),
+            created_unix_s: unix_now_s(),
+            write_seq: self.header.next_write_seq,
+            blocks_written,
+            undo_start: self.header.undo_entries,
+        };
+        self.header.checkpoints.push(checkpoint);
+        self.flush_map()?;
+        self.header.map_crc32c = Some(self.map_crc());
+        self.store_header()
+    }
+
+    /// The checkpoint called `name`, or a usage error listing the ones there are.
+    pub fn checkpoint(&self, name: &str) -> Result<&Checkpoint> {
+        if let Some(checkpoint) = self.header.checkpoints.iter().find(|c| c.name == name) {
+            return Ok(checkpoint);
+        }
+        let known: Vec<&str> = self
+            .header
+            .checkpoints
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        Err(Error::usage(format!(
+            "manifest {} has no checkpoint '{name}' (it has: {})",
+            self.path.display(),
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )))
+    }
+
+    /// The expected state: the latest, or as of a checkpoint.
+    pub fn expected(&self, checkpoint: Option<&str>) -> Result<Expected<'_>> {
+        let Some(name) = checkpoint else {
+            // After a crash, writes the storage never promised to keep may
+            // hold their old or their new generation.
+            let pending = if self.header.state == ManifestState::Writing {
+                Some(self.pending_writes()?).filter(|p| !p.is_empty())
+            } else {
+                None
+            };
+            return Ok(Expected {
+                manifest: self,
+                overrides: None,
+                checkpoint: None,
+                pending,
+            });
+        };
+        let start = self.checkpoint(name)?.undo_start;
+        let entries = self.read_undo_from(start)?;
+        // Applying the entries newest first leaves, for each block, the
+        // oldest entry after the checkpoint: its generation at that moment.
+        let mut overrides = HashMap::new();
+        for &entry in entries.iter().rev() {
+            let (block, generation) = undo_fields(entry);
+            // The undo log has no checksum: an entry beyond the map is damage.
+            if block >= self.header.block_count {
+                return Err(Error::usage(format!(
+                    "manifest {} is damaged: its undo log names block {block}, beyond the target's {} blocks",
+                    self.path.display(),
+                    self.header.block_count
+                )));
+            }
+            overrides.insert(block, generation);
+        }
+        Ok(Expected {
+            manifest: self,
+            overrides: Some(overrides),
+            checkpoint: Some(name.to_string()),
+            pending: None,
+        })
+    }
+
+    /// Undo entries from index `start` to the end of the log (the first
+    /// entry without its valid bit), then those not yet persisted.
+    fn read_undo_from(&self, start: u64) -> Result<Vec<u64>> {
+        let mut entries = Vec::new();
+        let mut index = start;
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let at = self.header.undo_offset + index * 8;
+            let got =
+                read_some_at(&self.file, &mut chunk, at).map_err(|e| self.io_error("read", e))?;
+            let mut ended = got < chunk.len();
+            for word in chunk[..got - got % 8].chunks_exact(8) {
+                let entry = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+                if entry & UNDO_VALID == 0 {
+                    ended = true;
+                    break;
+                }
+                entries.push(entry);
+                index += 1;
+            }
+            if ended {
+                break;
+            }
+        }
+        entries.extend_from_slice(&self.pending_undo);
+        Ok(entries)
+    }
+}
+
+/// The generation each block should hold, for verify.
+pub struct Expected<'m> {
+    manifest: &'m Manifest,
+    overrides: Option<HashMap<u64, u32>>,
+    checkpoint: Option<String>,
+    pending: Option<HashMap<u64, (u32, u32)>>,
+}
+
+impl Expected<'_> {
+    pub fn generation(&self, block: u64) -> u32 {
+        if let Some(overrides) = &self.overrides
+            && let Some(&generation) = overrides.get(&block)
+        {
+            return generation;
+        }
+        self.manifest.generation(block)
+    }
+
+    pub fn checkpoint(&self) -> Option<&str> {
+        self.checkpoint.as_deref()
+    }
+
+    /// For a block with writes pending at a crash: the oldest and newest
+    /// pending generation (so `oldest - 1` ..= `newest` are acceptable).
+    pub fn pending(&self, block: u64) -> Option<(u32, u32)> {
+        self.pending.as_ref()?.get(&block).copied()
+    }
+
+    /// Blocks with writes pending at a crash.
+    pub fn pending_blocks(&self) -> u64 {
+        self.pending.as_ref().map_or(0, |p| p.len() as u64)
+    }
+
+    /// Bytes the target writes atomically (its logical sector): a pending
+    /// write may leave each such unit old or new, never a mix within one.
+    pub fn atomic_unit(&self) -> usize {
+        (self.manifest.header.target.logical_sector_size as usize).max(crate::stamp::SECTOR_BYTES)
+    }
+
+    pub fn block_count(&self) -> u64 {
+        self.manifest.block_count()
+    }
+
+    /// Blocks expected to hold a stamp.
+    pub fn count_written(&self) -> u64 {
+        let mut count = self.manifest.count_written();
+        if let Some(overrides) = &self.overrides {
+            for (&block, &generation) in overrides {
+                let now = self.manifest.generation(block) != 0;
+                let then = generation != 0;
+                count = count + then as u64 - now as u64;
+            }
+        }
+        count
+    }
+}
+
+fn validate_checkpoint_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:@".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::usage(format!(
+            "bad checkpoint name '{name}': use 1 to 64 letters, digits or - _ . : @"
+        )))
+    }
+}
+
+/// Read into `buf` until it is full or the file ends; the bytes read.
+fn read_some_at(file: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], at + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::manifest::testing::new_manifest;
+    use crate::manifest::{Access, Manifest};
+
+    #[test]
+    fn checkpoints_restore_the_generations_of_their_moment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = new_manifest(dir.path());
+        m.begin_write().unwrap();
+        m.set_generation(1, 1);
+        m.set_generation(2, 1);
+        m.add_checkpoint("base").unwrap();
+        m.set_generation(1, 2);
+        m.set_generation(1, 3);
+        m.set_generation(5, 1);
+        m.persist_undo().unwrap();
+        m.add_checkpoint("second").unwrap();
+        m.set_generation(2, 2);
+        m.set_generation(1, 4);
+        m.finish_write().unwrap();
+        drop(m);
+        let m = Manifest::open(&dir.path().join("m"), Access::Read).unwrap();
+        let at_base = m.expected(Some("base")).unwrap();
+        assert_eq!([1, 2, 5].map(|b| at_base.generation(b)), [1, 1, 0]);
+        assert_eq!(at_base.count_written(), 2);
+        let at_second = m.expected(Some("second")).unwrap();
+        assert_eq!([1, 2, 5].map(|b| at_second.generation(b)), [3, 1, 1]);
+        let latest = m.expected(None).unwrap();
+        assert_eq!([1, 2, 5].map(|b| latest.generation(b)), [4, 2, 1]);
+        assert!(m.expected(Some("nope")).is_err());
+    }
+}

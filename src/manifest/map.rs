@@ -1,0 +1,161 @@
+//! The generation map: 2 bytes per block, memory-mapped from the manifest.
+//!
+//! Each entry holds a 15-bit generation (0 = never written) and, in the top
+//! bit, "written since the latest checkpoint". The map carries a CRC32C in
+//! the header whenever the manifest is closed cleanly, so a damaged map is
+//! caught before it can make a verify report wrong findings.
+
+use std::fs::File;
+use std::path::Path;
+
+use memmap2::{Mmap, MmapMut, MmapOptions};
+
+use super::checkpoint::undo_entry;
+use super::generation::GENERATION_MAX;
+use super::header::{ManifestHeader, SLOT_BYTES};
+use super::{Access, Manifest};
+use crate::error::{Error, Result};
+
+/// Where the generation map starts: after the two header slots.
+pub const MAP_OFFSET: u64 = 2 * SLOT_BYTES;
+/// "Written since the latest checkpoint."
+const DIRTY_BIT: u16 = 0x8000;
+
+/// Bytes the map of `block_count` blocks takes in the file (whole pages).
+pub(super) fn map_region_bytes(block_count: u64) -> u64 {
+    (block_count * 2).next_multiple_of(4096)
+}
+
+pub(super) enum MapView {
+    Read(Mmap),
+    Write(MmapMut),
+}
+
+impl MapView {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            MapView::Read(map) => map,
+            MapView::Write(map) => map,
+        }
+    }
+}
+
+pub(super) fn map_view(
+    file: &File,
+    path: &Path,
+    header: &ManifestHeader,
+    access: Access,
+) -> Result<MapView> {
+    // At least one page: a mapping cannot be empty.
+    let length = map_region_bytes(header.block_count).max(4096) as usize;
+    let mut options = MmapOptions::new();
+    options.offset(MAP_OFFSET).len(length);
+    // SAFETY: the manifest file is locked (flock) against other blockstamp
+    // processes for the life of the mapping; the mapped range lies inside
+    // the file (checked against the header's offsets before mapping).
+    let result = unsafe {
+        match access {
+            Access::Read => options.map(file).map(MapView::Read),
+            Access::Write => options.map_mut(file).map(MapView::Write),
+        }
+    };
+    result.map_err(|e| Error::run(format!("cannot map manifest {}: {e}", path.display())))
+}
+
+impl Manifest {
+    /// Current expected generation of `block` (0: never written).
+    pub fn generation(&self, block: u64) -> u32 {
+        (self.raw_entry(block) & !DIRTY_BIT) as u32
+    }
+
+    fn raw_entry(&self, block: u64) -> u16 {
+        let at = block as usize * 2;
+        let bytes = self.map.bytes();
+        u16::from_le_bytes([bytes[at], bytes[at + 1]])
+    }
+
+    fn map_bytes_mut(&mut self) -> &mut [u8] {
+        match &mut self.map {
+            MapView::Write(map) => map,
+            MapView::Read(_) => panic!("manifest opened read-only was written"),
+        }
+    }
+
+    /// Record that `block` now holds `generation`.
+    pub fn set_generation(&mut self, block: u64, generation: u32) {
+        debug_assert!(generation <= GENERATION_MAX);
+        let old = self.raw_entry(block);
+        let mut new = generation as u16;
+        if !self.header.checkpoints.is_empty() {
+            if old & DIRTY_BIT == 0 {
+                // First change since the latest checkpoint: remember what
+                // the checkpoint expects here.
+                self.pending_undo
+                    .push(undo_entry(block, (old & !DIRTY_BIT) as u32));
+            }
+            new |= DIRTY_BIT;
+        }
+        let at = block as usize * 2;
+        self.map_bytes_mut()[at..at + 2].copy_from_slice(&new.to_le_bytes());
+    }
+
+    /// Blocks with a non-zero expected generation.
+    pub fn count_written(&self) -> u64 {
+        let length = self.header.block_count as usize * 2;
+        self.map.bytes()[..length]
+            .chunks_exact(2)
+            .filter(|e| u16::from_le_bytes([e[0], e[1]]) & !DIRTY_BIT != 0)
+            .count() as u64
+    }
+
+    /// Clear the "written since the latest checkpoint" bits (a checkpoint is
+    /// being taken). Only entries that have the bit are rewritten, so the
+    /// pages touched are those of blocks written since the previous
+    /// checkpoint.
+    pub(super) fn clear_dirty_bits(&mut self) {
+        let length = self.header.block_count as usize * 2;
+        let map = self.map_bytes_mut();
+        for entry in map[..length].chunks_exact_mut(2) {
+            if entry[1] & 0x80 != 0 {
+                entry[1] &= 0x7f;
+            }
+        }
+    }
+
+    /// Write the map's dirty pages to the file and wait for them.
+    pub(super) fn flush_map(&self) -> Result<()> {
+        if let MapView::Write(map) = &self.map {
+            map.flush().map_err(|e| self.io_error("sync", e))?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn map_crc(&self) -> u32 {
+        let length = self.header.block_count as usize * 2;
+        crc32c::crc32c(&self.map.bytes()[..length])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::manifest::testing::new_manifest;
+    use crate::manifest::{Access, MAP_OFFSET, Manifest};
+
+    #[test]
+    fn generations_survive_reopen_and_map_is_two_bytes_per_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = new_manifest(dir.path());
+        m.begin_write().unwrap();
+        m.set_generation(3, 2);
+        m.set_generation(255, 1);
+        m.finish_write().unwrap();
+        drop(m);
+        let m = Manifest::open(&dir.path().join("m"), Access::Read).unwrap();
+        assert_eq!(m.generation(3), 2);
+        assert_eq!(m.generation(255), 1);
+        assert_eq!(m.generation(4), 0);
+        assert_eq!(m.count_written(), 2);
+        let len = std::fs::metadata(dir.path().join("m")).unwrap().len();
+        assert_eq!(len, MAP_OFFSET + 4096);
+    }
+}
