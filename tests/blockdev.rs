@@ -7,6 +7,7 @@
 
 mod common {
     pub mod loopdev;
+    pub mod need;
 }
 
 use std::fs::File;
