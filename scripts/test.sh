@@ -48,7 +48,8 @@ if ! command -v ansible-playbook >/dev/null 2>&1; then
   fi
   hash -r
   if ! command -v ansible-playbook >/dev/null 2>&1; then
-    if [ "${CI:-}" = "true" ]; then
+    # CI as the tests read it (tests/common/need.rs): set, and not "false" or "0".
+    if [ -n "${CI:-}" ] && [ "${CI}" != "false" ] && [ "${CI}" != "0" ]; then
       echo "error: ansible-core could not be installed (pip install ansible-core); the playbook test needs it" >&2
       exit 1
     fi

@@ -1,6 +1,6 @@
 //! The contract's exit codes.
 
-/// Process exit status, as PRODUCT.md fixes it.
+/// Process exit status, as docs/CONTRACT.md fixes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitCode {
     /// Every checked block holds exactly what the manifest expects.

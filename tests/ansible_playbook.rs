@@ -10,30 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Run, TestEnv, find_on_path, is_executable, missing_tool, run_bounded};
+use common::need::{Need, ansible_playbook, require};
+use common::{Run, TestEnv, run_bounded};
 use serde_json::Value;
 
 fn playbook() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ansible/soak.yml")
-}
-
-/// ansible-playbook: $ANSIBLE_PLAYBOOK, PATH, or where pip puts scripts.
-fn ansible_playbook() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("ANSIBLE_PLAYBOOK").map(PathBuf::from) {
-        return is_executable(&path).then_some(path);
-    }
-    find_on_path(&["ansible-playbook"]).or_else(|| {
-        let output = Command::new("python3")
-            .args([
-                "-c",
-                "import sysconfig; print(sysconfig.get_path('scripts'))",
-            ])
-            .output()
-            .ok()?;
-        let dir = String::from_utf8(output.stdout).ok()?;
-        let candidate = Path::new(dir.trim()).join("ansible-playbook");
-        is_executable(&candidate).then_some(candidate)
-    })
 }
 
 /// An inventory of local hosts; `extra` is YAML added under each host.
@@ -83,17 +65,13 @@ fn json(path: PathBuf) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// ansible-playbook, or `None` after saying why the test is skipped
-/// (a failure under CI).
+/// ansible-playbook, or `None` after `common::need` said why the test is
+/// skipped (a failure in CI).
 fn ansible_or_skip() -> Option<PathBuf> {
-    let found = ansible_playbook();
-    if found.is_none() {
-        missing_tool(
-            "ansible-playbook",
-            "pip install ansible-core, or run scripts/test.sh",
-        );
+    if !require(Need::Ansible) {
+        return None;
     }
-    found
+    ansible_playbook()
 }
 
 #[test]

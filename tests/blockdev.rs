@@ -1,5 +1,5 @@
 //! Block-device targets on real loop devices: geometry, IO, and every
-//! safety refusal of PRODUCT.md ("Safety"), each shown to leave the
+//! safety refusal of docs/CONTRACT.md ("Safety"), each shown to leave the
 //! device's bytes exactly as they were.
 //!
 //! Every test attaches its own loop devices, so tests run in parallel
@@ -7,6 +7,7 @@
 
 mod common {
     pub mod loopdev;
+    pub mod need;
 }
 
 use std::fs::File;

@@ -1,6 +1,9 @@
 //! The NBD target against real servers (qemu-nbd, nbdkit) and, for protocol
 //! corners no real server can be made to show, a scripted fake server.
 
+mod common {
+    pub mod need;
+}
 #[path = "common/nbd_server.rs"]
 mod nbd_server;
 

@@ -20,8 +20,9 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
 
+use common::need::{Need, require};
 use common::{TestEnv, finding, finding_set};
-use nbd_server::{NbdServer, free_port, have};
+use nbd_server::{NbdServer, free_port};
 use serde_json::Value;
 
 const KIB: u64 = 1024;
@@ -56,7 +57,7 @@ const VMDK: Format = Format {
 
 /// qemu-img and qemu-nbd are here; otherwise skip (or fail under CI=true).
 fn have_qemu() -> bool {
-    have("qemu-img") && have("qemu-nbd")
+    require(Need::QemuImg) && require(Need::QemuNbd)
 }
 
 /// Run qemu-img in the scratch dir; its stdout. Fails the test with
@@ -610,7 +611,7 @@ const QEMU_NBD_MAX_REQUESTS: usize = 16;
 
 #[test]
 fn bursty_write_at_queue_depth_32_keeps_32_writes_in_flight_in_front_of_qemu_nbd() {
-    if !have_qemu() || !have("nbdkit") {
+    if !have_qemu() || !require(Need::Nbdkit) {
         return;
     }
     const QUEUE_DEPTH: usize = 32;
@@ -635,7 +636,7 @@ fn bursty_write_at_queue_depth_32_keeps_32_writes_in_flight_in_front_of_qemu_nbd
         &upstream,
         "logfile={dir}/requests.log",
     ])
-    .expect("have() checked that nbdkit is installed");
+    .expect("require() checked that nbdkit is installed");
     let depth = QUEUE_DEPTH.to_string();
     env.write(
         &nbdkit.uri(""),

@@ -426,3 +426,83 @@ fn the_report_command_shows_its_three_forms_when_called_bare() {
     run.assert_code(2);
     assert!(run.stderr.contains("--html"), "{}", run.stderr);
 }
+
+/// Every key of `value`, at any depth.
+fn keys_of(value: &Value, keys: &mut std::collections::BTreeSet<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                keys.insert(key.clone());
+                keys_of(inner, keys);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| keys_of(item, keys)),
+        _ => {}
+    }
+}
+
+/// docs/CONTRACT.md promises to describe every field of the report and
+/// every finding class; a field added without its line there fails here.
+#[test]
+fn every_report_field_and_finding_class_is_in_the_contract() {
+    let contract_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/CONTRACT.md");
+    let contract = std::fs::read_to_string(&contract_path).expect("read docs/CONTRACT.md");
+    let env = TestEnv::new();
+    clean_run(&env);
+    common::snapshot(&env.path("disk.img"), &env.path("older.img"));
+    env.write("disk.img", "m", &[]);
+    let image = Image::open(&env.path("disk.img"), KIB4);
+    let older = Image::open(&env.path("older.img"), KIB4);
+    image.flip_bit(3, 1000, 4);
+    image.zero_block(9);
+    image.splice_sectors(&older, 12, 0..4);
+    image.sync();
+    env.run(&["verify", "disk.img", "--manifest", "m", "--json", "v.json"])
+        .assert_code(1);
+    env.run(&[
+        "soak",
+        "soak.img",
+        "--manifest",
+        "soak.m",
+        "--size",
+        "1MiB",
+        "--duration",
+        "1s",
+        "--verify-every",
+        "500ms",
+        "--json",
+        "soak.json",
+    ])
+    .assert_code(0);
+    let verify = read_json(&env, "v.json");
+    let classes: Vec<&str> = verify["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter_map(|f| f["class"].as_str())
+        .collect();
+    assert_eq!(classes, ["corrupt", "zeroed", "torn"], "the scene changed");
+    let mut keys = std::collections::BTreeSet::new();
+    keys_of(&verify, &mut keys);
+    keys_of(&read_json(&env, "soak.json"), &mut keys);
+    let undocumented: Vec<&String> = keys
+        .iter()
+        .filter(|key| {
+            ![format!("`{key}`"), format!(".{key}`"), format!("\"{key}\"")]
+                .iter()
+                .any(|form| contract.contains(form.as_str()))
+        })
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "report fields missing from docs/CONTRACT.md: {undocumented:?}"
+    );
+    for class in blockstamp::verify::FindingClass::ALL {
+        let row = format!("| `{}` |", class.name());
+        assert!(
+            contract.contains(&row),
+            "class {} missing from docs/CONTRACT.md",
+            class.name()
+        );
+    }
+}

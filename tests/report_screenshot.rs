@@ -12,7 +12,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Image, TestEnv, find_on_path, missing_tool, run_bounded, snapshot};
+use common::need::{Need, chromium, require};
+use common::{Image, TestEnv, run_bounded, snapshot};
 use serde_json::Value;
 
 const WIDTH: u32 = 1280;
@@ -90,13 +91,10 @@ fn count_near(pixels: &[[u8; 3]], color: [u8; 3]) -> usize {
 
 #[test]
 fn the_html_report_renders_in_headless_chromium() {
-    let Some(chromium) = find_on_path(&["chromium", "chromium-browser", "google-chrome"]) else {
-        missing_tool(
-            "chromium",
-            "apt-get install -y chromium, or run scripts/test.sh",
-        );
+    if !require(Need::Chromium) {
         return;
-    };
+    }
+    let chromium = chromium().expect("require() found chromium");
     let env = TestEnv::new();
     let night = night_report(&env);
     std::fs::write(env.path("night.json"), night.to_string()).unwrap();

@@ -1,9 +1,14 @@
 //! The io_uring engine against real files (O_DIRECT on the temp dir's
 //! filesystem), pipes, and targets it cannot drive.
 //!
-//! Every test that needs io_uring first asks `uring::probe`; where io_uring
-//! is unavailable it says so and skips, as the fallback tests at the end
-//! cover that path without it.
+//! Every test that needs io_uring first asks `common::need` (which asks
+//! `uring::probe`); where io_uring is unavailable it skips with the reason
+//! on a developer's machine and fails in CI. The fallback tests at the end
+//! cover the path without it.
+
+mod common {
+    pub mod need;
+}
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
@@ -15,18 +20,9 @@ use blockstamp::engine::uring::{self, UringEngine};
 use blockstamp::engine::{Completion, Engine, EngineChoice, Io, IoKind, build};
 use blockstamp::storage::file::FileTarget;
 use blockstamp::storage::{OpenRequest, Target, TargetIdentity, TargetInfo, TargetKind};
+use common::need::{Need, require};
 
 const BLOCK: usize = 4096;
-
-fn uring_works() -> bool {
-    match uring::probe() {
-        Ok(()) => true,
-        Err(why) => {
-            eprintln!("skipped: io_uring unavailable here ({why})");
-            false
-        }
-    }
-}
 
 /// An image file in a temp dir, opened the way `write` opens its target.
 struct Image {
@@ -88,7 +84,7 @@ fn pattern(block: u64) -> Vec<u8> {
 
 #[test]
 fn a_burst_of_scattered_writes_reads_back_identical() {
-    if !uring_works() {
+    if !require(Need::IoUring) {
         return;
     }
     let image = image(16 << 20, true);
@@ -167,7 +163,7 @@ fn a_burst_of_scattered_writes_reads_back_identical() {
 
 #[test]
 fn registered_buffers_are_lent_and_come_back_through_recycle() {
-    if !uring_works() {
+    if !require(Need::IoUring) {
         return;
     }
     let image = image(1 << 20, true);
@@ -188,7 +184,7 @@ fn registered_buffers_are_lent_and_come_back_through_recycle() {
 
 #[test]
 fn a_fua_write_and_a_flush_complete() {
-    if !uring_works() {
+    if !require(Need::IoUring) {
         return;
     }
     let image = image(1 << 20, true);
@@ -220,7 +216,7 @@ fn a_fua_write_and_a_flush_complete() {
 
 #[test]
 fn a_read_crossing_end_of_file_reports_eof_and_keeps_the_partial_data() {
-    if !uring_works() {
+    if !require(Need::IoUring) {
         return;
     }
     // Buffered, so the file may end mid-sector: 10000 bytes.
@@ -299,7 +295,7 @@ fn pipe() -> (Arc<dyn Target>, OwnedFd) {
 
 #[test]
 fn short_reads_are_finished_by_resubmitting_the_rest() {
-    if !uring_works() {
+    if !require(Need::IoUring) {
         return;
     }
     let (target, write_end) = pipe();
@@ -327,7 +323,7 @@ extern "C" fn ignore_signal(_: libc::c_int) {}
 
 #[test]
 fn a_signal_while_waiting_does_not_fail_complete() {
-    if !uring_works() {
+    if !require(Need::IoUring) {
         return;
     }
     // SAFETY: installs a handler that does nothing, without SA_RESTART, so
@@ -368,7 +364,7 @@ fn a_signal_while_waiting_does_not_fail_complete() {
 
 #[test]
 fn dropping_the_engine_cancels_a_read_that_would_never_complete() {
-    if !uring_works() {
+    if !require(Need::IoUring) {
         return;
     }
     let (target, _write_end) = pipe();
@@ -392,7 +388,7 @@ fn dropping_the_engine_cancels_a_read_that_would_never_complete() {
 
 #[test]
 fn misaligned_direct_writes_fail_in_their_completion_with_einval() {
-    if !uring_works() {
+    if !require(Need::IoUring) {
         return;
     }
     let image = image(1 << 20, true);
@@ -439,7 +435,7 @@ fn misaligned_direct_writes_fail_in_their_completion_with_einval() {
 
 #[test]
 fn in_flight_counts_ios_from_submit_until_complete_returns_them() {
-    if !uring_works() {
+    if !require(Need::IoUring) {
         return;
     }
     let image = image(1 << 20, true);

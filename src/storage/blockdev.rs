@@ -5,7 +5,7 @@
 //! device is claimed exclusively (O_EXCL, which the kernel refuses while a
 //! filesystem, device-mapper, md or another exclusive opener holds it, and
 //! which keeps anyone from mounting it while we write) and must pass the
-//! safety checks of PRODUCT.md before a byte is written:
+//! safety checks of docs/CONTRACT.md before a byte is written:
 //!
 //! - mounted (the device or one of its partitions) or active swap: refused
 //!   even with `--force`. Writing under a live filesystem corrupts it and

@@ -3,9 +3,9 @@
 //! when the test fails (the guards undo their work on drop, and drops run
 //! while a failing test unwinds).
 //!
-//! Loop devices need root. Where they cannot be had, a test is skipped with
-//! a message on a developer's machine, and fails with the reason in CI
-//! (`CI=true`), so a green CI always means the tests really ran.
+//! Loop devices need root. Where they cannot be had, the constructors
+//! return `None` after `common::need` has said why (a skip on a developer's
+//! machine, a failure in CI).
 
 #![allow(dead_code)] // each test binary uses its own subset
 
@@ -14,6 +14,8 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use crate::common::need::{Need, require, unmet};
 
 /// A loop device this test attached, detached on drop.
 pub struct LoopDevice {
@@ -42,8 +44,8 @@ impl LoopDevice {
         options: &[&str],
         prepare: impl FnOnce(&File),
     ) -> Option<LoopDevice> {
-        if !rustix::process::geteuid().is_root() {
-            return unavailable("loop devices need root");
+        if !require(Need::LoopDevices) {
+            return None;
         }
         let dir = tempfile::tempdir().expect("temp dir for the loop image");
         let backing_file = dir.path().join("disk.img");
@@ -64,7 +66,10 @@ impl LoopDevice {
                 .output()
             {
                 Ok(output) => output,
-                Err(e) => return unavailable(&format!("cannot run losetup: {e}")),
+                Err(e) => {
+                    unmet(Need::LoopDevices, &format!("cannot run losetup: {e}"));
+                    return None;
+                }
             };
             if output.status.success() {
                 let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
@@ -78,9 +83,11 @@ impl LoopDevice {
             last_error = String::from_utf8_lossy(&output.stderr).trim().to_string();
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        unavailable(&format!(
-            "losetup --find --show {options:?} failed: {last_error}"
-        ))
+        unmet(
+            Need::LoopDevices,
+            &format!("losetup --find --show {options:?} failed: {last_error}"),
+        );
+        None
     }
 
     /// The device path as a TARGET argument.
@@ -230,24 +237,14 @@ pub fn mkfs_ext4(device: &Path) -> Option<()> {
 /// Run a system tool the test needs; a failure means the environment lacks
 /// it (skip, or fail in CI), not that blockstamp is wrong.
 fn run_or_unavailable(command: &mut Command) -> Option<()> {
-    match command.output() {
-        Ok(output) if output.status.success() => Some(()),
-        Ok(output) => unavailable(&format!(
+    let reason = match command.output() {
+        Ok(output) if output.status.success() => return Some(()),
+        Ok(output) => format!(
             "{command:?} failed: {}",
             String::from_utf8_lossy(&output.stderr).trim()
-        )),
-        Err(e) => unavailable(&format!("cannot run {command:?}: {e}")),
-    }
-}
-
-/// Skip on a developer's machine; fail loudly in CI, where every test must run.
-fn unavailable<T>(reason: &str) -> Option<T> {
-    if std::env::var("CI").is_ok_and(|value| value == "true") {
-        panic!("block-device tests must run in CI (CI=true), but {reason}");
-    }
-    // Straight to stderr: libtest captures eprintln! of passing tests, and
-    // a skip must be seen.
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "skipping block-device test: {reason}");
+        ),
+        Err(e) => format!("cannot run {command:?}: {e}"),
+    };
+    unmet(Need::BlockDeviceTools, &reason);
     None
 }

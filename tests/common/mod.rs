@@ -2,6 +2,8 @@
 //! helpers that damage image files the way storage does.
 #![allow(dead_code)]
 
+pub mod need;
+
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -206,39 +208,6 @@ pub fn finding(report: &Value, block: u64) -> Value {
 /// Hash of a file's bytes, to prove a target was not touched.
 pub fn file_digest(path: &Path) -> Option<u32> {
     std::fs::read(path).ok().map(|bytes| crc32c::crc32c(&bytes))
-}
-
-/// Should tests that need root, loop devices or qemu fail instead of skip?
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// The first of `names` found as an executable on PATH.
-pub fn find_on_path(names: &[&str]) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    for name in names {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join(name);
-            if is_executable(&candidate) {
-                return Some(candidate);
-            }
-        }
-    }
-    None
-}
-
-pub fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// A test that needs `what`, which is missing: fail under CI (the test
-/// script installs it there), skip with a message on a developer machine.
-pub fn missing_tool(what: &str, install: &str) {
-    if in_ci() {
-        panic!("{what} is needed for this test under CI=true; {install}");
-    }
-    eprintln!("skipping: {what} not found ({install})");
 }
 
 /// Run `command` in its own process group, killing the group after `limit`.

@@ -2,9 +2,9 @@
 //! listening on a unix socket there or on loopback TCP. A server is killed
 //! when its handle drops, also when the test fails, and its dir goes after.
 //!
-//! The constructors return `None` when the server binary is missing: the
-//! test then skips with a message on a laptop. With `CI=true` they panic
-//! instead, so CI cannot go green by testing nothing.
+//! The constructors return `None` when the server binary is missing, after
+//! `common::need` has said why (a skip on a developer's machine, a failure
+//! in CI).
 
 #![allow(dead_code)] // each test binary uses a different part
 
@@ -15,30 +15,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::need::{Need, require};
+
 /// How long a server may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a server may take to exit after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Whether `program` can be run. If not: panic under `CI=true`, else print
-/// why the test is skipped and return false.
-pub fn have(program: &str) -> bool {
-    let found = Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !found {
-        if std::env::var("CI").is_ok_and(|value| value == "true") {
-            panic!(
-                "{program} is not installed, and CI=true requires the NBD tests to run: install it (apt-get install qemu-utils nbdkit)"
-            );
-        }
-        eprintln!("SKIPPED: {program} is not installed; install it to run this NBD test");
-    }
-    found
-}
 
 /// Where a test server listens.
 #[derive(Clone, Copy)]
@@ -73,7 +55,7 @@ impl NbdServer {
 
     /// qemu-nbd serving a new qcow2 image (made with qemu-img) on a unix socket.
     pub fn qemu_nbd_qcow2(size_bytes: u64, args: &[&str]) -> Option<NbdServer> {
-        if !have("qemu-img") {
+        if !require(Need::QemuImg) {
             return None;
         }
         NbdServer::qemu_nbd("qcow2", size_bytes, Listen::Unix, args)
@@ -84,7 +66,7 @@ impl NbdServer {
     /// `-r`). The image stays where it is; the server's temp dir holds only
     /// its socket and log.
     pub fn qemu_nbd_image(image: &Path, format: &str, args: &[&str]) -> Option<NbdServer> {
-        if !have("qemu-nbd") {
+        if !require(Need::QemuNbd) {
             return None;
         }
         let dir = tempfile::tempdir().expect("create temp dir");
@@ -99,7 +81,7 @@ impl NbdServer {
     }
 
     fn qemu_nbd(format: &str, size_bytes: u64, listen: Listen, args: &[&str]) -> Option<NbdServer> {
-        if !have("qemu-nbd") {
+        if !require(Need::QemuNbd) {
             return None;
         }
         let dir = tempfile::tempdir().expect("create temp dir");
@@ -129,7 +111,7 @@ impl NbdServer {
     /// `nbdkit ARGS` (plugin, filters, parameters) on a unix socket. `{dir}`
     /// in an argument stands for the server's temp dir (for log files).
     pub fn nbdkit(args: &[&str]) -> Option<NbdServer> {
-        if !have("nbdkit") {
+        if !require(Need::Nbdkit) {
             return None;
         }
         let dir = tempfile::tempdir().expect("create temp dir");
