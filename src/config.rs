@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use crate::cli::{VerifyFlags, WriteFlags};
+use crate::cli::{TargetLossFlags, VerifyFlags, WriteFlags};
 use crate::engine::EngineChoice;
 use crate::error::{Error, Result};
+use crate::storage::LossPolicy;
 use crate::units::{parse_duration, parse_fraction, parse_size};
 use crate::verify::VerifyOptions;
 use crate::workload::Scatter;
@@ -36,6 +37,7 @@ pub struct WriteConfig {
     pub engine: EngineChoice,
     pub direct: bool,
     pub force: bool,
+    pub target_loss: LossPolicy,
     pub options: WriteOptions,
 }
 
@@ -160,6 +162,7 @@ impl WriteConfig {
             engine,
             direct: !flags.buffered,
             force: flags.force,
+            target_loss: loss_policy(&flags.target_loss)?,
             options: WriteOptions {
                 sync,
                 fua: flags.fua,
@@ -181,6 +184,23 @@ impl WriteConfig {
             },
         })
     }
+}
+
+/// What to do when the target is lost: `--reconnect-timeout` (0: nothing,
+/// the run ends) and `--nbd-timeout`.
+pub fn loss_policy(flags: &TargetLossFlags) -> Result<LossPolicy> {
+    let reconnect_timeout =
+        parse_duration(&flags.reconnect_timeout).map_err(|e| usage("--reconnect-timeout", e))?;
+    let nbd_timeout = parse_duration(&flags.nbd_timeout).map_err(|e| usage("--nbd-timeout", e))?;
+    if nbd_timeout.is_zero() {
+        return Err(Error::usage(
+            "bad --nbd-timeout 0: give how long a request may go unanswered, e.g. 30s",
+        ));
+    }
+    Ok(LossPolicy {
+        reconnect_timeout: (!reconnect_timeout.is_zero()).then_some(reconnect_timeout),
+        nbd_request_timeout: Some(nbd_timeout),
+    })
 }
 
 fn usage(flag: &str, message: String) -> Error {

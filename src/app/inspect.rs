@@ -22,7 +22,7 @@ pub(super) fn inspect_command(args: &InspectArgs) -> Result<ExitCode> {
         )));
     }
     refuse_manifest_on_target(&args.target)?;
-    let target = open_for_reading(&args.target.target, &manifest)?;
+    let target = open_for_reading(&args.target.target, &manifest, &Default::default())?;
     let format = manifest.format();
     let offset = args.block * format.block_size as u64;
     let mut buf = AlignedBuf::new(format.block_size as usize);

@@ -107,7 +107,7 @@ pub(super) fn prepare_write(
         direct: config.direct,
         force: config.force,
     };
-    let target: Arc<dyn Target> = Arc::from(storage::open(&args.target, &request)?);
+    let target = storage::open_with(&args.target, &request, &config.target_loss)?;
     let info = target.info().clone();
     if info.read_only {
         return Err(Error::usage(format!(
@@ -358,6 +358,12 @@ pub(super) fn verify_report(
     );
     drop(display);
     let outcome = outcome?;
+    if let Some(why) = &outcome.target_lost {
+        notes.push(format!(
+            "the target was lost after {} of {} block(s) were checked ({why}); the rest were not judged",
+            outcome.blocks.checked, outcome.blocks.total
+        ));
+    }
     let info = target.info();
     let mut report = Report::new(
         ReportContext {
@@ -380,8 +386,13 @@ pub(super) fn verify_report(
 }
 
 /// Print the summary and write the JSON report where asked; the exit code.
+/// A verify that lost its target still writes its partial report, then
+/// fails the run (exit 3) with why.
 pub(super) fn emit_report(report: &Report, config: &VerifyConfig) -> Result<ExitCode> {
-    let summary = report.human_summary(config.show);
+    let summary = match &report.target_lost {
+        Some(_) => String::new(),
+        None => report.human_summary(config.show),
+    };
     match config.json.as_deref() {
         Some("-") => {
             eprint!("{summary}");
@@ -395,6 +406,12 @@ pub(super) fn emit_report(report: &Report, config: &VerifyConfig) -> Result<Exit
         None => print!("{summary}"),
     }
     let _ = std::io::stdout().flush();
+    if let Some(why) = &report.target_lost {
+        return Err(Error::run(format!(
+            "verify stopped: the target was lost after {} of {} block(s) were checked: {why}",
+            report.blocks.checked, report.blocks.total
+        )));
+    }
     Ok(if report.clean {
         ExitCode::Clean
     } else {
@@ -410,7 +427,11 @@ pub(super) fn finish_metrics(recording: MetricsRecording) {
     }
 }
 
-pub(super) fn open_for_reading(uri: &str, manifest: &Manifest) -> Result<Arc<dyn Target>> {
+pub(super) fn open_for_reading(
+    uri: &str,
+    manifest: &Manifest,
+    loss: &storage::LossPolicy,
+) -> Result<Arc<dyn Target>> {
     // Only the first `size_bytes` of a block device belong to the run.
     let create_size = is_block_device(uri).then_some(manifest.header().target.size_bytes);
     let request = OpenRequest {
@@ -419,7 +440,7 @@ pub(super) fn open_for_reading(uri: &str, manifest: &Manifest) -> Result<Arc<dyn
         direct: true,
         force: false,
     };
-    let target: Arc<dyn Target> = Arc::from(storage::open(uri, &request)?);
+    let target = storage::open_with(uri, &request, loss)?;
     check_same_target(manifest, target.info())?;
     Ok(target)
 }

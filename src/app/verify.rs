@@ -11,12 +11,13 @@ use crate::metrics::MetricsRecording;
 
 pub(super) fn verify_command(args: &VerifyArgs) -> Result<ExitCode> {
     let mut config = VerifyConfig::from_flags(&args.verify)?;
+    let loss = crate::config::loss_policy(&args.target_loss)?;
     let manifest = Manifest::open(&args.target.manifest, Access::Read)?;
     if let Some(name) = &args.at {
         manifest.checkpoint(name)?;
     }
     refuse_manifest_on_target(&args.target)?;
-    let target = open_for_reading(&args.target.target, &manifest)?;
+    let target = open_for_reading(&args.target.target, &manifest, &loss)?;
     if manifest.header().state == ManifestState::Writing {
         eprintln!(
             "warning: manifest {} was not closed cleanly (its writer was killed, its target failed, or it is still running); \

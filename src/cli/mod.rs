@@ -122,6 +122,20 @@ pub struct WriteFlags {
     /// Write to a block device even if it carries a partition table or filesystem.
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub target_loss: TargetLossFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct TargetLossFlags {
+    /// When the target is lost (its NBD server gone or silent, its device
+    /// vanished), keep reopening it for this long, then carry on; 0 ends the
+    /// run at once (exit 3).
+    #[arg(long, value_name = "DURATION", default_value = "0")]
+    pub reconnect_timeout: String,
+    /// An NBD request unanswered for this long counts as the server lost.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub nbd_timeout: String,
 }
 
 #[derive(Debug, Args)]
@@ -175,6 +189,8 @@ pub struct VerifyArgs {
     pub at: Option<String>,
     #[command(flatten)]
     pub verify: VerifyFlags,
+    #[command(flatten)]
+    pub target_loss: TargetLossFlags,
     #[command(flatten)]
     pub metrics: MetricsFlags,
 }

@@ -49,6 +49,10 @@ pub struct Report {
     pub engine: String,
     #[serde(default)]
     pub notes: Vec<String>,
+    /// The target was lost before every block was checked: why. Only the
+    /// blocks in `blocks.checked` were judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_lost: Option<String>,
     /// The soak run this verify ended (`blockstamp soak`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub soak: Option<SoakSection>,
@@ -188,13 +192,14 @@ impl Report {
                 .collect(),
             findings_truncated: (findings.len() as u64) < total,
             findings,
-            clean: total == 0,
+            clean: total == 0 && outcome.target_lost.is_none(),
             elapsed_s,
             throughput_bytes_per_s: outcome.bytes_read as f64 / elapsed_s.max(1e-9),
             bytes_read: outcome.bytes_read,
             direct_io: context.direct_io,
             engine: context.engine,
             notes: context.notes,
+            target_lost: outcome.target_lost.clone(),
             soak: None,
             metrics: None,
         }

@@ -9,10 +9,12 @@
 pub mod blockdev;
 pub mod file;
 pub mod nbd;
+pub mod reconnect;
 
 use std::fmt;
 use std::io;
 use std::os::fd::BorrowedFd;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -104,6 +106,45 @@ pub trait Target: Send + Sync {
     }
 }
 
+/// The error inside an [`io::Error`] that says the target failed as a whole
+/// (its server went away or stopped answering), not one read or write: no
+/// block can be judged by what such an IO did.
+#[derive(Debug)]
+pub struct TargetLost(pub String);
+
+impl fmt::Display for TargetLost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TargetLost {}
+
+/// An IO error saying the target is lost, with `kind` for callers that look.
+pub fn target_lost(kind: io::ErrorKind, message: String) -> io::Error {
+    io::Error::new(kind, TargetLost(message))
+}
+
+/// Whether `error` means the whole target is gone rather than one IO
+/// failing: a [`TargetLost`] (an NBD connection that broke or timed out), or
+/// the errnos a vanished device or a server shutting down gives
+/// (ENODEV, ENXIO, ESHUTDOWN). EIO is not one: a device that still answers
+/// gives it for the sectors it cannot read.
+pub fn is_target_lost(error: &io::Error) -> bool {
+    use rustix::io::Errno;
+    if error
+        .get_ref()
+        .is_some_and(|inner| inner.is::<TargetLost>())
+    {
+        return true;
+    }
+    error.raw_os_error().is_some_and(|raw| {
+        [Errno::NODEV, Errno::NXIO, Errno::SHUTDOWN]
+            .iter()
+            .any(|errno| errno.raw_os_error() == raw)
+    })
+}
+
 /// How a command wants its target opened.
 #[derive(Clone, Debug, Default)]
 pub struct OpenRequest {
@@ -117,16 +158,59 @@ pub struct OpenRequest {
     pub force: bool,
 }
 
+/// What to do when the target is lost in the middle of a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LossPolicy {
+    /// Keep trying to reopen a lost target for this long, then resume;
+    /// `None`: a lost target ends the run.
+    pub reconnect_timeout: Option<std::time::Duration>,
+    /// An NBD request unanswered this long counts as the server lost
+    /// (`None`: [`nbd::REQUEST_TIMEOUT`]).
+    pub nbd_request_timeout: Option<std::time::Duration>,
+}
+
+/// Open TARGET as [`open`] does, under `policy`: with a reconnect timeout,
+/// the target is reopened when lost (see [`reconnect`]).
+pub fn open_with(
+    uri: &str,
+    request: &OpenRequest,
+    policy: &LossPolicy,
+) -> crate::error::Result<Arc<dyn Target>> {
+    let opener = reconnect::Opener::new(uri, request, policy);
+    let target = opener.open()?;
+    Ok(match policy.reconnect_timeout {
+        Some(timeout) if !timeout.is_zero() => Arc::new(reconnect::Reconnecting::new(
+            target,
+            opener,
+            timeout,
+            Box::new(|line| eprintln!("note: {line}")),
+        )),
+        _ => Arc::from(target),
+    })
+}
+
 /// Open TARGET as the user named it: an `nbd://` or `nbd+unix://` URI, a
 /// block device, or a regular file.
 pub fn open(uri: &str, request: &OpenRequest) -> crate::error::Result<Box<dyn Target>> {
+    open_with_nbd(uri, request, &nbd::NbdOptions::default())
+}
+
+fn open_with_nbd(
+    uri: &str,
+    request: &OpenRequest,
+    nbd_options: &nbd::NbdOptions,
+) -> crate::error::Result<Box<dyn Target>> {
     if uri.is_empty() {
         return Err(crate::error::Error::usage(
             "TARGET is empty; give an image file, a block device or an nbd:// URI",
         ));
     }
     if uri.starts_with("nbd:") || uri.starts_with("nbd+") || uri.starts_with("nbds") {
-        return Ok(Box::new(nbd::NbdTarget::open(uri, request)?));
+        return Ok(Box::new(nbd::NbdTarget::open_with(
+            uri,
+            request,
+            nbd_options,
+        )?));
     }
     let path = std::path::Path::new(uri);
     if let Ok(meta) = std::fs::metadata(path) {

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::manifest::Expected;
 use crate::metrics::Metrics;
 use crate::stamp::{self, MAGIC, RunFormat, SECTOR_BYTES};
-use crate::storage::Target;
+use crate::storage::{self, Target};
 pub use classify::{Classified, Corruption, Expectation, FindingClass, SectorSpan, classify};
 
 /// One block that is not what was expected.
@@ -115,6 +115,9 @@ pub struct VerifyOutcome {
     /// Blocks skipped without reading because the target reports them as
     /// holes and the run never wrote them.
     pub blocks_in_holes: u64,
+    /// The target was lost before every block was checked: why. Blocks it
+    /// took with it are neither checked nor findings.
+    pub target_lost: Option<String>,
 }
 
 impl VerifyOutcome {
@@ -133,6 +136,8 @@ struct ChunkResult {
     ok: u64,
     checked: u64,
     buf: Option<AlignedBuf>,
+    /// The target was lost while this chunk was read: nothing in it counts.
+    lost: Option<String>,
 }
 
 /// Verify every block of the target against `expected`.
@@ -168,10 +173,14 @@ pub fn verify(
         findings: Vec::new(),
         class_counts: Default::default(),
         max_findings: options.max_findings,
+        lost: None,
     };
     let mut bytes_read = 0u64;
     let mut blocks_in_holes = 0u64;
     let mut chunks: std::collections::HashMap<u64, Chunk> = Default::default();
+    // Where a read last succeeded: after a failed read, a sector there that
+    // now fails too says the target failed, not the sectors read.
+    let mut last_good_offset: Option<u64> = None;
 
     let (sender, receiver) = channel::<ChunkResult>();
     let mut checking = 0usize;
@@ -187,7 +196,8 @@ pub fn verify(
     pool.in_place_scope(|scope| -> Result<()> {
         loop {
             // Keep reads in flight.
-            while next_chunk < chunk_count
+            while tally.lost.is_none()
+                && next_chunk < chunk_count
                 && engine.in_flight() < engine.queue_depth()
                 && buffers_out < max_buffers
             {
@@ -234,7 +244,8 @@ pub fn verify(
                 .kick()
                 .map_err(|e| Error::run(format!("read engine failed: {e}")))?;
 
-            let idle = next_chunk >= chunk_count && engine.in_flight() == 0;
+            let idle =
+                (next_chunk >= chunk_count || tally.lost.is_some()) && engine.in_flight() == 0;
             if idle && checking == 0 {
                 break;
             }
@@ -246,6 +257,21 @@ pub fn verify(
                     let chunk = chunks
                         .remove(&completion.id)
                         .expect("completion for a submitted chunk");
+                    if let Err(error) = &completion.result
+                        && storage::is_target_lost(error)
+                    {
+                        tally.lost.get_or_insert_with(|| error.to_string());
+                    }
+                    if tally.lost.is_some() {
+                        // Lost with the target (or read after it was lost):
+                        // not checked, and never a finding.
+                        free_buffers.push(completion.buf);
+                        buffers_out -= 1;
+                        continue;
+                    }
+                    if completion.result.is_ok() {
+                        last_good_offset = Some(chunk.first_block * block_size);
+                    }
                     bytes_read += completion.buf.len() as u64;
                     if let Some(metrics) = &options.metrics {
                         metrics.record_read(completion.latency, completion.buf.len() as u64);
@@ -264,8 +290,13 @@ pub fn verify(
                         } else {
                             // The chunk read failed: find the failing
                             // blocks and sectors, and check the rest.
-                            let mut result =
-                                check_blocks_one_by_one(target.as_ref(), format, expected, &chunk);
+                            let mut result = check_blocks_one_by_one(
+                                target.as_ref(),
+                                format,
+                                expected,
+                                &chunk,
+                                last_good_offset,
+                            );
                             result.buf = Some(buf);
                             result
                         };
@@ -290,14 +321,17 @@ pub fn verify(
         counts,
         mut findings,
         class_counts,
+        lost,
         ..
     } = tally;
     findings.sort_by_key(|f| f.block);
     // Re-read each finding once: the same bytes again means the medium
-    // holds them; different bytes point at the read path or a cache.
+    // holds them; different bytes point at the read path or a cache. (Not
+    // on a lost target: the re-reads would only fail.)
+    let reread = if lost.is_some() { 0 } else { findings.len() };
     let rereads: Vec<(usize, bool)> = pool.install(|| {
         use rayon::prelude::*;
-        findings
+        findings[..reread]
             .par_iter()
             .enumerate()
             .map(|(index, finding)| (index, reread_matches(target.as_ref(), format, finding)))
@@ -314,6 +348,7 @@ pub fn verify(
         bytes_read,
         elapsed: started.elapsed(),
         blocks_in_holes,
+        target_lost: lost,
     })
 }
 
@@ -322,11 +357,17 @@ struct Tally {
     findings: Vec<Finding>,
     class_counts: std::collections::BTreeMap<FindingClass, u64>,
     max_findings: usize,
+    /// Why the target was lost, once it was.
+    lost: Option<String>,
 }
 
 impl Tally {
     /// Add a checked chunk's results; hands back its buffer.
     fn merge(&mut self, result: ChunkResult) -> Option<AlignedBuf> {
+        if let Some(why) = result.lost {
+            self.lost.get_or_insert(why);
+            return result.buf;
+        }
         self.counts.ok += result.ok;
         self.counts.checked += result.checked;
         for finding in result.findings {
@@ -373,6 +414,7 @@ fn check_chunk(
         ok,
         checked: chunk.block_count,
         buf: Some(buf),
+        lost: None,
     }
 }
 
@@ -501,16 +543,41 @@ pub fn pending_write_explains(
         })
 }
 
+/// The target is lost: a chunk's result that counts nothing.
+fn lost_chunk(why: String) -> ChunkResult {
+    ChunkResult {
+        findings: Vec::new(),
+        ok: 0,
+        checked: 0,
+        buf: None,
+        lost: Some(why),
+    }
+}
+
 /// After a failed chunk read: read block by block, and for a block that
 /// fails, sector by sector, so only the failing sectors are `unreadable`.
+/// When the target turns out to be lost rather than some of its sectors
+/// unreadable (an IO fails as lost, or a sector at `last_good_offset` that
+/// read fine before fails now), nothing in the chunk counts.
 fn check_blocks_one_by_one(
     target: &dyn Target,
     format: &RunFormat,
     expected: &Expected<'_>,
     chunk: &Chunk,
+    last_good_offset: Option<u64>,
 ) -> ChunkResult {
     let block_size = format.block_size as usize;
     let sector_size = (target.info().logical_sector_size as usize).max(SECTOR_BYTES);
+    let mut sector = AlignedBuf::new(sector_size);
+    if let Some(offset) = last_good_offset
+        && let Err(error) = target.read_at(&mut sector, offset)
+    {
+        return lost_chunk(if storage::is_target_lost(&error) {
+            error.to_string()
+        } else {
+            format!("a sector at offset {offset} that read fine earlier now fails too ({error})")
+        });
+    }
     let mut buf = AlignedBuf::new(block_size);
     let mut findings = Vec::new();
     let mut ok = 0;
@@ -522,16 +589,16 @@ fn check_blocks_one_by_one(
                 None => ok += 1,
                 Some(finding) => findings.push(finding),
             },
+            Err(error) if storage::is_target_lost(&error) => return lost_chunk(error.to_string()),
             Err(error) => {
-                let mut sector = AlignedBuf::new(sector_size);
-                let failing: Vec<u32> = (0..block_size / sector_size)
-                    .filter(|s| {
-                        target
-                            .read_at(&mut sector, offset + (s * sector_size) as u64)
-                            .is_err()
-                    })
-                    .map(|s| (s * sector_size / SECTOR_BYTES) as u32)
-                    .collect();
+                let mut failing = Vec::new();
+                for s in 0..block_size / sector_size {
+                    match target.read_at(&mut sector, offset + (s * sector_size) as u64) {
+                        Ok(()) => {}
+                        Err(e) if storage::is_target_lost(&e) => return lost_chunk(e.to_string()),
+                        Err(_) => failing.push((s * sector_size / SECTOR_BYTES) as u32),
+                    }
+                }
                 let detail = if failing.is_empty() {
                     format!("the block read failed ({error}) but each sector read alone succeeded")
                 } else {
@@ -564,6 +631,7 @@ fn check_blocks_one_by_one(
         ok,
         checked: chunk.block_count,
         buf: None,
+        lost: None,
     }
 }
 

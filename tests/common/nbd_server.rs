@@ -214,6 +214,17 @@ impl NbdServer {
         self.dir.path()
     }
 
+    /// The server's process id (for /proc/PID/io: how much it has read and written).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send `signal` to the server (SIGSTOP: a server that stops answering).
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process(pid, signal);
+    }
+
     /// SIGKILL the server now and reap it: the crash a test provokes.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

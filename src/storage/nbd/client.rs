@@ -41,8 +41,10 @@ struct Failure {
 }
 
 impl Failure {
+    /// Typed as a lost target: the connection cannot carry another request,
+    /// so what failed says nothing about the blocks it was for.
     fn to_error(&self) -> io::Error {
-        io::Error::new(self.kind, self.message.clone())
+        crate::storage::target_lost(self.kind, self.message.clone())
     }
 }
 
@@ -242,7 +244,10 @@ impl Client {
     fn current_failure(&self) -> io::Error {
         match &self.shared.state().failure {
             Some(failure) => failure.to_error(),
-            None => io::Error::other(format!("lost the reply from the {}", self.shared.server)),
+            None => crate::storage::target_lost(
+                io::ErrorKind::Other,
+                format!("lost the reply from the {}", self.shared.server),
+            ),
         }
     }
 
