@@ -103,7 +103,7 @@ pub struct WriteFlags {
     /// Data deduplicability for arrays that dedup: 1 = all unique, 2 = half the writes shared, …
     #[arg(long, value_name = "D", default_value = "1")]
     pub dedup_ratio: String,
-    /// IO engine: auto (io_uring where it works), uring, sync.
+    /// IO engine: auto (io_uring where it works), uring, sync, inline.
     #[arg(long, value_name = "ENGINE", default_value = "auto")]
     pub engine: String,
     /// While writing, read back the blocks of every N completed writes.
@@ -152,7 +152,7 @@ pub struct VerifyFlags {
     /// Bytes per verify read.
     #[arg(long, value_name = "SIZE", default_value = "1MiB")]
     pub read_size: String,
-    /// IO engine for verify reads: auto, uring, sync.
+    /// IO engine for verify reads: auto, uring, sync, inline.
     #[arg(long = "read-engine", value_name = "ENGINE", default_value = "auto")]
     pub read_engine: String,
     /// Findings kept in detail (more are counted).
