@@ -752,3 +752,159 @@ fn a_size_beyond_the_nbd_export_is_refused() {
     );
     assert!(!env.path("m").exists());
 }
+
+/// Write flags that only the block size can judge: checked before the
+/// image or the manifest is created, and before an unfinished manifest is
+/// recovered.
+const BAD_IO_SIZES: [(&str, &str); 2] = [
+    ("6KiB", "must be whole 4 KiB blocks"),
+    ("4KiB-128MiB", "at most 64 MiB per write"),
+];
+
+/// SIGKILL a writer of `target` mid-run (retrying until it is caught with
+/// writes in flight), leaving manifest `m` in state `writing` with pending
+/// writes in its journal: what the next write would recover first.
+fn kill_a_writer(env: &TestEnv, target: &str, extra: &[&str]) {
+    use blockstamp::manifest::{Access, Manifest, ManifestState};
+    for attempt in 0..20u64 {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_blockstamp"))
+            .args(["write", target, "--manifest", "m", "--passes", "1000"])
+            .args(["--io-size", "4KiB-16KiB", "--sync", "64"])
+            .args(extra)
+            .current_dir(env.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start writer");
+        std::thread::sleep(std::time::Duration::from_millis(300 + 37 * attempt));
+        child.kill().expect("SIGKILL the writer");
+        child.wait().expect("reap the writer");
+        let Ok(manifest) = Manifest::open(&env.path("m"), Access::Read) else {
+            continue;
+        };
+        let pending = manifest.pending_writes().expect("read the journal");
+        if manifest.header().state == ManifestState::Writing && !pending.is_empty() {
+            return;
+        }
+    }
+    panic!("no killed writer left writes pending in 20 attempts");
+}
+
+#[test]
+fn a_bad_io_size_creates_neither_image_nor_manifest() {
+    let env = TestEnv::new();
+    for command in ["write", "run"] {
+        for (io_size, says) in BAD_IO_SIZES {
+            refuses(
+                &env,
+                &[
+                    command,
+                    "disk.img",
+                    "--manifest",
+                    "m",
+                    "--size",
+                    "1MiB",
+                    "--io-size",
+                    io_size,
+                ],
+                2,
+                says,
+            );
+            assert!(
+                !env.path("disk.img").exists(),
+                "{command} --io-size {io_size}: image created"
+            );
+            assert!(
+                !env.path("m").exists(),
+                "{command} --io-size {io_size}: manifest created"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_bad_io_size_leaves_an_unfinished_manifest_and_its_target_unchanged() {
+    let env = TestEnv::new();
+    kill_a_writer(&env, "disk.img", &["--size", "8MiB"]);
+    let manifest_before = file_digest(&env.path("m"));
+    for command in ["write", "run"] {
+        for (io_size, says) in BAD_IO_SIZES {
+            // `refuses` checks the target's bytes; the manifest's here.
+            refuses(
+                &env,
+                &[command, "disk.img", "--manifest", "m", "--io-size", io_size],
+                2,
+                says,
+            );
+            assert_eq!(
+                file_digest(&env.path("m")),
+                manifest_before,
+                "{command} --io-size {io_size}: the manifest was recovered or changed"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_engine_that_cannot_drive_the_target_creates_no_manifest() {
+    let Some(server) = NbdServer::qemu_nbd_raw(8 << 20, &[]) else {
+        return;
+    };
+    let env = TestEnv::new();
+    let uri = server.uri("");
+    let image_before = file_digest(server.image());
+    for (command, flag) in [
+        ("write", "--engine"),
+        ("run", "--engine"),
+        ("run", "--read-engine"),
+    ] {
+        let run = env.run(&[command, &uri, "--manifest", "m", flag, "uring"]);
+        run.assert_code(2);
+        assert!(
+            run.stderr
+                .contains("the uring engine needs a file or block device target"),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            !env.path("m").exists(),
+            "{command} {flag} uring: manifest created"
+        );
+        assert_eq!(
+            file_digest(server.image()),
+            image_before,
+            "{command} {flag} uring wrote"
+        );
+    }
+}
+
+#[test]
+fn an_engine_that_cannot_drive_the_target_leaves_an_unfinished_manifest_unchanged() {
+    let Some(server) = NbdServer::qemu_nbd_raw(8 << 20, &[]) else {
+        return;
+    };
+    let env = TestEnv::new();
+    let uri = server.uri("");
+    kill_a_writer(&env, &uri, &[]);
+    let image_before = file_digest(server.image());
+    let manifest_before = file_digest(&env.path("m"));
+    for (command, flag) in [
+        ("write", "--engine"),
+        ("run", "--engine"),
+        ("run", "--read-engine"),
+    ] {
+        let run = env.run(&[command, &uri, "--manifest", "m", flag, "uring"]);
+        run.assert_code(2);
+        assert!(run.stderr.contains("uring"), "{}", run.stderr);
+        assert_eq!(
+            file_digest(&env.path("m")),
+            manifest_before,
+            "{command} {flag} uring: the manifest was recovered or changed"
+        );
+        assert_eq!(
+            file_digest(server.image()),
+            image_before,
+            "{command} {flag} uring wrote"
+        );
+    }
+}

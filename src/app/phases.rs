@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::cli::TargetArgs;
 use crate::config::{DEFAULT_BLOCK_SIZE, VerifyConfig, WriteConfig};
-use crate::engine;
+use crate::engine::{self, EngineChoice};
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
 use crate::manifest::{Access, Manifest, ManifestState, NewManifest, TargetRecord};
@@ -23,48 +23,30 @@ use crate::verify;
 use crate::workload::{BurstPlan, BurstWorkload};
 use crate::writer::{self, WriteOptions, WriteOutcome};
 
-/// Open and check everything a write needs, before anything is written.
-pub(super) fn prepare_write(
+/// A write's flags resolved against the manifest it continues (if any):
+/// everything that can be checked without changing the target or the
+/// manifest. As in ripgrep's low → high args split, nothing acts on a flag
+/// before every flag has been checked.
+struct WritePlan {
+    existing: Option<Manifest>,
+    block_size: u32,
+    /// What the image file is created or extended to (block devices: the
+    /// part of the device the run uses).
+    create_size: Option<u64>,
+    max_io_bytes: usize,
+}
+
+/// Check every flag of a write against the manifest it continues and the
+/// engines it asks for; changes nothing.
+fn plan_write(
     args: &TargetArgs,
     config: &WriteConfig,
-) -> Result<(Manifest, Arc<dyn Target>)> {
+    read_engine: Option<EngineChoice>,
+) -> Result<WritePlan> {
     refuse_manifest_on_target(args)?;
     let existing = if args.manifest.exists() {
         let manifest = Manifest::open(&args.manifest, Access::Write)?;
-        let header = manifest.header();
-        if let Some(size) = config.size_bytes
-            && size != header.target.size_bytes
-        {
-            return Err(Error::usage(format!(
-                "manifest {} was written for a target of {} bytes; --size asks for {size} (use a new manifest for a new size)",
-                args.manifest.display(),
-                header.target.size_bytes
-            )));
-        }
-        if let Some(block_size) = config.block_size
-            && block_size != header.block_size
-        {
-            return Err(Error::usage(format!(
-                "manifest {} uses {} blocks; --block-size asks for {} (use a new manifest for another block size)",
-                args.manifest.display(),
-                format_size(header.block_size as u64),
-                format_size(block_size as u64)
-            )));
-        }
-        let random_bytes = crate::config::random_bytes_for(config.compress_ratio);
-        let dedup_permille = crate::config::dedup_permille_for(config.dedup_ratio);
-        if config.dedup_ratio != 1.0 && dedup_permille != header.dedup_permille {
-            return Err(Error::usage(format!(
-                "manifest {} was written with another --dedup-ratio; continue it without the flag or use a new manifest",
-                args.manifest.display()
-            )));
-        }
-        if config.compress_ratio != 1.0 && random_bytes != header.random_bytes {
-            return Err(Error::usage(format!(
-                "manifest {} was written with another --compress-ratio; continue it without the flag or use a new manifest",
-                args.manifest.display()
-            )));
-        }
+        check_flags_against_manifest(&manifest, config)?;
         Some(manifest)
     } else {
         let parent = args
@@ -93,6 +75,12 @@ pub(super) fn prepare_write(
             format_size(block_size as u64)
         )));
     }
+    let max_io_bytes =
+        io_blocks(config.io_size, block_size as u64)?.1 as usize * block_size as usize;
+    check_engine_available(config.engine, &args.target, "--engine")?;
+    if let Some(choice) = read_engine {
+        check_engine_available(choice, &args.target, "--read-engine")?;
+    }
     // A block device written with --size is used only up to that size; a
     // continued run keeps the manifest's limit.
     let create_size = match (&existing, config.size_bytes) {
@@ -101,12 +89,110 @@ pub(super) fn prepare_write(
         }
         (_, size) => size,
     };
+    Ok(WritePlan {
+        existing,
+        block_size,
+        create_size,
+        max_io_bytes,
+    })
+}
+
+/// A continued manifest keeps its size, block size and data-reduction
+/// settings; flags that ask for others are refused.
+fn check_flags_against_manifest(manifest: &Manifest, config: &WriteConfig) -> Result<()> {
+    let header = manifest.header();
+    let path = manifest.path().display();
+    if let Some(size) = config.size_bytes
+        && size != header.target.size_bytes
+    {
+        return Err(Error::usage(format!(
+            "manifest {path} was written for a target of {} bytes; --size asks for {size} (use a new manifest for a new size)",
+            header.target.size_bytes
+        )));
+    }
+    if let Some(block_size) = config.block_size
+        && block_size != header.block_size
+    {
+        return Err(Error::usage(format!(
+            "manifest {path} uses {} blocks; --block-size asks for {} (use a new manifest for another block size)",
+            format_size(header.block_size as u64),
+            format_size(block_size as u64)
+        )));
+    }
+    let random_bytes = crate::config::random_bytes_for(config.compress_ratio);
+    let dedup_permille = crate::config::dedup_permille_for(config.dedup_ratio);
+    if config.dedup_ratio != 1.0 && dedup_permille != header.dedup_permille {
+        return Err(Error::usage(format!(
+            "manifest {path} was written with another --dedup-ratio; continue it without the flag or use a new manifest"
+        )));
+    }
+    if config.compress_ratio != 1.0 && random_bytes != header.random_bytes {
+        return Err(Error::usage(format!(
+            "manifest {path} was written with another --compress-ratio; continue it without the flag or use a new manifest"
+        )));
+    }
+    Ok(())
+}
+
+/// Blocks per write (fewest, most) for `--io-size`: whole blocks, at most
+/// 64 MiB per write.
+fn io_blocks(io_size: Option<(u64, u64)>, block_size: u64) -> Result<(u32, u32)> {
+    let Some((low, high)) = io_size else {
+        return Ok((1, 1));
+    };
+    if low % block_size != 0 || high % block_size != 0 {
+        return Err(Error::usage(format!(
+            "bad --io-size: {low} and {high} must be whole {} blocks",
+            format_size(block_size)
+        )));
+    }
+    if high > 64 << 20 {
+        return Err(Error::usage("bad --io-size: at most 64 MiB per write"));
+    }
+    Ok(((low / block_size) as u32, (high / block_size) as u32))
+}
+
+/// Refuse an engine that cannot drive this target, decided without opening
+/// it: only an explicit `uring` is ever refused (no io_uring here, or an NBD
+/// target, which has no file descriptor for it).
+fn check_engine_available(choice: EngineChoice, uri: &str, flag: &str) -> Result<()> {
+    if choice != EngineChoice::Uring {
+        return Ok(());
+    }
+    let has_fd = !storage::is_nbd_uri(uri);
+    let probed = if has_fd {
+        engine::uring::probe()
+    } else {
+        Ok(())
+    };
+    match engine::choose(choice, probed, has_fd) {
+        engine::Decision::Refuse(message) => Err(Error::usage(format!(
+            "{flag} uring: target {uri}: {message}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Open and check everything a write needs, then open (creating or
+/// extending an image file) the target and create the manifest. Every
+/// usage error is raised before the first of those changes; recovery of an
+/// unfinished manifest waits for the write phase.
+pub(super) fn prepare_write(
+    args: &TargetArgs,
+    config: &WriteConfig,
+    read_engine: Option<EngineChoice>,
+) -> Result<(Manifest, Arc<dyn Target>)> {
+    let plan = plan_write(args, config, read_engine)?;
+    let block_size = plan.block_size;
     let request = OpenRequest {
         write: true,
-        create_size,
+        create_size: plan.create_size,
         direct: config.direct,
         force: config.force,
     };
+    // For an image file this may create or extend it; none of the checks
+    // below can refuse a writable image file (512-byte sectors, any size
+    // the plan accepted).
     let target: Arc<dyn Target> = Arc::from(storage::open(&args.target, &request)?);
     let info = target.info().clone();
     if info.read_only {
@@ -116,26 +202,36 @@ pub(super) fn prepare_write(
         )));
     }
     check_block_size(block_size, &info)?;
+    if let Some(manifest) = &plan.existing {
+        check_same_target(manifest, &info)?;
+    } else if info.size_bytes < block_size as u64 {
+        return Err(Error::usage(format!(
+            "target {} has {} bytes, less than one {} block; pass --size to create or extend an image",
+            info.uri,
+            info.size_bytes,
+            format_size(block_size as u64)
+        )));
+    }
+    if config.engine == EngineChoice::Uring {
+        // The probe above said io_uring works; building the engine proves
+        // it for this target before the manifest changes.
+        engine::build(
+            config.engine,
+            Arc::clone(&target),
+            config.queue_depth,
+            plan.max_io_bytes,
+        )
+        .map_err(Error::usage)?;
+    }
     if config.direct && !info.direct_io {
         eprintln!(
             "note: {} does not support O_DIRECT (tmpfs?); writing through the page cache, and verify drops cached pages before reading",
             info.uri
         );
     }
-    let manifest = match existing {
-        Some(manifest) => {
-            check_same_target(&manifest, &info)?;
-            manifest
-        }
+    let manifest = match plan.existing {
+        Some(manifest) => manifest,
         None => {
-            if info.size_bytes < block_size as u64 {
-                return Err(Error::usage(format!(
-                    "target {} has {} bytes, less than one {} block; pass --size to create or extend an image",
-                    info.uri,
-                    info.size_bytes,
-                    format_size(block_size as u64)
-                )));
-            }
             let mut record = TargetRecord::from_info(&info);
             // Only whole blocks are used; the manifest records that size.
             record.size_bytes = info.size_bytes / block_size as u64 * block_size as u64;
@@ -179,27 +275,9 @@ pub(super) fn write_phase(
         None => random_u64(),
     };
     let block_size = manifest.header().block_size as u64;
-    let io_blocks = match config.io_size {
-        None => (1, 1),
-        Some((low, high)) => {
-            if low % block_size != 0 || high % block_size != 0 {
-                return Err(Error::usage(format!(
-                    "bad --io-size: {} and {} must be whole {} blocks",
-                    low,
-                    high,
-                    format_size(block_size)
-                )));
-            }
-            (
-                (low / block_size) as u32,
-                (high / block_size).min(u32::MAX as u64) as u32,
-            )
-        }
-    };
+    // Checked by prepare_write before anything changed.
+    let io_blocks = io_blocks(config.io_size, block_size)?;
     let max_io_bytes = io_blocks.1 as usize * block_size as usize;
-    if max_io_bytes > 64 << 20 {
-        return Err(Error::usage("bad --io-size: at most 64 MiB per write"));
-    }
     let (mut engine, note) = engine::build(
         config.engine,
         Arc::clone(target),

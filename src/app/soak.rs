@@ -40,7 +40,8 @@ pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
         json: None,
         ..verify_config.clone()
     };
-    let (mut manifest, target) = prepare_write(&args.target, &write_config)?;
+    let (mut manifest, target) =
+        prepare_write(&args.target, &write_config, Some(verify_config.engine))?;
     crate::signals::install();
     let started = Instant::now();
     let mut intervals = Vec::new();
