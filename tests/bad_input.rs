@@ -908,3 +908,104 @@ fn an_engine_that_cannot_drive_the_target_leaves_an_unfinished_manifest_unchange
         );
     }
 }
+
+const MIB: u64 = 1 << 20;
+
+/// Cut an image file to `bytes`, as a restore that stopped short would.
+fn truncate(path: &std::path::Path, bytes: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open image")
+        .set_len(bytes)
+        .expect("truncate image");
+}
+
+#[test]
+fn a_truncated_target_is_verified_up_to_its_end_and_the_rest_reported_unreadable() {
+    use blockstamp::manifest::{Access, Manifest};
+    let env = TestEnv::new();
+    env.write(
+        "disk.img",
+        "m",
+        &["--size", "64MiB", "--coverage", "0.5", "--seed", "7"],
+    );
+    truncate(&env.path("disk.img"), 40 * MIB);
+    let manifest = Manifest::open(&env.path("m"), Access::Read).unwrap();
+    let beyond: Vec<(u64, String)> = (40 * MIB / 4096..64 * MIB / 4096)
+        .filter(|&block| manifest.generation(block) != 0)
+        .map(|block| (block, "unreadable".to_string()))
+        .collect();
+    assert!(
+        !beyond.is_empty() && beyond.len() < 6144,
+        "coverage 0.5 writes some"
+    );
+    drop(manifest);
+
+    let run = env.verify("disk.img", "m", &[]);
+    run.assert_code(1);
+    let report = run.report();
+    assert_eq!(
+        common::finding_set(&report),
+        beyond,
+        "exactly the written blocks past the end"
+    );
+    for finding in report["findings"].as_array().unwrap() {
+        assert_eq!(finding["persistent"], true, "{finding}");
+        assert_eq!(
+            finding["detail"],
+            "beyond the end of the target (target has 41943040 bytes, the manifest 67108864)"
+        );
+    }
+    assert_eq!(
+        report["blocks"]["checked"],
+        40 * MIB / 4096,
+        "every block it holds"
+    );
+    assert_eq!(report["blocks"]["total"], 64 * MIB / 4096);
+    assert!(
+        report["notes"].as_array().unwrap().iter().any(|note| note
+            .as_str()
+            .unwrap()
+            .contains("blocks 10240 to 16383 were not checked")),
+        "{}",
+        report["notes"]
+    );
+
+    let inspect = env.run(&["inspect", "disk.img", "--manifest", "m", "--block", "16000"]);
+    inspect.assert_code(1);
+    assert!(
+        inspect.stdout.contains("beyond the end of the target"),
+        "{}",
+        inspect.stdout
+    );
+}
+
+#[test]
+fn a_shorter_target_without_stamps_of_the_run_is_refused() {
+    let env = TestEnv::new();
+    env.write("disk.img", "m", &["--size", "64MiB", "--coverage", "0.5"]);
+    // Another run's image, cut to 40 MiB; and plain zeros.
+    env.write("other.img", "other", &["--size", "64MiB"]);
+    truncate(&env.path("other.img"), 40 * MIB);
+    std::fs::write(env.path("zeros.img"), vec![0u8; (40 * MIB) as usize]).unwrap();
+    for image in ["other.img", "zeros.img"] {
+        let before = file_digest(&env.path(image));
+        let run = env.run(&["verify", image, "--manifest", "m"]);
+        run.assert_code(2);
+        assert!(
+            run.stderr.contains(&format!(
+                "written for a target of 67108864 bytes; {image} has 41943040 bytes"
+            )),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(file_digest(&env.path(image)), before);
+        common::record_refusal(
+            env.dir.path(),
+            &["verify", image, "--manifest", "m"],
+            2,
+            run.stderr.trim(),
+        );
+    }
+}

@@ -7,19 +7,22 @@ use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::buf::AlignedBuf;
 use crate::cli::TargetArgs;
 use crate::config::{DEFAULT_BLOCK_SIZE, VerifyConfig, WriteConfig};
 use crate::engine::{self, EngineChoice};
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
+use crate::manifest::Expected;
 use crate::manifest::{Access, Manifest, ManifestState, NewManifest, TargetRecord};
 use crate::metrics::MetricsRecording;
 use crate::progress::Goal;
 use crate::report::{Report, ReportContext, TargetSection};
 use crate::rng::random_u64;
+use crate::stamp;
 use crate::storage::{self, OpenRequest, Target};
 use crate::units::{format_rate, format_size};
-use crate::verify;
+use crate::verify::{self, Classified, Finding, FindingClass};
 use crate::workload::{BurstPlan, BurstWorkload};
 use crate::writer::{self, WriteOptions, WriteOutcome};
 
@@ -422,8 +425,23 @@ pub(super) fn verify_report(
         Goal::Bytes(manifest.block_count() * format.block_size as u64),
         Arc::clone(&counters),
     );
+    // A truncated copy (open_for_reading let it through): check what it
+    // holds, report the written blocks past its end.
+    let target_bytes = target.info().size_bytes;
+    let blocks_on_target = target_bytes / format.block_size as u64;
+    let truncated = blocks_on_target < manifest.block_count();
+    if truncated {
+        let note = format!(
+            "the target has {target_bytes} bytes, the manifest {}: blocks {blocks_on_target} to {} were not checked; those the run wrote are unreadable findings",
+            manifest.header().target.size_bytes,
+            manifest.block_count() - 1
+        );
+        eprintln!("note: {note}");
+        notes.push(note);
+    }
     let options = verify::VerifyOptions {
         chunk_bytes,
+        block_limit: truncated.then_some(blocks_on_target),
         ..config.options.clone()
     };
     let outcome = verify::verify(
@@ -435,7 +453,34 @@ pub(super) fn verify_report(
         Some(&counters),
     );
     drop(display);
-    let outcome = outcome?;
+    let mut outcome = outcome?;
+    if truncated {
+        let mut beyond = 0;
+        for finding in beyond_the_end_findings(
+            &expected,
+            &format,
+            blocks_on_target,
+            target_bytes,
+            manifest.header().target.size_bytes,
+        ) {
+            beyond += 1;
+            if outcome.findings.len() < options.max_findings {
+                outcome.findings.push(finding);
+            }
+        }
+        if beyond > 0 {
+            match outcome
+                .counts_by_class
+                .iter_mut()
+                .find(|(class, _)| *class == FindingClass::Unreadable)
+            {
+                Some((_, count)) => *count += beyond,
+                None => outcome
+                    .counts_by_class
+                    .push((FindingClass::Unreadable, beyond)),
+            }
+        }
+    }
     let info = target.info();
     let mut report = Report::new(
         ReportContext {
@@ -498,8 +543,86 @@ pub(super) fn open_for_reading(uri: &str, manifest: &Manifest) -> Result<Arc<dyn
         force: false,
     };
     let target: Arc<dyn Target> = Arc::from(storage::open(uri, &request)?);
+    let info = target.info();
+    let header = manifest.header();
+    let block_size = header.block_size as u64;
+    let blocks_on_target = info.size_bytes / block_size;
+    if blocks_on_target > 0 && blocks_on_target < manifest.block_count() {
+        check_block_size(header.block_size, info)?;
+        if holds_stamps_of_this_run(manifest, target.as_ref(), blocks_on_target) {
+            // A truncated copy (a restore cut short): verify what is there;
+            // the written blocks past its end become findings (verify_report
+            // notes it).
+            warn_if_other_device(manifest, info);
+            return Ok(target);
+        }
+    }
     check_same_target(manifest, target.info())?;
     Ok(target)
+}
+
+/// Blocks of the manifest sampled to tell a truncated copy of the target
+/// from another target that is merely shorter.
+const TRUNCATED_COPY_SAMPLES: u64 = 64;
+
+/// Whether any of up to 64 blocks the manifest says were written, spread
+/// over the first `blocks_on_target` blocks, holds a stamp of this run.
+fn holds_stamps_of_this_run(
+    manifest: &Manifest,
+    target: &dyn Target,
+    blocks_on_target: u64,
+) -> bool {
+    let format = manifest.format();
+    let mut buf = AlignedBuf::new(format.block_size as usize);
+    let stride = blocks_on_target.div_ceil(TRUNCATED_COPY_SAMPLES).max(1);
+    (0..blocks_on_target).step_by(stride as usize).any(|start| {
+        let end = (start + stride).min(blocks_on_target);
+        let Some(block) = (start..end).find(|&b| manifest.generation(b) != 0) else {
+            return false;
+        };
+        target
+            .read_at(&mut buf, block * format.block_size as u64)
+            .is_ok()
+            && buf.chunks_exact(stamp::SECTOR_BYTES).any(|sector| {
+                matches!(stamp::decode_sector(sector),
+                    stamp::SectorContent::Stamp(h) if h.run_id == format.run_id)
+            })
+    })
+}
+
+/// The written blocks of a truncated target past its end, as `unreadable`
+/// findings: the data the run wrote there is gone from this copy.
+fn beyond_the_end_findings(
+    expected: &Expected<'_>,
+    format: &stamp::RunFormat,
+    blocks_on_target: u64,
+    target_bytes: u64,
+    manifest_bytes: u64,
+) -> impl Iterator<Item = Finding> {
+    (blocks_on_target..expected.block_count()).filter_map(move |block| {
+        let generation = expected.generation(block);
+        (generation != 0).then(|| {
+            let mut finding = Finding::from_read(
+                block,
+                format.block_size,
+                generation,
+                &[],
+                Classified {
+                    class: FindingClass::Unreadable,
+                    found_generation: None,
+                    found_block: None,
+                    detail: format!(
+                        "beyond the end of the target (target has {target_bytes} bytes, the manifest {manifest_bytes})"
+                    ),
+                    torn_split: None,
+                    corruption: None,
+                },
+            );
+            finding.unreadable_sectors = (0..format.sectors_per_block() as u32).collect();
+            finding.persistent = true;
+            finding
+        })
+    })
 }
 
 /// The target must be the size the manifest was written for; a different
@@ -517,14 +640,18 @@ pub(super) fn check_same_target(manifest: &Manifest, info: &storage::TargetInfo)
         )));
     }
     check_block_size(header.block_size, info)?;
-    let recorded = header.target.identity();
+    warn_if_other_device(manifest, info);
+    Ok(())
+}
+
+fn warn_if_other_device(manifest: &Manifest, info: &storage::TargetInfo) {
+    let recorded = manifest.header().target.identity();
     if recorded != info.identity && recorded != Default::default() {
         eprintln!(
             "warning: {} does not look like the device the manifest was written on (recorded {:?}, found {:?})",
             info.uri, recorded, info.identity
         );
     }
-    Ok(())
 }
 
 pub(super) fn check_block_size(block_size: u32, info: &storage::TargetInfo) -> Result<()> {
