@@ -757,7 +757,7 @@ fn a_size_beyond_the_nbd_export_is_refused() {
 /// image or the manifest is created, and before an unfinished manifest is
 /// recovered.
 const BAD_IO_SIZES: [(&str, &str); 2] = [
-    ("6KiB", "must be whole 4 KiB blocks"),
+    ("6KiB", "6144 bytes is not a whole number of 4 KiB blocks"),
     ("4KiB-128MiB", "at most 64 MiB per write"),
 ];
 
@@ -865,6 +865,12 @@ fn an_engine_that_cannot_drive_the_target_creates_no_manifest() {
                 .contains("the uring engine needs a file or block device target"),
             "{}",
             run.stderr
+        );
+        common::record_refusal(
+            env.dir.path(),
+            &[command, &uri, "--manifest", "m", flag, "uring"],
+            2,
+            run.stderr.trim(),
         );
         assert!(
             !env.path("m").exists(),

@@ -144,8 +144,13 @@ fn io_blocks(io_size: Option<(u64, u64)>, block_size: u64) -> Result<(u32, u32)>
         return Ok((1, 1));
     };
     if low % block_size != 0 || high % block_size != 0 {
+        let sizes = if low == high {
+            format!("{low} bytes is not a whole number of")
+        } else {
+            format!("{low} and {high} bytes are not both whole numbers of")
+        };
         return Err(Error::usage(format!(
-            "bad --io-size: {low} and {high} must be whole {} blocks",
+            "bad --io-size: {sizes} {} blocks",
             format_size(block_size)
         )));
     }
