@@ -35,8 +35,9 @@ fn process_token() -> &'static StopToken {
 }
 
 /// Route SIGINT and SIGTERM to the process-wide stop token, and return it.
-/// A second signal of the same kind while stopping ends the process at once
-/// (the usual double Ctrl-C).
+/// A second signal while stopping ends the process at once (the usual
+/// double Ctrl-C) with status 128 + its number; the manifest's journal
+/// covers the writes then in flight.
 pub fn install() -> StopToken {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(install_handlers);
@@ -46,9 +47,14 @@ pub fn install() -> StopToken {
 fn install_handlers() {
     let flag = &process_token().0;
     // Order matters: the shutdown check runs first, so only a signal that
-    // finds the flag already set (the second one) ends the process.
+    // finds the flag already set (the second one) ends the process, with
+    // the shell's status for that signal: 130 for SIGINT, 143 for SIGTERM.
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(flag));
+        let _ = signal_hook::flag::register_conditional_shutdown(
+            signal,
+            128 + signal,
+            Arc::clone(flag),
+        );
         let _ = signal_hook::flag::register(signal, Arc::clone(flag));
     }
 }

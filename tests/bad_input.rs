@@ -752,3 +752,266 @@ fn a_size_beyond_the_nbd_export_is_refused() {
     );
     assert!(!env.path("m").exists());
 }
+
+/// Write flags that only the block size can judge: checked before the
+/// image or the manifest is created, and before an unfinished manifest is
+/// recovered.
+const BAD_IO_SIZES: [(&str, &str); 2] = [
+    ("6KiB", "6144 bytes is not a whole number of 4 KiB blocks"),
+    ("4KiB-128MiB", "at most 64 MiB per write"),
+];
+
+/// SIGKILL a writer of `target` mid-run (retrying until it is caught with
+/// writes in flight), leaving manifest `m` in state `writing` with pending
+/// writes in its journal: what the next write would recover first.
+fn kill_a_writer(env: &TestEnv, target: &str, extra: &[&str]) {
+    use blockstamp::manifest::{Access, Manifest, ManifestState};
+    for attempt in 0..20u64 {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_blockstamp"))
+            .args(["write", target, "--manifest", "m", "--passes", "1000"])
+            .args(["--io-size", "4KiB-16KiB", "--sync", "64"])
+            .args(extra)
+            .current_dir(env.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start writer");
+        std::thread::sleep(std::time::Duration::from_millis(300 + 37 * attempt));
+        child.kill().expect("SIGKILL the writer");
+        child.wait().expect("reap the writer");
+        let Ok(manifest) = Manifest::open(&env.path("m"), Access::Read) else {
+            continue;
+        };
+        let pending = manifest.pending_writes().expect("read the journal");
+        if manifest.header().state == ManifestState::Writing && !pending.is_empty() {
+            return;
+        }
+    }
+    panic!("no killed writer left writes pending in 20 attempts");
+}
+
+#[test]
+fn a_bad_io_size_creates_neither_image_nor_manifest() {
+    let env = TestEnv::new();
+    for command in ["write", "run"] {
+        for (io_size, says) in BAD_IO_SIZES {
+            refuses(
+                &env,
+                &[
+                    command,
+                    "disk.img",
+                    "--manifest",
+                    "m",
+                    "--size",
+                    "1MiB",
+                    "--io-size",
+                    io_size,
+                ],
+                2,
+                says,
+            );
+            assert!(
+                !env.path("disk.img").exists(),
+                "{command} --io-size {io_size}: image created"
+            );
+            assert!(
+                !env.path("m").exists(),
+                "{command} --io-size {io_size}: manifest created"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_bad_io_size_leaves_an_unfinished_manifest_and_its_target_unchanged() {
+    let env = TestEnv::new();
+    kill_a_writer(&env, "disk.img", &["--size", "8MiB"]);
+    let manifest_before = file_digest(&env.path("m"));
+    for command in ["write", "run"] {
+        for (io_size, says) in BAD_IO_SIZES {
+            // `refuses` checks the target's bytes; the manifest's here.
+            refuses(
+                &env,
+                &[command, "disk.img", "--manifest", "m", "--io-size", io_size],
+                2,
+                says,
+            );
+            assert_eq!(
+                file_digest(&env.path("m")),
+                manifest_before,
+                "{command} --io-size {io_size}: the manifest was recovered or changed"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_engine_that_cannot_drive_the_target_creates_no_manifest() {
+    let Some(server) = NbdServer::qemu_nbd_raw(8 << 20, &[]) else {
+        return;
+    };
+    let env = TestEnv::new();
+    let uri = server.uri("");
+    let image_before = file_digest(server.image());
+    for (command, flag) in [
+        ("write", "--engine"),
+        ("run", "--engine"),
+        ("run", "--read-engine"),
+    ] {
+        let run = env.run(&[command, &uri, "--manifest", "m", flag, "uring"]);
+        run.assert_code(2);
+        assert!(
+            run.stderr
+                .contains("the uring engine needs a file or block device target"),
+            "{}",
+            run.stderr
+        );
+        common::record_refusal(
+            env.dir.path(),
+            &[command, &uri, "--manifest", "m", flag, "uring"],
+            2,
+            run.stderr.trim(),
+        );
+        assert!(
+            !env.path("m").exists(),
+            "{command} {flag} uring: manifest created"
+        );
+        assert_eq!(
+            file_digest(server.image()),
+            image_before,
+            "{command} {flag} uring wrote"
+        );
+    }
+}
+
+#[test]
+fn an_engine_that_cannot_drive_the_target_leaves_an_unfinished_manifest_unchanged() {
+    let Some(server) = NbdServer::qemu_nbd_raw(8 << 20, &[]) else {
+        return;
+    };
+    let env = TestEnv::new();
+    let uri = server.uri("");
+    kill_a_writer(&env, &uri, &[]);
+    let image_before = file_digest(server.image());
+    let manifest_before = file_digest(&env.path("m"));
+    for (command, flag) in [
+        ("write", "--engine"),
+        ("run", "--engine"),
+        ("run", "--read-engine"),
+    ] {
+        let run = env.run(&[command, &uri, "--manifest", "m", flag, "uring"]);
+        run.assert_code(2);
+        assert!(run.stderr.contains("uring"), "{}", run.stderr);
+        assert_eq!(
+            file_digest(&env.path("m")),
+            manifest_before,
+            "{command} {flag} uring: the manifest was recovered or changed"
+        );
+        assert_eq!(
+            file_digest(server.image()),
+            image_before,
+            "{command} {flag} uring wrote"
+        );
+    }
+}
+
+const MIB: u64 = 1 << 20;
+
+/// Cut an image file to `bytes`, as a restore that stopped short would.
+fn truncate(path: &std::path::Path, bytes: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open image")
+        .set_len(bytes)
+        .expect("truncate image");
+}
+
+#[test]
+fn a_truncated_target_is_verified_up_to_its_end_and_the_rest_reported_unreadable() {
+    use blockstamp::manifest::{Access, Manifest};
+    let env = TestEnv::new();
+    env.write(
+        "disk.img",
+        "m",
+        &["--size", "64MiB", "--coverage", "0.5", "--seed", "7"],
+    );
+    truncate(&env.path("disk.img"), 40 * MIB);
+    let manifest = Manifest::open(&env.path("m"), Access::Read).unwrap();
+    let beyond: Vec<(u64, String)> = (40 * MIB / 4096..64 * MIB / 4096)
+        .filter(|&block| manifest.generation(block) != 0)
+        .map(|block| (block, "unreadable".to_string()))
+        .collect();
+    assert!(
+        !beyond.is_empty() && beyond.len() < 6144,
+        "coverage 0.5 writes some"
+    );
+    drop(manifest);
+
+    let run = env.verify("disk.img", "m", &[]);
+    run.assert_code(1);
+    let report = run.report();
+    assert_eq!(
+        common::finding_set(&report),
+        beyond,
+        "exactly the written blocks past the end"
+    );
+    for finding in report["findings"].as_array().unwrap() {
+        assert_eq!(finding["persistent"], true, "{finding}");
+        assert_eq!(
+            finding["detail"],
+            "beyond the end of the target (target has 41943040 bytes, the manifest 67108864)"
+        );
+    }
+    assert_eq!(
+        report["blocks"]["checked"],
+        40 * MIB / 4096,
+        "every block it holds"
+    );
+    assert_eq!(report["blocks"]["total"], 64 * MIB / 4096);
+    assert!(
+        report["notes"].as_array().unwrap().iter().any(|note| note
+            .as_str()
+            .unwrap()
+            .contains("blocks 10240 to 16383 were not checked")),
+        "{}",
+        report["notes"]
+    );
+
+    let inspect = env.run(&["inspect", "disk.img", "--manifest", "m", "--block", "16000"]);
+    inspect.assert_code(1);
+    assert!(
+        inspect.stdout.contains("beyond the end of the target"),
+        "{}",
+        inspect.stdout
+    );
+}
+
+#[test]
+fn a_shorter_target_without_stamps_of_the_run_is_refused() {
+    let env = TestEnv::new();
+    env.write("disk.img", "m", &["--size", "64MiB", "--coverage", "0.5"]);
+    // Another run's image, cut to 40 MiB; and plain zeros.
+    env.write("other.img", "other", &["--size", "64MiB"]);
+    truncate(&env.path("other.img"), 40 * MIB);
+    std::fs::write(env.path("zeros.img"), vec![0u8; (40 * MIB) as usize]).unwrap();
+    for image in ["other.img", "zeros.img"] {
+        let before = file_digest(&env.path(image));
+        let run = env.run(&["verify", image, "--manifest", "m"]);
+        run.assert_code(2);
+        assert!(
+            run.stderr.contains(&format!(
+                "written for a target of 67108864 bytes; {image} has 41943040 bytes"
+            )),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(file_digest(&env.path(image)), before);
+        common::record_refusal(
+            env.dir.path(),
+            &["verify", image, "--manifest", "m"],
+            2,
+            run.stderr.trim(),
+        );
+    }
+}

@@ -217,7 +217,7 @@ fn blocks_never_written_must_hold_none_of_the_runs_stamps() {
 }
 
 #[test]
-fn a_truncated_image_reports_a_size_mismatch() {
+fn a_truncated_image_reports_the_written_blocks_past_its_end_unreadable() {
     let env = TestEnv::new();
     env.write("disk.img", "m", &["--size", "1MiB"]);
     std::fs::OpenOptions::new()
@@ -227,13 +227,9 @@ fn a_truncated_image_reports_a_size_mismatch() {
         .set_len(512 * 1024)
         .unwrap();
     let run = env.verify("disk.img", "m", &[]);
-    run.assert_code(2);
-    assert!(
-        run.stderr
-            .contains("was written for a target of 1048576 bytes"),
-        "{}",
-        run.stderr
-    );
+    run.assert_code(1);
+    let expected: Vec<(u64, String)> = (128..256).map(|b| (b, "unreadable".to_string())).collect();
+    assert_eq!(finding_set(&run.report()), expected);
 }
 
 #[test]

@@ -36,6 +36,15 @@ pub(super) fn inspect_command(args: &InspectArgs) -> Result<ExitCode> {
             ""
         }
     );
+    let target_bytes = target.info().size_bytes;
+    if offset + format.block_size as u64 > target_bytes {
+        // A truncated copy of the target (open_for_reading let it through).
+        println!(
+            "verdict: unreadable: beyond the end of the target (target has {target_bytes} bytes, the manifest {})",
+            manifest.header().target.size_bytes
+        );
+        return Ok(ExitCode::Findings);
+    }
     if let Err(e) = target.read_at(&mut buf, offset) {
         println!("read failed: {e}");
         return Ok(ExitCode::Findings);

@@ -7,64 +7,49 @@ use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::buf::AlignedBuf;
 use crate::cli::TargetArgs;
 use crate::config::{DEFAULT_BLOCK_SIZE, VerifyConfig, WriteConfig};
-use crate::engine;
+use crate::engine::{self, EngineChoice};
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
+use crate::manifest::Expected;
 use crate::manifest::{Access, Manifest, ManifestState, NewManifest, TargetRecord};
 use crate::metrics::MetricsRecording;
 use crate::progress::Goal;
 use crate::report::{Report, ReportContext, TargetSection};
 use crate::rng::random_u64;
+use crate::stamp;
 use crate::storage::{self, OpenRequest, Target};
 use crate::units::{format_rate, format_size};
-use crate::verify;
+use crate::verify::{self, Classified, Finding, FindingClass};
 use crate::workload::{BurstPlan, BurstWorkload};
 use crate::writer::{self, WriteOptions, WriteOutcome};
 
-/// Open and check everything a write needs, before anything is written.
-pub(super) fn prepare_write(
+/// A write's flags resolved against the manifest it continues (if any):
+/// everything that can be checked without changing the target or the
+/// manifest. As in ripgrep's low → high args split, nothing acts on a flag
+/// before every flag has been checked.
+struct WritePlan {
+    existing: Option<Manifest>,
+    block_size: u32,
+    /// What the image file is created or extended to (block devices: the
+    /// part of the device the run uses).
+    create_size: Option<u64>,
+    max_io_bytes: usize,
+}
+
+/// Check every flag of a write against the manifest it continues and the
+/// engines it asks for; changes nothing.
+fn plan_write(
     args: &TargetArgs,
     config: &WriteConfig,
-) -> Result<(Manifest, Arc<dyn Target>)> {
+    read_engine: Option<EngineChoice>,
+) -> Result<WritePlan> {
     refuse_manifest_on_target(args)?;
     let existing = if args.manifest.exists() {
         let manifest = Manifest::open(&args.manifest, Access::Write)?;
-        let header = manifest.header();
-        if let Some(size) = config.size_bytes
-            && size != header.target.size_bytes
-        {
-            return Err(Error::usage(format!(
-                "manifest {} was written for a target of {} bytes; --size asks for {size} (use a new manifest for a new size)",
-                args.manifest.display(),
-                header.target.size_bytes
-            )));
-        }
-        if let Some(block_size) = config.block_size
-            && block_size != header.block_size
-        {
-            return Err(Error::usage(format!(
-                "manifest {} uses {} blocks; --block-size asks for {} (use a new manifest for another block size)",
-                args.manifest.display(),
-                format_size(header.block_size as u64),
-                format_size(block_size as u64)
-            )));
-        }
-        let random_bytes = crate::config::random_bytes_for(config.compress_ratio);
-        let dedup_permille = crate::config::dedup_permille_for(config.dedup_ratio);
-        if config.dedup_ratio != 1.0 && dedup_permille != header.dedup_permille {
-            return Err(Error::usage(format!(
-                "manifest {} was written with another --dedup-ratio; continue it without the flag or use a new manifest",
-                args.manifest.display()
-            )));
-        }
-        if config.compress_ratio != 1.0 && random_bytes != header.random_bytes {
-            return Err(Error::usage(format!(
-                "manifest {} was written with another --compress-ratio; continue it without the flag or use a new manifest",
-                args.manifest.display()
-            )));
-        }
+        check_flags_against_manifest(&manifest, config)?;
         Some(manifest)
     } else {
         let parent = args
@@ -93,6 +78,12 @@ pub(super) fn prepare_write(
             format_size(block_size as u64)
         )));
     }
+    let max_io_bytes =
+        io_blocks(config.io_size, block_size as u64)?.1 as usize * block_size as usize;
+    check_engine_available(config.engine, &args.target, "--engine")?;
+    if let Some(choice) = read_engine {
+        check_engine_available(choice, &args.target, "--read-engine")?;
+    }
     // A block device written with --size is used only up to that size; a
     // continued run keeps the manifest's limit.
     let create_size = match (&existing, config.size_bytes) {
@@ -101,12 +92,115 @@ pub(super) fn prepare_write(
         }
         (_, size) => size,
     };
+    Ok(WritePlan {
+        existing,
+        block_size,
+        create_size,
+        max_io_bytes,
+    })
+}
+
+/// A continued manifest keeps its size, block size and data-reduction
+/// settings; flags that ask for others are refused.
+fn check_flags_against_manifest(manifest: &Manifest, config: &WriteConfig) -> Result<()> {
+    let header = manifest.header();
+    let path = manifest.path().display();
+    if let Some(size) = config.size_bytes
+        && size != header.target.size_bytes
+    {
+        return Err(Error::usage(format!(
+            "manifest {path} was written for a target of {} bytes; --size asks for {size} (use a new manifest for a new size)",
+            header.target.size_bytes
+        )));
+    }
+    if let Some(block_size) = config.block_size
+        && block_size != header.block_size
+    {
+        return Err(Error::usage(format!(
+            "manifest {path} uses {} blocks; --block-size asks for {} (use a new manifest for another block size)",
+            format_size(header.block_size as u64),
+            format_size(block_size as u64)
+        )));
+    }
+    let random_bytes = crate::config::random_bytes_for(config.compress_ratio);
+    let dedup_permille = crate::config::dedup_permille_for(config.dedup_ratio);
+    if config.dedup_ratio != 1.0 && dedup_permille != header.dedup_permille {
+        return Err(Error::usage(format!(
+            "manifest {path} was written with another --dedup-ratio; continue it without the flag or use a new manifest"
+        )));
+    }
+    if config.compress_ratio != 1.0 && random_bytes != header.random_bytes {
+        return Err(Error::usage(format!(
+            "manifest {path} was written with another --compress-ratio; continue it without the flag or use a new manifest"
+        )));
+    }
+    Ok(())
+}
+
+/// Blocks per write (fewest, most) for `--io-size`: whole blocks, at most
+/// 64 MiB per write.
+fn io_blocks(io_size: Option<(u64, u64)>, block_size: u64) -> Result<(u32, u32)> {
+    let Some((low, high)) = io_size else {
+        return Ok((1, 1));
+    };
+    if low % block_size != 0 || high % block_size != 0 {
+        let sizes = if low == high {
+            format!("{low} bytes is not a whole number of")
+        } else {
+            format!("{low} and {high} bytes are not both whole numbers of")
+        };
+        return Err(Error::usage(format!(
+            "bad --io-size: {sizes} {} blocks",
+            format_size(block_size)
+        )));
+    }
+    if high > 64 << 20 {
+        return Err(Error::usage("bad --io-size: at most 64 MiB per write"));
+    }
+    Ok(((low / block_size) as u32, (high / block_size) as u32))
+}
+
+/// Refuse an engine that cannot drive this target, decided without opening
+/// it: only an explicit `uring` is ever refused (no io_uring here, or an NBD
+/// target, which has no file descriptor for it).
+fn check_engine_available(choice: EngineChoice, uri: &str, flag: &str) -> Result<()> {
+    if choice != EngineChoice::Uring {
+        return Ok(());
+    }
+    let has_fd = !storage::is_nbd_uri(uri);
+    let probed = if has_fd {
+        engine::uring::probe()
+    } else {
+        Ok(())
+    };
+    match engine::choose(choice, probed, has_fd) {
+        engine::Decision::Refuse(message) => Err(Error::usage(format!(
+            "{flag} uring: target {uri}: {message}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Open and check everything a write needs, then open (creating or
+/// extending an image file) the target and create the manifest. Every
+/// usage error is raised before the first of those changes; recovery of an
+/// unfinished manifest waits for the write phase.
+pub(super) fn prepare_write(
+    args: &TargetArgs,
+    config: &WriteConfig,
+    read_engine: Option<EngineChoice>,
+) -> Result<(Manifest, Arc<dyn Target>)> {
+    let plan = plan_write(args, config, read_engine)?;
+    let block_size = plan.block_size;
     let request = OpenRequest {
         write: true,
-        create_size,
+        create_size: plan.create_size,
         direct: config.direct,
         force: config.force,
     };
+    // For an image file this may create or extend it; none of the checks
+    // below can refuse a writable image file (512-byte sectors, any size
+    // the plan accepted).
     let target = storage::open_with(&args.target, &request, &config.target_loss)?;
     let info = target.info().clone();
     if info.read_only {
@@ -116,26 +210,36 @@ pub(super) fn prepare_write(
         )));
     }
     check_block_size(block_size, &info)?;
+    if let Some(manifest) = &plan.existing {
+        check_same_target(manifest, &info)?;
+    } else if info.size_bytes < block_size as u64 {
+        return Err(Error::usage(format!(
+            "target {} has {} bytes, less than one {} block; pass --size to create or extend an image",
+            info.uri,
+            info.size_bytes,
+            format_size(block_size as u64)
+        )));
+    }
+    if config.engine == EngineChoice::Uring {
+        // The probe above said io_uring works; building the engine proves
+        // it for this target before the manifest changes.
+        engine::build(
+            config.engine,
+            Arc::clone(&target),
+            config.queue_depth,
+            plan.max_io_bytes,
+        )
+        .map_err(Error::usage)?;
+    }
     if config.direct && !info.direct_io {
         eprintln!(
             "note: {} does not support O_DIRECT (tmpfs?); writing through the page cache, and verify drops cached pages before reading",
             info.uri
         );
     }
-    let manifest = match existing {
-        Some(manifest) => {
-            check_same_target(&manifest, &info)?;
-            manifest
-        }
+    let manifest = match plan.existing {
+        Some(manifest) => manifest,
         None => {
-            if info.size_bytes < block_size as u64 {
-                return Err(Error::usage(format!(
-                    "target {} has {} bytes, less than one {} block; pass --size to create or extend an image",
-                    info.uri,
-                    info.size_bytes,
-                    format_size(block_size as u64)
-                )));
-            }
             let mut record = TargetRecord::from_info(&info);
             // Only whole blocks are used; the manifest records that size.
             record.size_bytes = info.size_bytes / block_size as u64 * block_size as u64;
@@ -179,27 +283,9 @@ pub(super) fn write_phase(
         None => random_u64(),
     };
     let block_size = manifest.header().block_size as u64;
-    let io_blocks = match config.io_size {
-        None => (1, 1),
-        Some((low, high)) => {
-            if low % block_size != 0 || high % block_size != 0 {
-                return Err(Error::usage(format!(
-                    "bad --io-size: {} and {} must be whole {} blocks",
-                    low,
-                    high,
-                    format_size(block_size)
-                )));
-            }
-            (
-                (low / block_size) as u32,
-                (high / block_size).min(u32::MAX as u64) as u32,
-            )
-        }
-    };
+    // Checked by prepare_write before anything changed.
+    let io_blocks = io_blocks(config.io_size, block_size)?;
     let max_io_bytes = io_blocks.1 as usize * block_size as usize;
-    if max_io_bytes > 64 << 20 {
-        return Err(Error::usage("bad --io-size: at most 64 MiB per write"));
-    }
     let (mut engine, note) = engine::build(
         config.engine,
         Arc::clone(target),
@@ -344,8 +430,23 @@ pub(super) fn verify_report(
         Goal::Bytes(manifest.block_count() * format.block_size as u64),
         Arc::clone(&counters),
     );
+    // A truncated copy (open_for_reading let it through): check what it
+    // holds, report the written blocks past its end.
+    let target_bytes = target.info().size_bytes;
+    let blocks_on_target = target_bytes / format.block_size as u64;
+    let truncated = blocks_on_target < manifest.block_count();
+    if truncated {
+        let note = format!(
+            "the target has {target_bytes} bytes, the manifest {}: blocks {blocks_on_target} to {} were not checked; those the run wrote are unreadable findings",
+            manifest.header().target.size_bytes,
+            manifest.block_count() - 1
+        );
+        eprintln!("note: {note}");
+        notes.push(note);
+    }
     let options = verify::VerifyOptions {
         chunk_bytes,
+        block_limit: truncated.then_some(blocks_on_target),
         ..config.options.clone()
     };
     let outcome = verify::verify(
@@ -357,12 +458,39 @@ pub(super) fn verify_report(
         Some(&counters),
     );
     drop(display);
-    let outcome = outcome?;
+    let mut outcome = outcome?;
     if let Some(why) = &outcome.target_lost {
         notes.push(format!(
             "the target was lost after {} of {} block(s) were checked ({why}); the rest were not judged",
             outcome.blocks.checked, outcome.blocks.total
         ));
+    }
+    if truncated {
+        let mut beyond = 0;
+        for finding in beyond_the_end_findings(
+            &expected,
+            &format,
+            blocks_on_target,
+            target_bytes,
+            manifest.header().target.size_bytes,
+        ) {
+            beyond += 1;
+            if outcome.findings.len() < options.max_findings {
+                outcome.findings.push(finding);
+            }
+        }
+        if beyond > 0 {
+            match outcome
+                .counts_by_class
+                .iter_mut()
+                .find(|(class, _)| *class == FindingClass::Unreadable)
+            {
+                Some((_, count)) => *count += beyond,
+                None => outcome
+                    .counts_by_class
+                    .push((FindingClass::Unreadable, beyond)),
+            }
+        }
     }
     let info = target.info();
     let mut report = Report::new(
@@ -441,8 +569,86 @@ pub(super) fn open_for_reading(
         force: false,
     };
     let target = storage::open_with(uri, &request, loss)?;
+    let info = target.info();
+    let header = manifest.header();
+    let block_size = header.block_size as u64;
+    let blocks_on_target = info.size_bytes / block_size;
+    if blocks_on_target > 0 && blocks_on_target < manifest.block_count() {
+        check_block_size(header.block_size, info)?;
+        if holds_stamps_of_this_run(manifest, target.as_ref(), blocks_on_target) {
+            // A truncated copy (a restore cut short): verify what is there;
+            // the written blocks past its end become findings (verify_report
+            // notes it).
+            warn_if_other_device(manifest, info);
+            return Ok(target);
+        }
+    }
     check_same_target(manifest, target.info())?;
     Ok(target)
+}
+
+/// Blocks of the manifest sampled to tell a truncated copy of the target
+/// from another target that is merely shorter.
+const TRUNCATED_COPY_SAMPLES: u64 = 64;
+
+/// Whether any of up to 64 blocks the manifest says were written, spread
+/// over the first `blocks_on_target` blocks, holds a stamp of this run.
+fn holds_stamps_of_this_run(
+    manifest: &Manifest,
+    target: &dyn Target,
+    blocks_on_target: u64,
+) -> bool {
+    let format = manifest.format();
+    let mut buf = AlignedBuf::new(format.block_size as usize);
+    let stride = blocks_on_target.div_ceil(TRUNCATED_COPY_SAMPLES).max(1);
+    (0..blocks_on_target).step_by(stride as usize).any(|start| {
+        let end = (start + stride).min(blocks_on_target);
+        let Some(block) = (start..end).find(|&b| manifest.generation(b) != 0) else {
+            return false;
+        };
+        target
+            .read_at(&mut buf, block * format.block_size as u64)
+            .is_ok()
+            && buf.chunks_exact(stamp::SECTOR_BYTES).any(|sector| {
+                matches!(stamp::decode_sector(sector),
+                    stamp::SectorContent::Stamp(h) if h.run_id == format.run_id)
+            })
+    })
+}
+
+/// The written blocks of a truncated target past its end, as `unreadable`
+/// findings: the data the run wrote there is gone from this copy.
+fn beyond_the_end_findings(
+    expected: &Expected<'_>,
+    format: &stamp::RunFormat,
+    blocks_on_target: u64,
+    target_bytes: u64,
+    manifest_bytes: u64,
+) -> impl Iterator<Item = Finding> {
+    (blocks_on_target..expected.block_count()).filter_map(move |block| {
+        let generation = expected.generation(block);
+        (generation != 0).then(|| {
+            let mut finding = Finding::from_read(
+                block,
+                format.block_size,
+                generation,
+                &[],
+                Classified {
+                    class: FindingClass::Unreadable,
+                    found_generation: None,
+                    found_block: None,
+                    detail: format!(
+                        "beyond the end of the target (target has {target_bytes} bytes, the manifest {manifest_bytes})"
+                    ),
+                    torn_split: None,
+                    corruption: None,
+                },
+            );
+            finding.unreadable_sectors = (0..format.sectors_per_block() as u32).collect();
+            finding.persistent = true;
+            finding
+        })
+    })
 }
 
 /// The target must be the size the manifest was written for; a different
@@ -460,14 +666,18 @@ pub(super) fn check_same_target(manifest: &Manifest, info: &storage::TargetInfo)
         )));
     }
     check_block_size(header.block_size, info)?;
-    let recorded = header.target.identity();
+    warn_if_other_device(manifest, info);
+    Ok(())
+}
+
+fn warn_if_other_device(manifest: &Manifest, info: &storage::TargetInfo) {
+    let recorded = manifest.header().target.identity();
     if recorded != info.identity && recorded != Default::default() {
         eprintln!(
             "warning: {} does not look like the device the manifest was written on (recorded {:?}, found {:?})",
             info.uri, recorded, info.identity
         );
     }
-    Ok(())
 }
 
 pub(super) fn check_block_size(block_size: u32, info: &storage::TargetInfo) -> Result<()> {

@@ -14,7 +14,8 @@ pub(super) fn run_command(args: &RunArgs) -> Result<ExitCode> {
     let recording = MetricsRecording::start(args.metrics.metrics.as_deref())?;
     write_config.options.metrics = Some(recording.metrics());
     verify_config.options.metrics = Some(recording.metrics());
-    let (mut manifest, target) = prepare_write(&args.target, &write_config)?;
+    let (mut manifest, target) =
+        prepare_write(&args.target, &write_config, Some(verify_config.engine))?;
     write_phase(&mut manifest, &target, &write_config)?;
     let code = verify_phase(&manifest, target, None, &verify_config)?;
     finish_metrics(recording);

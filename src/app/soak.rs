@@ -40,17 +40,23 @@ pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
         json: None,
         ..verify_config.clone()
     };
-    let (mut manifest, target) = prepare_write(&args.target, &write_config)?;
+    let (mut manifest, target) =
+        prepare_write(&args.target, &write_config, Some(verify_config.engine))?;
     crate::signals::install();
     let started = Instant::now();
     let mut intervals = Vec::new();
     let mut rolling = Vec::new();
     let (mut writes, mut bytes_written, mut rolling_checked, mut interval_findings) = (0, 0, 0, 0);
+    // The last interval's verify while nothing has been written since: if
+    // the soak ends now (its time is up, or a signal came while that verify
+    // ran), that verify is the final one; a second would check the same.
+    let mut unwritten_since: Option<Report> = None;
     loop {
         let remaining = duration.saturating_sub(started.elapsed());
         if remaining.is_zero() || crate::signals::stop_requested() {
             break;
         }
+        unwritten_since = None;
         let mut interval_config = write_config.clone();
         interval_config.options.duration = Some(remaining.min(verify_every));
         let mut outcome = write_phase(&mut manifest, &target, &interval_config)?;
@@ -91,12 +97,27 @@ pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
             rolling_count,
             Some(&report),
         ));
+        unwritten_since = Some(report);
     }
     let stopped_by_signal = crate::signals::stop_requested();
-    if stopped_by_signal {
-        eprintln!("note: stopping on a signal: final verify (a second signal ends at once)");
-    }
-    let mut report = verify_report(&manifest, Arc::clone(&target), None, &verify_config)?;
+    let mut report = match unwritten_since {
+        Some(report) => {
+            if stopped_by_signal {
+                eprintln!(
+                    "note: stopped on a signal during an interval verify; that verify is the final one"
+                );
+            }
+            report
+        }
+        None => {
+            if stopped_by_signal {
+                eprintln!(
+                    "note: stopping on a signal: final verify (a second signal ends at once)"
+                );
+            }
+            verify_report(&manifest, Arc::clone(&target), None, &verify_config)?
+        }
+    };
     if let Some(last) = intervals.last_mut()
         && last.verify_checked_blocks == 0
     {

@@ -11,7 +11,7 @@ pub(super) fn write_command(args: &WriteArgs) -> Result<ExitCode> {
     let mut config = WriteConfig::from_flags(&args.write)?;
     let recording = MetricsRecording::start(args.metrics.metrics.as_deref())?;
     config.options.metrics = Some(recording.metrics());
-    let (mut manifest, target) = prepare_write(&args.target, &config)?;
+    let (mut manifest, target) = prepare_write(&args.target, &config, None)?;
     let outcome = write_phase(&mut manifest, &target, &config)?;
     finish_metrics(recording);
     Ok(if outcome.rolling_findings.is_empty() {

@@ -189,6 +189,11 @@ pub fn open_with(
     })
 }
 
+/// Whether TARGET names an NBD export rather than a path.
+pub fn is_nbd_uri(uri: &str) -> bool {
+    uri.starts_with("nbd:") || uri.starts_with("nbd+") || uri.starts_with("nbds")
+}
+
 /// Open TARGET as the user named it: an `nbd://` or `nbd+unix://` URI, a
 /// block device, or a regular file.
 pub fn open(uri: &str, request: &OpenRequest) -> crate::error::Result<Box<dyn Target>> {
@@ -205,7 +210,7 @@ fn open_with_nbd(
             "TARGET is empty; give an image file, a block device or an nbd:// URI",
         ));
     }
-    if uri.starts_with("nbd:") || uri.starts_with("nbd+") || uri.starts_with("nbds") {
+    if is_nbd_uri(uri) {
         return Ok(Box::new(nbd::NbdTarget::open_with(
             uri,
             request,

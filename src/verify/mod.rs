@@ -77,6 +77,9 @@ pub struct VerifyOptions {
     pub max_findings: usize,
     /// Where completed reads' latencies and bytes are recorded.
     pub metrics: Option<Arc<Metrics>>,
+    /// Check only the blocks before this one (a target shorter than its
+    /// manifest: the caller reports the rest); None: every block.
+    pub block_limit: Option<u64>,
 }
 
 impl Default for VerifyOptions {
@@ -89,6 +92,7 @@ impl Default for VerifyOptions {
             chunk_bytes: 1 << 20,
             max_findings: 100_000,
             metrics: None,
+            block_limit: None,
         }
     }
 }
@@ -151,7 +155,9 @@ pub fn verify(
 ) -> Result<VerifyOutcome> {
     let started = Instant::now();
     let block_size = format.block_size as u64;
-    let block_count = expected.block_count();
+    let block_count = options.block_limit.map_or(expected.block_count(), |limit| {
+        limit.min(expected.block_count())
+    });
     let blocks_per_chunk = (options.chunk_bytes as u64 / block_size).max(1);
     let chunk_count = block_count.div_ceil(blocks_per_chunk);
     let holes = target.data_ranges();
@@ -166,7 +172,7 @@ pub fn verify(
     let mut buffers_out = 0usize;
     let mut tally = Tally {
         counts: BlockCounts {
-            total: block_count,
+            total: expected.block_count(),
             expected_written: expected.count_written(),
             ..Default::default()
         },
