@@ -2,9 +2,9 @@
 //! list the names.
 
 use crate::cli::CheckpointArgs;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::exit::ExitCode;
-use crate::manifest::{Access, Manifest};
+use crate::manifest::{Access, Manifest, ManifestState};
 
 pub(super) fn checkpoint_command(args: &CheckpointArgs) -> Result<ExitCode> {
     if args.list {
@@ -25,6 +25,14 @@ pub(super) fn checkpoint_command(args: &CheckpointArgs) -> Result<ExitCode> {
     }
     let name = args.name.as_deref().unwrap_or_default();
     let mut manifest = Manifest::open(&args.manifest, Access::Write)?;
+    // A writer died holding it: its map may lag writes the journal still
+    // holds as pending, and a checkpoint would freeze that lag.
+    if manifest.header().state == ManifestState::Writing {
+        return Err(Error::usage(format!(
+            "manifest {} was being written when its writer stopped; run 'blockstamp write' on it to reconcile it, then take the checkpoint",
+            args.manifest.display()
+        )));
+    }
     manifest.add_checkpoint(name)?;
     println!(
         "checkpoint '{name}' recorded in {}: {} blocks written",

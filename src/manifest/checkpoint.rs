@@ -43,22 +43,30 @@ fn undo_fields(entry: u64) -> (u64, u32) {
 }
 
 impl Manifest {
-    /// Write out undo entries built since the last call (to the page cache:
-    /// they survive the process being killed; `finish_write` syncs them).
+    /// Write out undo entries built since the last call, sync them, then
+    /// let the map entries that wait for them into the map.
     pub fn persist_undo(&mut self) -> Result<()> {
-        if self.pending_undo.is_empty() {
-            return Ok(());
+        if !self.pending_undo.is_empty() {
+            let mut bytes = Vec::with_capacity(self.pending_undo.len() * 8);
+            for entry in &self.pending_undo {
+                bytes.extend_from_slice(&entry.to_le_bytes());
+            }
+            let at = self.header.undo_offset + self.header.undo_entries * 8;
+            self.file
+                .write_all_at(&bytes, at)
+                .map_err(|e| self.io_error("write undo log of", e))?;
+            self.header.undo_entries += self.pending_undo.len() as u64;
+            self.pending_undo.clear();
         }
-        let mut bytes = Vec::with_capacity(self.pending_undo.len() * 8);
-        for entry in &self.pending_undo {
-            bytes.extend_from_slice(&entry.to_le_bytes());
+        if !self.deferred.is_empty() {
+            // The undo entries reach storage before the map entries that
+            // rely on them can.
+            super::sync_point(&self.path);
+            self.file
+                .sync_data()
+                .map_err(|e| self.io_error("sync undo log of", e))?;
+            self.apply_deferred();
         }
-        let at = self.header.undo_offset + self.header.undo_entries * 8;
-        self.file
-            .write_all_at(&bytes, at)
-            .map_err(|e| self.io_error("write undo log of", e))?;
-        self.header.undo_entries += self.pending_undo.len() as u64;
-        self.pending_undo.clear();
         Ok(())
     }
 
@@ -86,7 +94,19 @@ impl Manifest {
                 self.path.display()
             )));
         }
+        self.persist_undo()?;
         self.recover_undo_tail()?;
+        // Clearing the bits changes the map under its checksum, and the
+        // kernel may write any of its pages back at any moment: say durably
+        // that the map is changing first, so a crash in between leaves a
+        // map that opens. Its generations do not change, only the bits; a
+        // bit cleared without the checkpoint recorded only makes the next
+        // write of its block log a second undo entry for the previous
+        // checkpoint, after the first one, and the oldest entry wins.
+        if self.header.map_crc32c.is_some() {
+            self.header.map_crc32c = None;
+            self.store_header()?;
+        }
         self.clear_dirty_bits();
         let blocks_written = self.count_written();
         let checkpoint = Checkpoint {

@@ -125,6 +125,7 @@ impl Manifest {
         self.file
             .write_all_at(&slot, at)
             .map_err(|e| self.io_error("write", e))?;
+        super::sync_point(&self.path);
         self.file
             .sync_data()
             .map_err(|e| self.io_error("sync", e))?;

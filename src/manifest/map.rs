@@ -6,6 +6,7 @@
 //! caught before it can make a verify report wrong findings.
 
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use memmap2::{Mmap, MmapMut, MmapOptions};
@@ -29,6 +30,9 @@ pub(super) fn map_region_bytes(block_count: u64) -> u64 {
 pub(super) enum MapView {
     Read(Mmap),
     Write(MmapMut),
+    /// Read into memory: the map has holes, and a page fault on a hole of
+    /// a full filesystem (tmpfs) would kill the process with SIGBUS.
+    Copied(Vec<u8>),
 }
 
 impl MapView {
@@ -36,6 +40,7 @@ impl MapView {
         match self {
             MapView::Read(map) => map,
             MapView::Write(map) => map,
+            MapView::Copied(map) => map,
         }
     }
 }
@@ -48,11 +53,19 @@ pub(super) fn map_view(
 ) -> Result<MapView> {
     // At least one page: a mapping cannot be empty.
     let length = map_region_bytes(header.block_count).max(4096) as usize;
+    if access == Access::Read && super::has_hole_before(file, MAP_OFFSET + length as u64) {
+        let mut bytes = vec![0u8; length];
+        file.read_exact_at(&mut bytes, MAP_OFFSET)
+            .map_err(|e| Error::run(format!("cannot read manifest {}: {e}", path.display())))?;
+        return Ok(MapView::Copied(bytes));
+    }
     let mut options = MmapOptions::new();
     options.offset(MAP_OFFSET).len(length);
     // SAFETY: the manifest file is locked (flock) against other blockstamp
     // processes for the life of the mapping; the mapped range lies inside
-    // the file (checked against the header's offsets before mapping).
+    // the file (checked against the header's offsets before mapping), and
+    // has storage: a writer reserves it first, a reader copies a map with
+    // holes instead, so no fault on it can need space (SIGBUS).
     let result = unsafe {
         match access {
             Access::Read => options.map(file).map(MapView::Read),
@@ -69,6 +82,13 @@ impl Manifest {
     }
 
     fn raw_entry(&self, block: u64) -> u16 {
+        if let Some(&entry) = self.deferred.get(&block) {
+            return entry;
+        }
+        self.mapped_entry(block)
+    }
+
+    fn mapped_entry(&self, block: u64) -> u16 {
         let at = block as usize * 2;
         let bytes = self.map.bytes();
         u16::from_le_bytes([bytes[at], bytes[at + 1]])
@@ -77,7 +97,9 @@ impl Manifest {
     fn map_bytes_mut(&mut self) -> &mut [u8] {
         match &mut self.map {
             MapView::Write(map) => map,
-            MapView::Read(_) => panic!("manifest opened read-only was written"),
+            MapView::Read(_) | MapView::Copied(_) => {
+                panic!("manifest opened read-only was written")
+            }
         }
     }
 
@@ -87,25 +109,52 @@ impl Manifest {
         let old = self.raw_entry(block);
         let mut new = generation as u16;
         if !self.header.checkpoints.is_empty() {
+            new |= DIRTY_BIT;
             if old & DIRTY_BIT == 0 {
                 // First change since the latest checkpoint: remember what
-                // the checkpoint expects here.
+                // the checkpoint expects here, and keep the new entry out
+                // of the map until that is durable (`persist_undo`).
                 self.pending_undo
                     .push(undo_entry(block, (old & !DIRTY_BIT) as u32));
+                self.deferred.insert(block, new);
+                return;
             }
-            new |= DIRTY_BIT;
+            if let Some(entry) = self.deferred.get_mut(&block) {
+                *entry = new;
+                return;
+            }
         }
+        self.store_entry(block, new);
+    }
+
+    fn store_entry(&mut self, block: u64, entry: u16) {
         let at = block as usize * 2;
-        self.map_bytes_mut()[at..at + 2].copy_from_slice(&new.to_le_bytes());
+        self.map_bytes_mut()[at..at + 2].copy_from_slice(&entry.to_le_bytes());
+    }
+
+    /// Move the deferred entries into the map (their undo entries are
+    /// durable).
+    pub(super) fn apply_deferred(&mut self) {
+        let deferred = std::mem::take(&mut self.deferred);
+        for (block, entry) in deferred {
+            self.store_entry(block, entry);
+        }
     }
 
     /// Blocks with a non-zero expected generation.
     pub fn count_written(&self) -> u64 {
         let length = self.header.block_count as usize * 2;
-        self.map.bytes()[..length]
+        let mapped = self.map.bytes()[..length]
             .chunks_exact(2)
             .filter(|e| u16::from_le_bytes([e[0], e[1]]) & !DIRTY_BIT != 0)
-            .count() as u64
+            .count() as u64;
+        let mut count = mapped;
+        for (&block, &entry) in &self.deferred {
+            let was = self.mapped_entry(block) & !DIRTY_BIT != 0;
+            let is = entry & !DIRTY_BIT != 0;
+            count = count + is as u64 - was as u64;
+        }
+        count
     }
 
     /// Clear the "written since the latest checkpoint" bits (a checkpoint is
@@ -125,6 +174,7 @@ impl Manifest {
     /// Write the map's dirty pages to the file and wait for them.
     pub(super) fn flush_map(&self) -> Result<()> {
         if let MapView::Write(map) = &self.map {
+            super::sync_point(&self.path);
             map.flush().map_err(|e| self.io_error("sync", e))?;
         }
         Ok(())

@@ -66,6 +66,11 @@ pub struct Manifest {
     map: MapView,
     /// Undo entries built since the last `persist_undo`.
     pending_undo: Vec<u64>,
+    /// Map entries waiting for their undo entries to be durable: the kernel
+    /// may write a map page back at any moment, and a page that says
+    /// "written since the checkpoint" without the undo entry on storage
+    /// would lose the checkpoint's generation to a power cut.
+    deferred: HashMap<u64, u16>,
     journal: Option<Journal>,
 }
 
@@ -97,27 +102,42 @@ impl Manifest {
             undo_entries: 0,
             checkpoints: Vec::new(),
         };
+        // Built under a temporary name and renamed into place only when
+        // complete: a manifest that cannot be created (full disk, a crash)
+        // leaves no file that later runs would refuse as "not a manifest".
+        let temp_path = temp_path_for(path);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
-            .open(path)
+            .open(&temp_path)
             .map_err(|e| Error::run(format!("cannot create manifest {}: {e}", path.display())))?;
-        lock(&file, path, Access::Write)?;
-        file.set_len(undo_offset)
-            .map_err(|e| Error::run(format!("cannot size manifest {}: {e}", path.display())))?;
-        if header.journal_bytes > 0 {
-            // Allocate the journal now, so its synced appends never wait for
-            // the filesystem to allocate blocks (best effort).
-            let _ = rustix::fs::fallocate(
-                &file,
-                rustix::fs::FallocateFlags::empty(),
-                header.journal_offset,
-                header.journal_bytes,
-            );
+        let built = Manifest::build(file, path, &temp_path, header).and_then(|manifest| {
+            publish(&temp_path, path)?;
+            Ok(manifest)
+        });
+        if built.is_err() {
+            let _ = std::fs::remove_file(&temp_path);
         }
+        built
+    }
+
+    /// Lay out a new manifest in `file` (at `temp_path`, to become `path`).
+    fn build(
+        file: File,
+        path: &Path,
+        temp_path: &Path,
+        header: ManifestHeader,
+    ) -> Result<Manifest> {
+        lock(&file, path, Access::Write)?;
+        file.set_len(header.undo_offset)
+            .map_err(|e| Error::run(format!("cannot size manifest {}: {e}", path.display())))?;
+        // Reserved, so that no store through the mapping can fault for want
+        // of space (SIGBUS), and the journal's synced appends never wait for
+        // the filesystem to allocate blocks.
+        reserve(&file, path, &header)?;
         let map = map::map_view(&file, path, &header, Access::Write)?;
-        let journal = load_journal(&file, path, &header, Access::Write)?;
+        let journal = load_journal(&file, temp_path, &header, Access::Write)?;
         let mut manifest = Manifest {
             path: path.to_path_buf(),
             file,
@@ -125,6 +145,7 @@ impl Manifest {
             header_seq: 0,
             map,
             pending_undo: Vec::new(),
+            deferred: HashMap::new(),
             journal,
         };
         manifest.header.map_crc32c = Some(manifest.map_crc());
@@ -179,6 +200,9 @@ impl Manifest {
                 header.undo_offset
             )));
         }
+        if access == Access::Write {
+            reserve(&file, path, &header)?;
+        }
         let map = map::map_view(&file, path, &header, access)?;
         let journal = load_journal(&file, path, &header, access)?;
         let manifest = Manifest {
@@ -188,6 +212,7 @@ impl Manifest {
             header_seq,
             map,
             pending_undo: Vec::new(),
+            deferred: HashMap::new(),
             journal,
         };
         if manifest.header.state == ManifestState::Clean
@@ -244,11 +269,13 @@ impl Manifest {
             journal
                 .release(&self.file, tail)
                 .map_err(|e| Error::run(format!("cannot write manifest journal: {e}")))?;
+            sync_point(&self.path);
             journal
                 .store_durable(&self.file)
                 .map_err(|e| Error::run(format!("cannot sync manifest journal: {e}")))?;
         }
         self.flush_map()?;
+        sync_point(&self.path);
         self.file
             .sync_data()
             .map_err(|e| self.io_error("sync", e))?;
@@ -300,6 +327,12 @@ impl Manifest {
 
     /// Every journal entry before `position` describes a durable write.
     pub fn journal_release(&mut self, position: u64) -> Result<()> {
+        if self.journal.is_none() {
+            return Ok(());
+        }
+        // Released entries no longer cover their blocks after a crash: the
+        // map must hold their generations first.
+        self.persist_undo()?;
         let Some(journal) = &mut self.journal else {
             return Ok(());
         };
@@ -391,6 +424,112 @@ pub fn unix_now_s() -> u64 {
 /// Kind names as the manifest stores them.
 pub fn kind_name(kind: TargetKind) -> String {
     kind.to_string()
+}
+
+/// Where a new manifest is built before it is renamed to `path`: the same
+/// directory (a rename cannot cross filesystems), a name of this process.
+fn temp_path_for(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map_or_else(|| "manifest".into(), |n| n.to_string_lossy().into_owned());
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Move a complete new manifest into place, never over an existing file,
+/// and make the rename durable.
+fn publish(temp_path: &Path, path: &Path) -> Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    let exists = |e: &dyn std::fmt::Display| {
+        Error::run(format!("cannot create manifest {}: {e}", path.display()))
+    };
+    match renameat_with(CWD, temp_path, CWD, path, RenameFlags::NOREPLACE) {
+        Ok(()) => {}
+        // A filesystem without RENAME_NOREPLACE: a hard link cannot replace
+        // a file either.
+        Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
+            std::fs::hard_link(temp_path, path).map_err(|e| exists(&e))?;
+            let _ = std::fs::remove_file(temp_path);
+        }
+        Err(e) => return Err(exists(&io::Error::from(e))),
+    }
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    sync_point(path);
+    File::open(parent)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|e| {
+            Error::run(format!(
+                "cannot sync directory {} of manifest {}: {e}",
+                parent.display(),
+                path.display()
+            ))
+        })
+}
+
+/// Whether the file has a hole before `end` (bytes that have no storage yet).
+fn has_hole_before(file: &File, end: u64) -> bool {
+    match rustix::fs::seek(file, rustix::fs::SeekFrom::Hole(0)) {
+        Ok(hole) => hole < end,
+        // No SEEK_HOLE: assume the worst.
+        Err(_) => true,
+    }
+}
+
+/// Give every byte of the manifest up to its undo log storage, so a store
+/// through the map never faults for want of space. A full filesystem is a
+/// fault (exit 3).
+fn reserve(file: &File, path: &Path, header: &ManifestHeader) -> Result<()> {
+    if !has_hole_before(file, header.undo_offset) {
+        return Ok(());
+    }
+    rustix::fs::fallocate(
+        file,
+        rustix::fs::FallocateFlags::empty(),
+        0,
+        header.undo_offset,
+    )
+    .map_err(|e| {
+        Error::run(format!(
+            "cannot reserve {} bytes for manifest {}: {}",
+            header.undo_offset,
+            path.display(),
+            errno_text(e)
+        ))
+    })
+}
+
+/// An errno as words, without the "(os error N)" std appends.
+fn errno_text(e: rustix::io::Errno) -> String {
+    let text = io::Error::from(e).to_string();
+    match text.find(" (os error") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
+type SyncObserver = Box<dyn Fn(&Path) + Send + Sync>;
+
+static SYNC_OBSERVER: std::sync::RwLock<Option<SyncObserver>> = std::sync::RwLock::new(None);
+
+/// Have `observer` called with the manifest's path just before each sync
+/// of a manifest (header store, map flush, file sync, rename): the points
+/// between which a power cut may leave any mix of the pages written.
+/// For the crash tests; `None` removes it.
+#[doc(hidden)]
+pub fn observe_syncs(observer: Option<SyncObserver>) {
+    if let Ok(mut slot) = SYNC_OBSERVER.write() {
+        *slot = observer;
+    }
+}
+
+fn sync_point(path: &Path) {
+    if let Ok(slot) = SYNC_OBSERVER.read()
+        && let Some(observer) = slot.as_ref()
+    {
+        observer(path);
+    }
 }
 
 #[cfg(test)]
