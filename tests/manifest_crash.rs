@@ -370,13 +370,7 @@ fn check_cut(
 /// Root is needed to mount a tmpfs: skip on a developer's machine (saying
 /// why), fail in CI where every test must run.
 fn need_root() -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    assert!(!common::in_ci(), "tmpfs tests must run as root in CI");
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "skipping tmpfs test: it needs root");
-    false
+    common::need::require(common::need::Need::Root)
 }
 
 /// A small tmpfs, unmounted when dropped (even when the test fails).

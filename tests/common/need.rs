@@ -14,6 +14,8 @@ use std::process::{Command, Stdio};
 /// Something a test needs that a machine may lack.
 #[derive(Clone, Copy, Debug)]
 pub enum Need {
+    /// Root, for what only root may do (mounting a small tmpfs).
+    Root,
     /// Loop devices that `losetup` can attach (as root).
     LoopDevices,
     /// The tools that build scenes on a block device: mkfs.ext4, mount,
@@ -33,6 +35,7 @@ pub enum Need {
 impl Need {
     fn what(self) -> &'static str {
         match self {
+            Need::Root => "root",
             Need::LoopDevices => "loop devices",
             Need::BlockDeviceTools => "block-device tools",
             Need::QemuImg => "qemu-img",
@@ -47,7 +50,7 @@ impl Need {
     /// How to get it (scripts/test.sh does all of these in CI).
     fn remedy(self) -> &'static str {
         match self {
-            Need::LoopDevices => "run the tests as root",
+            Need::Root | Need::LoopDevices => "run the tests as root",
             Need::BlockDeviceTools => "apt-get install e2fsprogs mount util-linux, as root",
             Need::QemuImg | Need::QemuNbd => "apt-get install qemu-utils",
             Need::Nbdkit => "apt-get install nbdkit",
@@ -62,7 +65,7 @@ impl Need {
     /// Whether the machine has it; if not, why not.
     fn check(self) -> Result<(), String> {
         match self {
-            Need::LoopDevices | Need::BlockDeviceTools => {
+            Need::Root | Need::LoopDevices | Need::BlockDeviceTools => {
                 if rustix::process::geteuid().is_root() {
                     Ok(())
                 } else {
