@@ -514,6 +514,7 @@ impl Writer<'_> {
             if let Err(e) = completion.result {
                 return Err(Error::run(format!("flush failed: {e}")));
             }
+            self.engine.recycle(completion.buf);
         }
         self.outcome.flushes += 1;
         if let Some(&(end, _)) = self.submitted.back() {
