@@ -30,6 +30,7 @@ use std::time::Duration;
 use crate::clock::{Clock, SystemClock};
 use crate::engine::{Completion, Engine, Io, IoKind};
 use crate::error::{Error, Result};
+use crate::manifest::journal::FIRST_WRITE;
 use crate::manifest::{Manifest, next_generation};
 use crate::signals::StopToken;
 use crate::stamp::{self, WriteStamp};
@@ -150,6 +151,9 @@ const INTENT_BATCH_ENTRIES: usize = 4096;
 struct Planned {
     op: WriteOp,
     generations: Vec<u32>,
+    /// Indices (into `generations`) of blocks never written before: their
+    /// intents say so (see [`crate::manifest::journal::FIRST_WRITE`]).
+    first_writes: Vec<usize>,
     /// Journal position just after this write's entries.
     journal_end: u64,
     /// Its intents are still to be logged.
@@ -334,13 +338,18 @@ impl Writer<'_> {
             }
             let mut writes = Vec::with_capacity(burst.len());
             for op in burst.iter().copied() {
+                let mut first_writes = Vec::new();
                 let generations: Vec<u32> = (op.first_block..op.end())
-                    .map(|block| {
+                    .enumerate()
+                    .map(|(i, block)| {
                         let current = self
                             .planned_generation
                             .get(&block)
                             .copied()
                             .unwrap_or_else(|| self.manifest.generation(block));
+                        if current == 0 {
+                            first_writes.push(i);
+                        }
                         let generation = next_generation(current);
                         self.planned_generation.insert(block, generation);
                         generation
@@ -350,6 +359,7 @@ impl Writer<'_> {
                 writes.push(Planned {
                     op,
                     generations,
+                    first_writes,
                     journal_end: 0,
                     unjournaled: journaling,
                 });
@@ -402,7 +412,15 @@ impl Writer<'_> {
             .iter()
             .flatten()
             .filter(|w| w.unjournaled)
-            .flat_map(|w| (w.op.first_block..w.op.end()).zip(w.generations.iter().copied()))
+            .flat_map(|w| {
+                let mut intents: Vec<(u64, u32)> = (w.op.first_block..w.op.end())
+                    .zip(w.generations.iter().copied())
+                    .collect();
+                for &i in &w.first_writes {
+                    intents[i].1 |= FIRST_WRITE;
+                }
+                intents
+            })
             .collect();
         let mut position = self.manifest.journal().map_or(0, |j| j.tail());
         self.manifest.journal_append(&entries)?;

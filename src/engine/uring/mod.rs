@@ -395,7 +395,10 @@ mod tests {
         }
         assert_eq!(engine.pool.free.len(), free_at_start);
         let buf = engine.take_buffer(4096);
-        assert!(engine.pool.fixed_index(&buf).is_some(), "writes still get one");
+        assert!(
+            engine.pool.fixed_index(&buf).is_some(),
+            "writes still get one"
+        );
     }
 
     /// A ring far smaller than the queue depth: submitting fills the SQ (sent
