@@ -16,7 +16,10 @@
 //!   Intents are logged a batch of bursts ahead, one synced append per
 //!   batch made on the journal's own thread while the batch before runs,
 //!   so the IO thread rarely waits for it and the journal costs little
-//!   throughput.
+//!   throughput. When the writer flushes, every intent logged ahead is a
+//!   write verify must forgive after a crash although it was never at
+//!   risk: then the look-ahead is at most twice the queue depth, and the
+//!   next batch is logged just before each flush, while the target flushes.
 //!
 //! The writer's time and its stop request come in its options: a
 //! [`Clock`] (the system's, or a manual one in tests and the selftest) and
@@ -142,9 +145,11 @@ impl Hasher for IntHasher {
     }
 }
 
-/// Intents logged per journal sync, at least (a batch is whole bursts,
-/// however small they are: each sync is a flush of the manifest's
-/// filesystem, which stalls the target's queue when both share a disk).
+/// Intents logged per journal sync, at least, when the writer does not
+/// flush (a batch is whole bursts, however small they are: each sync is a
+/// flush of the manifest's filesystem, which stalls the target's queue when
+/// both share a disk). Nothing is durable before the end then, so every
+/// write is at risk anyway and a big batch widens nothing.
 const INTENT_BATCH_ENTRIES: usize = 4096;
 
 /// A write whose generations are decided and whose intent is logged.
@@ -189,6 +194,9 @@ struct Writer<'a> {
     planned_entries: usize,
     /// ... and of those whose intents are not yet logged.
     unjournaled_entries: usize,
+    /// Writes planned since the last planned `--sync N` flush: a batch
+    /// ends where a flush will be, so its intents are logged during one.
+    planned_toward_flush: u64,
 }
 
 /// Run the write phase to the end of the workload (or the duration, or
@@ -216,6 +224,7 @@ pub fn write(
         backlog: Vec::new(),
         planned_entries: 0,
         unjournaled_entries: 0,
+        planned_toward_flush: 0,
     };
     let mut planned: VecDeque<Vec<Planned>> = VecDeque::new();
     let mut burst = Vec::new();
@@ -231,7 +240,7 @@ pub fn write(
         }
         // Keep a batch planned ahead of the writes going out: its intents
         // become durable in the background while the batch before it runs.
-        if !workload_done && writer.planned_entries < writer.batch_entries() {
+        if !workload_done && writer.wants_batch() {
             workload_done = writer.plan_batch(workload, &mut burst, &mut planned)?;
         }
         if planned
@@ -279,6 +288,10 @@ pub fn write(
             SyncPolicy::None => false,
         };
         if flush_now && writer.failure.is_none() {
+            // Log the next batch now: its journal sync overlaps the flush.
+            if !workload_done && writer.wants_batch() {
+                workload_done = writer.plan_batch(workload, &mut burst, &mut planned)?;
+            }
             writer.drain()?;
             writer.flush()?;
             writes_since_flush = 0;
@@ -364,7 +377,16 @@ impl Writer<'_> {
                     unjournaled: journaling,
                 });
             }
+            let writes_in_burst = writes.len() as u64;
             planned.push_back(writes);
+            if let SyncPolicy::Every(n) = self.options.sync {
+                self.planned_toward_flush += writes_in_burst;
+                if self.planned_toward_flush >= n {
+                    // The writer flushes after this burst.
+                    self.planned_toward_flush = 0;
+                    break;
+                }
+            }
         }
         self.planned_entries += entries;
         if journaling {
@@ -380,10 +402,30 @@ impl Writer<'_> {
 
     /// Intents per batch: [`INTENT_BATCH_ENTRIES`], or a quarter of a small
     /// journal, so a batch can be logged while the one before it is still
-    /// pending.
+    /// pending; at most the look-ahead when the writer flushes.
     fn batch_entries(&self) -> usize {
         let capacity = self.manifest.journal().map_or(u64::MAX, |j| j.capacity());
-        INTENT_BATCH_ENTRIES.min((capacity / 4).max(1) as usize)
+        let batch = INTENT_BATCH_ENTRIES.min((capacity / 4).max(1) as usize);
+        self.look_ahead().map_or(batch, |ahead| batch.min(ahead))
+    }
+
+    /// When writes become durable while writing (flushes or FUA): the most
+    /// intents logged for writes not yet submitted, twice the queue depth.
+    /// A crash then leaves pending only the writes no completed flush
+    /// covered, and at most this many more.
+    fn look_ahead(&self) -> Option<usize> {
+        let flushing = self.options.fua || self.options.sync != SyncPolicy::None;
+        flushing.then(|| 2 * self.engine.queue_depth())
+    }
+
+    /// Time to plan (and log) another batch? Without flushes, while less
+    /// than a batch is planned; with them, once every planned write went
+    /// out, so what is logged ahead stays within the look-ahead.
+    fn wants_batch(&self) -> bool {
+        match self.look_ahead() {
+            None => self.planned_entries < self.batch_entries(),
+            Some(_) => self.planned_entries == 0,
+        }
     }
 
     /// Log the intents of the planned writes not yet in the journal; the
