@@ -450,20 +450,15 @@ impl Writer<'_> {
             self.drain()?;
             self.flush()?;
         }
-        let entries: Vec<(u64, u32)> = planned
-            .iter()
-            .flatten()
-            .filter(|w| w.unjournaled)
-            .flat_map(|w| {
-                let mut intents: Vec<(u64, u32)> = (w.op.first_block..w.op.end())
-                    .zip(w.generations.iter().copied())
-                    .collect();
-                for &i in &w.first_writes {
-                    intents[i].1 |= FIRST_WRITE;
-                }
-                intents
-            })
-            .collect();
+        let mut entries: Vec<(u64, u32)> = Vec::with_capacity(self.unjournaled_entries);
+        for write in planned.iter().flatten().filter(|w| w.unjournaled) {
+            let start = entries.len();
+            let blocks = write.op.first_block..write.op.end();
+            entries.extend(blocks.zip(write.generations.iter().copied()));
+            for &i in &write.first_writes {
+                entries[start + i].1 |= FIRST_WRITE;
+            }
+        }
         let mut position = self.manifest.journal().map_or(0, |j| j.tail());
         self.manifest.journal_append(&entries)?;
         self.outcome.journal_syncs += 1;
