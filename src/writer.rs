@@ -16,7 +16,10 @@
 //!   Intents are logged a batch of bursts ahead, one synced append per
 //!   batch made on the journal's own thread while the batch before runs,
 //!   so the IO thread rarely waits for it and the journal costs little
-//!   throughput.
+//!   throughput. When the writer flushes, every intent logged ahead is a
+//!   write verify must forgive after a crash although it was never at
+//!   risk: then the look-ahead is at most twice the queue depth, and the
+//!   next batch is logged just before each flush, while the target flushes.
 //!
 //! The writer's time and its stop request come in its options: a
 //! [`Clock`] (the system's, or a manual one in tests and the selftest) and
@@ -30,6 +33,7 @@ use std::time::Duration;
 use crate::clock::{Clock, SystemClock};
 use crate::engine::{Completion, Engine, Io, IoKind};
 use crate::error::{Error, Result};
+use crate::manifest::journal::FIRST_WRITE;
 use crate::manifest::{Manifest, next_generation};
 use crate::signals::StopToken;
 use crate::stamp::{self, WriteStamp};
@@ -141,15 +145,20 @@ impl Hasher for IntHasher {
     }
 }
 
-/// Intents logged per journal sync, at least (a batch is whole bursts,
-/// however small they are: each sync is a flush of the manifest's
-/// filesystem, which stalls the target's queue when both share a disk).
+/// Intents logged per journal sync, at least, when the writer does not
+/// flush (a batch is whole bursts, however small they are: each sync is a
+/// flush of the manifest's filesystem, which stalls the target's queue when
+/// both share a disk). Nothing is durable before the end then, so every
+/// write is at risk anyway and a big batch widens nothing.
 const INTENT_BATCH_ENTRIES: usize = 4096;
 
 /// A write whose generations are decided and whose intent is logged.
 struct Planned {
     op: WriteOp,
     generations: Vec<u32>,
+    /// Indices (into `generations`) of blocks never written before: their
+    /// intents say so (see [`crate::manifest::journal::FIRST_WRITE`]).
+    first_writes: Vec<usize>,
     /// Journal position just after this write's entries.
     journal_end: u64,
     /// Its intents are still to be logged.
@@ -185,6 +194,9 @@ struct Writer<'a> {
     planned_entries: usize,
     /// ... and of those whose intents are not yet logged.
     unjournaled_entries: usize,
+    /// Writes planned since the last planned `--sync N` flush: a batch
+    /// ends where a flush will be, so its intents are logged during one.
+    planned_toward_flush: u64,
 }
 
 /// Run the write phase to the end of the workload (or the duration, or
@@ -212,6 +224,7 @@ pub fn write(
         backlog: Vec::new(),
         planned_entries: 0,
         unjournaled_entries: 0,
+        planned_toward_flush: 0,
     };
     let mut planned: VecDeque<Vec<Planned>> = VecDeque::new();
     let mut burst = Vec::new();
@@ -227,7 +240,7 @@ pub fn write(
         }
         // Keep a batch planned ahead of the writes going out: its intents
         // become durable in the background while the batch before it runs.
-        if !workload_done && writer.planned_entries < writer.batch_entries() {
+        if !workload_done && writer.wants_batch() {
             workload_done = writer.plan_batch(workload, &mut burst, &mut planned)?;
         }
         if planned
@@ -275,6 +288,10 @@ pub fn write(
             SyncPolicy::None => false,
         };
         if flush_now && writer.failure.is_none() {
+            // Log the next batch now: its journal sync overlaps the flush.
+            if !workload_done && writer.wants_batch() {
+                workload_done = writer.plan_batch(workload, &mut burst, &mut planned)?;
+            }
             writer.drain()?;
             writer.flush()?;
             writes_since_flush = 0;
@@ -334,13 +351,18 @@ impl Writer<'_> {
             }
             let mut writes = Vec::with_capacity(burst.len());
             for op in burst.iter().copied() {
+                let mut first_writes = Vec::new();
                 let generations: Vec<u32> = (op.first_block..op.end())
-                    .map(|block| {
+                    .enumerate()
+                    .map(|(i, block)| {
                         let current = self
                             .planned_generation
                             .get(&block)
                             .copied()
                             .unwrap_or_else(|| self.manifest.generation(block));
+                        if current == 0 {
+                            first_writes.push(i);
+                        }
                         let generation = next_generation(current);
                         self.planned_generation.insert(block, generation);
                         generation
@@ -350,11 +372,21 @@ impl Writer<'_> {
                 writes.push(Planned {
                     op,
                     generations,
+                    first_writes,
                     journal_end: 0,
                     unjournaled: journaling,
                 });
             }
+            let writes_in_burst = writes.len() as u64;
             planned.push_back(writes);
+            if let SyncPolicy::Every(n) = self.options.sync {
+                self.planned_toward_flush += writes_in_burst;
+                if self.planned_toward_flush >= n {
+                    // The writer flushes after this burst.
+                    self.planned_toward_flush = 0;
+                    break;
+                }
+            }
         }
         self.planned_entries += entries;
         if journaling {
@@ -370,10 +402,30 @@ impl Writer<'_> {
 
     /// Intents per batch: [`INTENT_BATCH_ENTRIES`], or a quarter of a small
     /// journal, so a batch can be logged while the one before it is still
-    /// pending.
+    /// pending; at most the look-ahead when the writer flushes.
     fn batch_entries(&self) -> usize {
         let capacity = self.manifest.journal().map_or(u64::MAX, |j| j.capacity());
-        INTENT_BATCH_ENTRIES.min((capacity / 4).max(1) as usize)
+        let batch = INTENT_BATCH_ENTRIES.min((capacity / 4).max(1) as usize);
+        self.look_ahead().map_or(batch, |ahead| batch.min(ahead))
+    }
+
+    /// When writes become durable while writing (flushes or FUA): the most
+    /// intents logged for writes not yet submitted, twice the queue depth.
+    /// A crash then leaves pending only the writes no completed flush
+    /// covered, and at most this many more.
+    fn look_ahead(&self) -> Option<usize> {
+        let flushing = self.options.fua || self.options.sync != SyncPolicy::None;
+        flushing.then(|| 2 * self.engine.queue_depth())
+    }
+
+    /// Time to plan (and log) another batch? Without flushes, while less
+    /// than a batch is planned; with them, once every planned write went
+    /// out, so what is logged ahead stays within the look-ahead.
+    fn wants_batch(&self) -> bool {
+        match self.look_ahead() {
+            None => self.planned_entries < self.batch_entries(),
+            Some(_) => self.planned_entries == 0,
+        }
     }
 
     /// Log the intents of the planned writes not yet in the journal; the
@@ -398,12 +450,15 @@ impl Writer<'_> {
             self.drain()?;
             self.flush()?;
         }
-        let entries: Vec<(u64, u32)> = planned
-            .iter()
-            .flatten()
-            .filter(|w| w.unjournaled)
-            .flat_map(|w| (w.op.first_block..w.op.end()).zip(w.generations.iter().copied()))
-            .collect();
+        let mut entries: Vec<(u64, u32)> = Vec::with_capacity(self.unjournaled_entries);
+        for write in planned.iter().flatten().filter(|w| w.unjournaled) {
+            let start = entries.len();
+            let blocks = write.op.first_block..write.op.end();
+            entries.extend(blocks.zip(write.generations.iter().copied()));
+            for &i in &write.first_writes {
+                entries[start + i].1 |= FIRST_WRITE;
+            }
+        }
         let mut position = self.manifest.journal().map_or(0, |j| j.tail());
         self.manifest.journal_append(&entries)?;
         self.outcome.journal_syncs += 1;
@@ -514,6 +569,7 @@ impl Writer<'_> {
             if let Err(e) = completion.result {
                 return Err(Error::run(format!("flush failed: {e}")));
             }
+            self.engine.recycle(completion.buf);
         }
         self.outcome.flushes += 1;
         if let Some(&(end, _)) = self.submitted.back() {

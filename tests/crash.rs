@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use blockstamp::engine::sync::SyncEngine;
 use blockstamp::manifest::journal::journal_bytes_for;
-use blockstamp::manifest::{Manifest, NewManifest, TargetRecord};
+use blockstamp::manifest::{Access, Manifest, NewManifest, TargetRecord};
 use blockstamp::rng::SplitMix64;
 use blockstamp::sim::powercut::{PowerCutPlan, PowerCutTarget};
 use blockstamp::stamp::PAYLOAD_BYTES;
@@ -211,6 +211,119 @@ fn after_a_power_cut_exactly_the_durable_writes_a_lying_device_dropped_are_repor
         assert!(
             still.iter().all(|b| lost.contains(b)),
             "no new findings: {still:?}"
+        );
+    }
+}
+
+/// Counts the writes sent to the target since its last completed flush.
+struct UnflushedCounter {
+    inner: Arc<PowerCutTarget>,
+    since_flush: std::sync::atomic::AtomicU64,
+}
+
+impl Target for UnflushedCounter {
+    fn info(&self) -> &blockstamp::storage::TargetInfo {
+        self.inner.info()
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> std::io::Result<()> {
+        self.since_flush
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.write_at(buf, offset, fua)
+    }
+
+    fn flush(&self) -> std::io::Result<()> {
+        self.inner.flush()?;
+        self.since_flush
+            .store(0, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[test]
+fn after_a_power_cut_only_the_unflushed_writes_and_twice_the_queue_depth_are_pending() {
+    const QUEUE_DEPTH: usize = 32;
+    let blocks = 2048u64;
+    let mut rng = SplitMix64(0x5eed);
+    for round in 0..3 {
+        let env = TestEnv::new();
+        let inner: Arc<dyn Target> = Arc::new(
+            FileTarget::open(
+                &env.path("disk.img"),
+                "disk.img",
+                &OpenRequest {
+                    write: true,
+                    create_size: Some(blocks * 4096),
+                    direct: false,
+                    force: false,
+                },
+            )
+            .unwrap(),
+        );
+        let cut_after_writes = 100 + rng.next_u64() % (2 * blocks - 200);
+        let plan = PowerCutPlan {
+            cut_after_writes,
+            seed: round,
+            atomic_unit: 512,
+            ..PowerCutPlan::default()
+        };
+        let counter = Arc::new(UnflushedCounter {
+            inner: Arc::new(PowerCutTarget::new(inner, plan)),
+            since_flush: 0.into(),
+        });
+        let shared: Arc<dyn Target> = counter.clone();
+        let mut manifest = Manifest::create(
+            &env.path("m"),
+            NewManifest {
+                run_id: 0xfeed,
+                seed: 1,
+                block_size: 4096,
+                random_bytes: PAYLOAD_BYTES as u16,
+                dedup_permille: 0,
+                target: TargetRecord::from_info(shared.info()),
+                journal_bytes: journal_bytes_for(blocks),
+            },
+        )
+        .unwrap();
+        let mut engine = SyncEngine::new(Arc::clone(&shared), QUEUE_DEPTH);
+        let mut workload = BurstWorkload::new(BurstPlan {
+            block_count: blocks,
+            burst: 16,
+            scatter: Scatter::Random,
+            io_blocks: (1, 1),
+            overwrite: 0.0,
+            coverage: 1.0,
+            passes: Some(2),
+            seed: round,
+        });
+        let options = WriteOptions {
+            sync: SyncPolicy::Every(64),
+            ..WriteOptions::default()
+        };
+        let result = writer::write(&mut manifest, &mut engine, &mut workload, &options);
+        assert!(
+            result.is_err(),
+            "the power failed at write {cut_after_writes}"
+        );
+        drop(engine);
+        drop(manifest);
+        let unflushed = counter
+            .since_flush
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let manifest = Manifest::open(&env.path("m"), Access::Read).unwrap();
+        let pending = manifest.pending_writes().unwrap().len() as u64;
+        assert!(
+            pending <= unflushed + 2 * QUEUE_DEPTH as u64,
+            "cut at write {cut_after_writes}: {pending} blocks pending, \
+             {unflushed} writes after the last flush"
+        );
+        assert!(
+            pending >= unflushed.min(1),
+            "the unflushed writes are pending"
         );
     }
 }

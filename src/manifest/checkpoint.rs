@@ -238,7 +238,7 @@ impl Expected<'_> {
     }
 
     /// For a block with writes pending at a crash: the oldest and newest
-    /// pending generation (so `oldest - 1` ..= `newest` are acceptable).
+    /// pending generation (0: the first; before it, `journal::generation_before_pending`).
     pub fn pending(&self, block: u64) -> Option<(u32, u32)> {
         self.pending.as_ref()?.get(&block).copied()
     }

@@ -13,9 +13,13 @@
 //! ```text
 //! 0      control slot A (head, sequence, CRC32C)
 //! 4 KiB  control slot B
-//! 8 KiB  entries: u64 each, bit 63 valid, bit 62 lap parity,
-//!        bits 15..=61 block, bits 0..=14 generation
+//! 8 KiB  entries: u64 each, bit 63 valid, bit 62 lap parity, bit 61
+//!        first write, bits 15..=60 block, bits 0..=14 generation
 //! ```
+//!
+//! Generations wrap (32767 is followed by 1), so a pending generation 1 has
+//! two possible predecessors: 0 (the block was never written) or 32767. The
+//! first-write bit tells them apart; see [`generation_before_pending`].
 //!
 //! Entries carry the parity of the lap they were written in, so a scan from
 //! the head stops at the first entry left over from the previous lap. The
@@ -35,7 +39,29 @@ const CONTROL_SLOT: u64 = 4096;
 pub const ENTRIES_OFFSET: u64 = 2 * CONTROL_SLOT;
 const VALID: u64 = 1 << 63;
 const PARITY: u64 = 1 << 62;
-const BLOCK_MASK: u64 = (1 << 47) - 1;
+const FIRST_WRITE_BIT: u64 = 1 << 61;
+const BLOCK_MASK: u64 = (1 << 46) - 1;
+
+/// Or'ed into an intent's generation (which is then 1) when the block was
+/// never written before: after a crash, what the block held before it is
+/// not a stamp of the run. [`Journal::pending`] reports such an intent as
+/// generation 0 followed by 1, so that the oldest pending generation of the
+/// block is 0.
+pub const FIRST_WRITE: u32 = 1 << 15;
+
+/// The generation a block held before its oldest pending write, `oldest`
+/// as [`Journal::pending`] reports it (0: that write was the block's first).
+/// `recorded` is the block's generation in the manifest's map; 0 there also
+/// means never written, for journals from before the first-write bit.
+/// Otherwise the wrapped predecessor: before a pending 1 came 32767.
+pub fn generation_before_pending(oldest: u32, recorded: u32) -> u32 {
+    match oldest {
+        0 => 0,
+        1 if recorded == 0 => 0,
+        1 => crate::manifest::GENERATION_MAX,
+        _ => oldest - 1,
+    }
+}
 
 /// Journal size for a target of `block_count` blocks: room for as many
 /// intents as blocks, between 4 Ki and 1 Mi entries (8 MiB).
@@ -201,14 +227,22 @@ impl Journal {
         self.tail + count <= self.head + self.capacity
     }
 
-    /// The pending entries, as (block, generation).
+    /// The pending entries, as (block, generation); a block's first write
+    /// as (block, 0) then (block, 1) (see [`FIRST_WRITE`]).
     pub fn pending(&self, file: &File) -> io::Result<Vec<(u64, u32)>> {
         if self.capacity == 0 {
             return Ok(Vec::new());
         }
         let mut entries = self.scan(file, self.head)?;
         entries.truncate((self.tail - self.head) as usize);
-        Ok(entries)
+        Ok(entries
+            .into_iter()
+            .flat_map(|(block, generation)| {
+                let first = generation & FIRST_WRITE != 0;
+                let before = first.then_some((block, 0));
+                before.into_iter().chain([(block, generation & 0x7fff)])
+            })
+            .collect())
     }
 
     fn scan(&self, file: &File, from: u64) -> io::Result<Vec<(u64, u32)>> {
@@ -229,7 +263,12 @@ impl Journal {
                 {
                     break 'scan;
                 }
-                found.push(((entry >> 15) & BLOCK_MASK, (entry & 0x7fff) as u32));
+                let first = if entry & FIRST_WRITE_BIT != 0 {
+                    FIRST_WRITE
+                } else {
+                    0
+                };
+                found.push(((entry >> 15) & BLOCK_MASK, (entry & 0x7fff) as u32 | first));
                 position += 1;
             }
         }
@@ -348,7 +387,13 @@ impl Journal {
             } else {
                 0
             };
-            let entry = VALID | parity | (block & BLOCK_MASK) << 15 | (generation as u64 & 0x7fff);
+            let first = if generation & FIRST_WRITE != 0 {
+                FIRST_WRITE_BIT
+            } else {
+                0
+            };
+            let entry =
+                VALID | parity | first | (block & BLOCK_MASK) << 15 | (generation as u64 & 0x7fff);
             bytes.extend_from_slice(&entry.to_le_bytes());
         }
         if !bytes.is_empty() {
@@ -498,6 +543,37 @@ mod tests {
             Journal::load(f, 100, bytes).unwrap().pending(f).unwrap(),
             vec![(7, 2)]
         );
+    }
+
+    #[test]
+    fn a_first_write_is_reported_after_a_generation_0() {
+        let (file, bytes) = journal_file(8);
+        let f = file.as_file();
+        let mut journal = Journal::load(f, 100, bytes).unwrap();
+        let wrapped = (9, 1);
+        journal
+            .append(f, &[(3, 1 | FIRST_WRITE), (3, 2), wrapped])
+            .unwrap();
+        let reloaded = Journal::load(f, 100, bytes).unwrap();
+        assert_eq!(reloaded.tail(), 3, "the flag takes no entry of its own");
+        assert_eq!(
+            reloaded.pending(f).unwrap(),
+            vec![(3, 0), (3, 1), (3, 2), (9, 1)]
+        );
+    }
+
+    #[test]
+    fn before_a_pending_1_came_0_on_a_first_write_and_32767_after_a_wrap() {
+        use crate::manifest::GENERATION_MAX;
+        // Oldest 0: the journal said first write.
+        assert_eq!(generation_before_pending(0, 0), 0);
+        assert_eq!(generation_before_pending(0, 1), 0);
+        // Oldest 1 without the flag: the block wrapped ...
+        assert_eq!(generation_before_pending(1, GENERATION_MAX), GENERATION_MAX);
+        assert_eq!(generation_before_pending(1, 1), GENERATION_MAX);
+        // ... unless the map never saw it written (an older journal).
+        assert_eq!(generation_before_pending(1, 0), 0);
+        assert_eq!(generation_before_pending(7, 7), 6);
     }
 
     #[test]

@@ -436,7 +436,10 @@ pub fn check_block(
         && pending_write_explains(
             format,
             block,
-            (oldest, newest),
+            (
+                crate::manifest::journal::generation_before_pending(oldest, generation),
+                newest,
+            ),
             expected.atomic_unit(),
             bytes,
         )
@@ -467,38 +470,39 @@ pub fn check_block(
 }
 
 /// A block whose writes were pending at a crash may hold, in each unit the
-/// target writes atomically, any generation from before the oldest pending
-/// write to the newest (or, when the first write was pending, what was there
-/// before: anything that is not a stamp of this run). A mix inside one unit,
-/// or anything else, is not explained.
+/// target writes atomically, any generation from `before` (what it held
+/// before the oldest pending write: see
+/// [`crate::manifest::journal::generation_before_pending`]) to
+/// `newest` (or, when `before` is 0, what was there before the run wrote it:
+/// anything that is not a stamp of this run). A mix inside one unit, or
+/// anything else, is not explained.
 pub fn pending_write_explains(
     format: &RunFormat,
     block: u64,
-    (oldest, newest): (u32, u32),
+    (before, newest): (u32, u32),
     atomic_unit: usize,
     bytes: &[u8],
 ) -> bool {
-    use crate::manifest::compare_generations;
+    use crate::manifest::GENERATION_MAX;
     use crate::stamp::{SectorContent, decode_sector};
-    let before = oldest.saturating_sub(1);
-    let allowed = |g: u32| {
-        (g == before || compare_generations(g, before).is_gt())
-            && (g == newest || compare_generations(g, newest).is_lt())
+    // Steps of `next_generation` from `before` to `g`: the acceptable
+    // generations are the first steps up to `newest`, across a wrap.
+    let steps_from_before = |g: u32| match before {
+        0 => g as i64,
+        _ => (g as i64 - before as i64).rem_euclid(GENERATION_MAX as i64),
     };
+    let allowed = |g: u32| g != 0 && steps_from_before(g) <= steps_from_before(newest);
     let unit = atomic_unit.clamp(SECTOR_BYTES, bytes.len().max(SECTOR_BYTES));
     // The acceptable generations, for matching shared dedup patterns.
     let mut acceptable = Vec::new();
     if format.dedup_permille > 0 {
-        let mut g = oldest;
         if before != 0 {
             acceptable.push(before);
         }
-        for _ in 0..crate::manifest::GENERATION_MAX {
-            acceptable.push(g);
-            if g == newest {
-                break;
-            }
+        let mut g = before;
+        while g != newest {
             g = crate::manifest::next_generation(g);
+            acceptable.push(g);
         }
     }
     bytes
@@ -705,7 +709,7 @@ mod tests {
             block_of(&format, 5, 4),
         );
         let explains =
-            |bytes: &[u8], unit: usize| pending_write_explains(&format, 5, (3, 4), unit, bytes);
+            |bytes: &[u8], unit: usize| pending_write_explains(&format, 5, (2, 4), unit, bytes);
         // Whole generations from before the oldest pending write to the newest.
         for whole in [&g2, &g3, &g4] {
             assert!(explains(whole, 512));
@@ -724,12 +728,33 @@ mod tests {
         assert!(!explains(&mix(&g4, &g2, 512), 4096));
         assert!(explains(&mix(&g4, &g2, 4096), 4096));
         // A first write pending: the old content was whatever was there.
-        let first = |bytes: &[u8]| pending_write_explains(&format, 5, (1, 1), 512, bytes);
+        let first = |bytes: &[u8]| pending_write_explains(&format, 5, (0, 1), 512, bytes);
         assert!(first(&vec![0u8; 8192]));
         assert!(first(&mix(&block_of(&format, 5, 1), &[0x77u8; 8192], 1024)));
         assert!(
             !first(&block_of(&format, 6, 1)),
             "another block's stamp is never explained"
         );
+    }
+
+    #[test]
+    fn a_pending_1_after_a_wrap_is_explained_by_32767_or_1_never_by_zeros() {
+        use crate::manifest::GENERATION_MAX;
+        use crate::manifest::journal::generation_before_pending;
+        let format = RunFormat::new(7, 8192);
+        // The journal reports no first write; the map says written.
+        let before = generation_before_pending(1, 1);
+        let explains = |bytes: &[u8]| pending_write_explains(&format, 5, (before, 1), 512, bytes);
+        assert!(explains(&block_of(&format, 5, GENERATION_MAX)));
+        assert!(explains(&block_of(&format, 5, 1)));
+        assert!(!explains(&vec![0u8; 8192]), "zeros where 32767 was");
+        assert!(!explains(&[0x77u8; 8192]), "foreign data where 32767 was");
+        assert!(!explains(&block_of(&format, 5, GENERATION_MAX - 1)));
+        // A first write: the journal reports a pending 0 before the 1.
+        let fresh = generation_before_pending(0, 1);
+        let explains = |bytes: &[u8]| pending_write_explains(&format, 5, (fresh, 1), 512, bytes);
+        assert!(explains(&vec![0u8; 8192]));
+        assert!(explains(&block_of(&format, 5, 1)));
+        assert!(!explains(&block_of(&format, 5, GENERATION_MAX)));
     }
 }

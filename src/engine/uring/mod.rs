@@ -234,9 +234,12 @@ impl Engine for UringEngine {
     }
 
     /// A registered buffer when one of `max_io_bytes` or less is free (its
-    /// contents are whatever its last IO left), else a fresh zeroed one.
+    /// contents are whatever its last IO left), else a fresh zeroed one. An
+    /// IO without data (a flush) gets no registered buffer: callers need
+    /// not hand its buffer back, and the pool stays whole for the writes.
     fn take_buffer(&mut self, len: usize) -> AlignedBuf {
-        if len <= self.pool.capacity
+        if len > 0
+            && len <= self.pool.capacity
             && let Some(mut buf) = self.pool.free.pop()
         {
             buf.set_len(len);
@@ -356,6 +359,47 @@ mod tests {
     use crate::engine::IoKind;
     use crate::storage::OpenRequest;
     use crate::storage::file::FileTarget;
+
+    /// A flush carries no data: however many the caller makes (dropping
+    /// their buffers, as it may), every registered buffer stays in the pool.
+    #[test]
+    fn flushes_leave_the_registered_pool_whole() {
+        if let Err(why) = probe() {
+            eprintln!("skipped: io_uring unavailable here ({why})");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.img");
+        let request = OpenRequest {
+            write: true,
+            create_size: Some(1 << 20),
+            direct: false,
+            force: false,
+        };
+        let target: Arc<dyn Target> =
+            Arc::new(FileTarget::open(&path, "disk.img", &request).unwrap());
+        let mut engine = UringEngine::new(target, 4, 4096).unwrap();
+        if !engine.fixed_buffers() {
+            eprintln!("skipped: buffers not registered here");
+            return;
+        }
+        let free_at_start = engine.pool.free.len();
+        assert_eq!(free_at_start, 4);
+        for id in 0..3 * free_at_start as u64 {
+            let buf = engine.take_buffer(0);
+            let kind = IoKind::Flush;
+            engine.submit(Io { id, kind, buf }).unwrap();
+            for completion in engine.complete(1).unwrap() {
+                completion.result.unwrap();
+            }
+        }
+        assert_eq!(engine.pool.free.len(), free_at_start);
+        let buf = engine.take_buffer(4096);
+        assert!(
+            engine.pool.fixed_index(&buf).is_some(),
+            "writes still get one"
+        );
+    }
 
     /// A ring far smaller than the queue depth: submitting fills the SQ (sent
     /// in parts) and leaving the completions unreaped overflows the CQ.
