@@ -331,8 +331,12 @@ impl Manifest {
             return Ok(());
         }
         // Released entries no longer cover their blocks after a crash: the
-        // map must hold their generations first.
+        // map must hold their generations first, durably. The control slot
+        // that moves the head is written without a sync, and the kernel may
+        // write it back before the map's dirty pages; after a power cut the
+        // map would then lag the released writes (a false finding).
         self.persist_undo()?;
+        self.flush_map()?;
         let Some(journal) = &mut self.journal else {
             return Ok(());
         };
