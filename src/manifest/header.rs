@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use super::Manifest;
 use super::checkpoint::Checkpoint;
 use super::journal;
-use super::map::{MAP_OFFSET, map_region_bytes};
 use crate::error::{Error, Result};
 use crate::storage::{TargetIdentity, TargetInfo};
 
@@ -22,6 +21,15 @@ pub const MANIFEST_VERSION: u32 = 1;
 const SLOT_MAGIC: &[u8; 8] = b"BSTPMANI";
 /// Bytes of one header slot; the map starts after two of them.
 pub(super) const SLOT_BYTES: u64 = 32 * 1024;
+
+/// Where the generation map starts: after the two header slots.
+pub const MAP_OFFSET: u64 = 2 * SLOT_BYTES;
+
+/// Bytes the map of `block_count` blocks takes in the file (whole pages).
+pub(super) fn map_region_bytes(block_count: u64) -> u64 {
+    (block_count * 2).next_multiple_of(4096)
+}
+
 /// Magic, sequence number, JSON length, CRC32C.
 const SLOT_PREFIX: usize = 8 + 8 + 4 + 4;
 

@@ -217,11 +217,6 @@ impl Journal {
         self.tail
     }
 
-    /// Entries written and not yet released.
-    pub fn pending_count(&self) -> u64 {
-        self.tail - self.head
-    }
-
     /// Room for `count` more entries without waiting for a release.
     pub fn has_room(&self, count: u64) -> bool {
         self.tail + count <= self.head + self.capacity

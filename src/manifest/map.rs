@@ -13,19 +13,12 @@ use memmap2::{Mmap, MmapMut, MmapOptions};
 
 use super::checkpoint::undo_entry;
 use super::generation::GENERATION_MAX;
-use super::header::{ManifestHeader, SLOT_BYTES};
+use super::header::{MAP_OFFSET, ManifestHeader, map_region_bytes};
 use super::{Access, Manifest};
 use crate::error::{Error, Result};
 
-/// Where the generation map starts: after the two header slots.
-pub const MAP_OFFSET: u64 = 2 * SLOT_BYTES;
 /// "Written since the latest checkpoint."
 const DIRTY_BIT: u16 = 0x8000;
-
-/// Bytes the map of `block_count` blocks takes in the file (whole pages).
-pub(super) fn map_region_bytes(block_count: u64) -> u64 {
-    (block_count * 2).next_multiple_of(4096)
-}
 
 pub(super) enum MapView {
     Read(Mmap),

@@ -29,14 +29,13 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::stamp::RunFormat;
-use crate::storage::TargetKind;
 use journal::Journal;
 use map::MapView;
 
 pub use checkpoint::{Checkpoint, Expected};
 pub use generation::{GENERATION_MAX, compare_generations, next_generation};
+pub use header::MAP_OFFSET;
 pub use header::{MANIFEST_VERSION, ManifestHeader, ManifestState, TargetRecord};
-pub use map::MAP_OFFSET;
 
 /// What a new manifest records.
 #[derive(Clone, Debug)]
@@ -78,7 +77,7 @@ impl Manifest {
     /// Create a new manifest; refuses to overwrite an existing file.
     pub fn create(path: &Path, new: NewManifest) -> Result<Manifest> {
         let block_count = new.target.size_bytes / new.block_size as u64;
-        let journal_offset = MAP_OFFSET + map::map_region_bytes(block_count);
+        let journal_offset = MAP_OFFSET + header::map_region_bytes(block_count);
         let undo_offset = journal_offset + new.journal_bytes;
         let header = ManifestHeader {
             format_version: MANIFEST_VERSION,
@@ -423,11 +422,6 @@ pub fn unix_now_s() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// Kind names as the manifest stores them.
-pub fn kind_name(kind: TargetKind) -> String {
-    kind.to_string()
 }
 
 /// Where a new manifest is built before it is renamed to `path`: the same
