@@ -418,10 +418,7 @@ fn lock(file: &File, path: &Path, access: Access) -> Result<()> {
 }
 
 pub fn unix_now_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    crate::clock::Clock::unix_now_s(&crate::clock::SystemClock)
 }
 
 /// Where a new manifest is built before it is renamed to `path`: the same
