@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use crate::cli::{TargetLossFlags, VerifyFlags, WriteFlags};
+use crate::cli::{DisruptFlags, TargetLossFlags, VerifyFlags, WriteFlags};
+use crate::disrupt::{DisruptPlan, Schedule};
 use crate::engine::EngineChoice;
 use crate::error::{Error, Result};
 use crate::storage::LossPolicy;
@@ -38,8 +39,14 @@ pub struct WriteConfig {
     pub direct: bool,
     pub force: bool,
     pub target_loss: LossPolicy,
+    /// Scheduled disruptions (`--disrupt`), checked.
+    pub disrupt: Option<DisruptPlan>,
     pub options: WriteOptions,
 }
+
+/// `--reconnect-timeout` when not given, for `soak` and runs with
+/// `--disrupt`: a run meant to survive disruptions reconnects by default.
+pub const DEFAULT_SOAK_RECONNECT: Duration = Duration::from_secs(120);
 
 impl WriteConfig {
     pub fn from_flags(flags: &WriteFlags) -> Result<WriteConfig> {
@@ -146,6 +153,7 @@ impl WriteConfig {
         )?;
         let dedup_ratio = parse_ratio(&flags.dedup_ratio, "--dedup-ratio", "1 (all unique)")?;
         let engine = parse_engine(&flags.engine, "--engine")?;
+        let disrupt = disrupt_plan(&flags.disrupt)?;
         Ok(WriteConfig {
             size_bytes,
             block_size,
@@ -162,7 +170,15 @@ impl WriteConfig {
             engine,
             direct: !flags.buffered,
             force: flags.force,
-            target_loss: loss_policy(&flags.target_loss)?,
+            target_loss: loss_policy(
+                &flags.target_loss,
+                if disrupt.is_some() {
+                    DEFAULT_SOAK_RECONNECT
+                } else {
+                    Duration::ZERO
+                },
+            )?,
+            disrupt,
             options: WriteOptions {
                 sync,
                 fua: flags.fua,
@@ -187,10 +203,12 @@ impl WriteConfig {
 }
 
 /// What to do when the target is lost: `--reconnect-timeout` (0: nothing,
-/// the run ends) and `--nbd-timeout`.
-pub fn loss_policy(flags: &TargetLossFlags) -> Result<LossPolicy> {
-    let reconnect_timeout =
-        parse_duration(&flags.reconnect_timeout).map_err(|e| usage("--reconnect-timeout", e))?;
+/// the run ends; not given: `default`) and `--nbd-timeout`.
+pub fn loss_policy(flags: &TargetLossFlags, default: Duration) -> Result<LossPolicy> {
+    let reconnect_timeout = match &flags.reconnect_timeout {
+        Some(text) => parse_duration(text).map_err(|e| usage("--reconnect-timeout", e))?,
+        None => default,
+    };
     let nbd_timeout = parse_duration(&flags.nbd_timeout).map_err(|e| usage("--nbd-timeout", e))?;
     if nbd_timeout.is_zero() {
         return Err(Error::usage(
@@ -284,6 +302,17 @@ pub struct VerifyConfig {
 }
 
 impl VerifyConfig {
+    /// The verify a write runs after each disruption, when the command
+    /// has no verify flags of its own: the defaults.
+    pub fn after_writes() -> VerifyConfig {
+        VerifyConfig {
+            json: None,
+            show: 10,
+            engine: EngineChoice::Auto,
+            options: VerifyOptions::default(),
+        }
+    }
+
     pub fn from_flags(flags: &VerifyFlags) -> Result<VerifyConfig> {
         let mut options = VerifyOptions::default();
         if let Some(threads) = flags.threads {
@@ -338,4 +367,66 @@ impl VerifyConfig {
             options,
         })
     }
+}
+
+/// `--disrupt` and its companions, checked: a command, one schedule, and
+/// positive times.
+pub fn disrupt_plan(flags: &DisruptFlags) -> Result<Option<DisruptPlan>> {
+    let duration = |flag: &str, text: &str| -> Result<Duration> {
+        let value = parse_duration(text).map_err(|e| usage(flag, e))?;
+        if value.is_zero() {
+            return Err(Error::usage(format!(
+                "bad {flag} {text}: give a time above zero, e.g. 5m"
+            )));
+        }
+        Ok(value)
+    };
+    let Some(command) = &flags.disrupt else {
+        for (flag, given) in [
+            ("--disrupt-every", flags.disrupt_every.is_some()),
+            ("--disrupt-at", flags.disrupt_at.is_some()),
+            ("--recover", flags.recover.is_some()),
+        ] {
+            if given {
+                return Err(Error::usage(format!(
+                    "{flag} needs --disrupt CMD, the command that disrupts the target"
+                )));
+            }
+        }
+        return Ok(None);
+    };
+    if command.trim().is_empty() {
+        return Err(Error::usage(
+            "bad --disrupt: the command is empty; give a shell command, e.g. --disrupt 'systemctl restart tgt'",
+        ));
+    }
+    if flags
+        .recover
+        .as_deref()
+        .is_some_and(|r| r.trim().is_empty())
+    {
+        return Err(Error::usage(
+            "bad --recover: the command is empty; leave the flag out or give a shell command",
+        ));
+    }
+    let schedule = match (&flags.disrupt_every, &flags.disrupt_at) {
+        (Some(every), None) => Schedule::Every(duration("--disrupt-every", every)?),
+        (None, Some(at)) => Schedule::At(duration("--disrupt-at", at)?),
+        (Some(_), Some(_)) => {
+            return Err(Error::usage(
+                "--disrupt-every and --disrupt-at exclude each other: disrupt on a schedule or once",
+            ));
+        }
+        (None, None) => {
+            return Err(Error::usage(
+                "--disrupt needs a time: --disrupt-every DURATION, or --disrupt-at DURATION for once",
+            ));
+        }
+    };
+    Ok(Some(DisruptPlan {
+        command: command.clone(),
+        recover: flags.recover.clone(),
+        schedule,
+        command_timeout: duration("--disrupt-timeout", &flags.disrupt_timeout)?,
+    }))
 }

@@ -20,6 +20,7 @@ pub mod buf;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod disrupt;
 pub mod engine;
 pub mod error;
 pub mod exit;

@@ -184,6 +184,22 @@ pub fn format_size(bytes: u64) -> String {
     }
 }
 
+/// `10m`, `2h`, `45s`, `1.5s`: a duration as the flags take it.
+pub fn format_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs_f64();
+    if duration.subsec_nanos() != 0 {
+        return format!("{seconds:.1}s");
+    }
+    let whole = duration.as_secs();
+    if whole > 0 && whole.is_multiple_of(3600) {
+        format!("{}h", whole / 3600)
+    } else if whole > 0 && whole.is_multiple_of(60) {
+        format!("{}m", whole / 60)
+    } else {
+        format!("{whole}s")
+    }
+}
+
 /// `1.2 GB/s` style rate, decimal like every storage data sheet.
 pub fn format_rate(bytes_per_second: f64) -> String {
     const UNITS: [&str; 5] = ["B/s", "kB/s", "MB/s", "GB/s", "TB/s"];

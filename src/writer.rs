@@ -37,6 +37,7 @@ use crate::manifest::journal::FIRST_WRITE;
 use crate::manifest::{Manifest, next_generation};
 use crate::signals::StopToken;
 use crate::stamp::{self, WriteStamp};
+use crate::storage::LossCounters;
 use crate::workload::{Workload, WriteOp};
 
 /// When writes are made durable (the README states the promise per policy).
@@ -72,6 +73,43 @@ pub struct WriteOptions {
     /// Time for the duration goal, burst gaps, header stores and the
     /// write time in every stamp.
     pub clock: Arc<dyn Clock>,
+    /// The counters of a target that reconnects when lost: a write that
+    /// completed on a connection since replaced is made durable only by
+    /// writing it again (the old connection's volatile cache may have died
+    /// with it), never by a flush on the new one.
+    pub loss: Option<Arc<LossCounters>>,
+    /// Asked between bursts whether to pause (a disruption that ended).
+    pub pause: Option<PauseHook>,
+}
+
+/// A pause between bursts, asked for from outside the writer: a scheduled
+/// disruption of the target that has ended (see [`crate::disrupt`]).
+pub trait Pause: Send + Sync {
+    /// Stop submitting and settle now?
+    fn due(&self) -> bool;
+    /// Something is under way the writer should not end before (a
+    /// disruption's commands): a duration goal reached meanwhile waits.
+    fn busy(&self) -> bool {
+        false
+    }
+    /// Called with no IO in flight and every completed write recorded in
+    /// the manifest. `pending`: the blocks whose latest writes the target
+    /// has not yet made durable, with the oldest and newest such generation
+    /// (the generation before the oldest, or any up to the newest, may be
+    /// found). An error ends the write phase with it.
+    fn paused(&self, manifest: &Manifest, pending: HashMap<u64, (u32, u32)>) -> Result<()>;
+    /// Called once every write is durable again, before the next burst.
+    fn resumed(&self);
+}
+
+/// A [`Pause`] in the options (which are `Clone` and `Debug`).
+#[derive(Clone)]
+pub struct PauseHook(pub Arc<dyn Pause>);
+
+impl std::fmt::Debug for PauseHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PauseHook")
+    }
 }
 
 impl Default for WriteOptions {
@@ -87,6 +125,8 @@ impl Default for WriteOptions {
             metrics: None,
             stop: StopToken::new(),
             clock: Arc::new(SystemClock),
+            loss: None,
+            pause: None,
         }
     }
 }
@@ -103,6 +143,9 @@ pub struct WriteOutcome {
     pub elapsed: Duration,
     pub passes_completed: u64,
     pub interrupted: bool,
+    /// Writes sent again because the connection they completed on was
+    /// replaced before a flush covered them.
+    pub rewrites: u64,
     /// Blocks read back by the rolling verify, and what it found.
     pub rolling_checked_blocks: u64,
     pub rolling_findings: Vec<crate::verify::Finding>,
@@ -152,6 +195,27 @@ impl Hasher for IntHasher {
 /// write is at risk anyway and a big batch widens nothing.
 const INTENT_BATCH_ENTRIES: usize = 4096;
 
+/// Completed writes kept waiting for a flush, at most: past this the writer
+/// flushes (without a journal, which bounds them otherwise, and without a
+/// sync policy, nothing would), so what it remembers to write again after a
+/// reconnect stays small.
+const MAX_UNFLUSHED_WRITES: usize = 1 << 18;
+
+/// A submitted write not yet known durable.
+struct Submitted {
+    /// Journal position just after its entries.
+    journal_end: u64,
+    /// Durable (a FUA write that completed).
+    durable: bool,
+    /// The target's connection (see [`LossCounters::epoch`]) it was last
+    /// sent on.
+    epoch: u64,
+    op: WriteOp,
+    generations: Vec<u32>,
+    write_seq: u64,
+    write_time_s: u32,
+}
+
 /// A write whose generations are decided and whose intent is logged.
 struct Planned {
     op: WriteOp,
@@ -166,11 +230,16 @@ struct Planned {
 }
 
 enum InFlight {
-    Write(Planned),
-    /// A rolling-verify read of blocks written earlier in this run.
+    /// A write, and its slot among the submitted ones.
+    Write(Planned, u64),
+    /// A completed write sent again after its connection was replaced.
+    Rewrite { op: WriteOp, slot: u64 },
+    /// A rolling-verify read of blocks written earlier in this run, on
+    /// connection `epoch`.
     Read {
         op: WriteOp,
         generations: Vec<u32>,
+        epoch: u64,
     },
 }
 
@@ -183,13 +252,15 @@ struct Writer<'a> {
     blocks_in_flight: IntSet,
     /// Newest generation planned for a block whose write has not completed.
     planned_generation: IntMap<u32>,
-    /// Journal end of every submitted write, in submission order, with
-    /// whether it is durable yet (for FUA writes, on completion).
-    submitted: VecDeque<(u64, bool)>,
+    /// Every write submitted since the last flush, in submission order;
+    /// [`Writer::submitted_base`] is the slot of the first.
+    submitted: VecDeque<Submitted>,
+    submitted_base: u64,
     next_id: u64,
     failure: Option<Error>,
-    /// Completed writes not yet read back by the rolling verify.
-    backlog: Vec<(WriteOp, Vec<u32>)>,
+    /// Completed writes not yet read back by the rolling verify, with the
+    /// connection they were written on.
+    backlog: Vec<(WriteOp, Vec<u32>, u64)>,
     /// Blocks of the planned writes not yet submitted ...
     planned_entries: usize,
     /// ... and of those whose intents are not yet logged.
@@ -219,6 +290,7 @@ pub fn write(
         blocks_in_flight: IntSet::default(),
         planned_generation: IntMap::default(),
         submitted: VecDeque::new(),
+        submitted_base: 0,
         next_id: 0,
         failure: None,
         backlog: Vec::new(),
@@ -234,9 +306,20 @@ pub fn write(
 
     loop {
         let interrupted = options.stop.stop_requested();
-        if interrupted || options.duration.is_some_and(|d| clock.now() - started >= d) {
+        let pause = options.pause.as_ref().map(|p| p.0.as_ref());
+        let time_up = options.duration.is_some_and(|d| clock.now() - started >= d)
+            && !pause.is_some_and(|p| p.busy() || p.due());
+        if interrupted || time_up {
             writer.outcome.interrupted = interrupted;
             break;
+        }
+        if let Some(pause) = pause
+            && pause.due()
+        {
+            writer.pause(pause)?;
+            if writer.failure.is_some() {
+                break;
+            }
         }
         // Keep a batch planned ahead of the writes going out: its intents
         // become durable in the background while the batch before it runs.
@@ -287,6 +370,7 @@ pub fn write(
             }
             SyncPolicy::None => false,
         };
+        let flush_now = flush_now || writer.submitted.len() >= MAX_UNFLUSHED_WRITES;
         if flush_now && writer.failure.is_none() {
             // Log the next batch now: its journal sync overlaps the flush.
             if !workload_done && writer.wants_batch() {
@@ -504,8 +588,17 @@ impl Writer<'_> {
                 chunk,
             );
         }
-        self.submitted.push_back((write.journal_end, false));
-        self.send(op, buf, InFlight::Write(write))
+        let slot = self.submitted_base + self.submitted.len() as u64;
+        self.submitted.push_back(Submitted {
+            journal_end: write.journal_end,
+            durable: false,
+            epoch: self.epoch(),
+            op,
+            generations: write.generations.clone(),
+            write_seq,
+            write_time_s,
+        });
+        self.send(op, buf, InFlight::Write(write, slot))
     }
 
     /// A buffer for all of `op`'s blocks.
@@ -521,7 +614,7 @@ impl Writer<'_> {
     fn send(&mut self, op: WriteOp, buf: crate::buf::AlignedBuf, entry: InFlight) -> Result<()> {
         let offset = op.first_block * self.manifest.header().block_size as u64;
         let kind = match entry {
-            InFlight::Write(_) => IoKind::Write {
+            InFlight::Write(..) | InFlight::Rewrite { .. } => IoKind::Write {
                 offset,
                 fua: self.options.fua,
             },
@@ -550,9 +643,119 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// Flush the target; every write submitted so far completed (callers
-    /// drain first), so after it every one of them is durable.
+    /// The target's connection now (0 for one that cannot reconnect).
+    fn epoch(&self) -> u64 {
+        self.options.loss.as_ref().map_or(0, |l| l.epoch())
+    }
+
+    /// Make every write submitted so far durable (callers drain first) and
+    /// release its intent: flush, and while a write was sent on a
+    /// connection since replaced, write it again and flush again.
     fn flush(&mut self) -> Result<()> {
+        loop {
+            self.flush_target()?;
+            let epoch = self.epoch();
+            let stale: Vec<u64> = self
+                .submitted
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.durable && s.epoch != epoch)
+                .map(|(i, _)| self.submitted_base + i as u64)
+                .collect();
+            if stale.is_empty() {
+                break;
+            }
+            for slot in stale {
+                self.rewrite(slot)?;
+                if self.failure.is_some() {
+                    break;
+                }
+            }
+            self.drain()?;
+            if let Some(error) = self.failure.take() {
+                return Err(error);
+            }
+        }
+        if let Some(last) = self.submitted.back() {
+            self.manifest.journal_release(last.journal_end)?;
+        }
+        self.submitted_base += self.submitted.len() as u64;
+        self.submitted.clear();
+        Ok(())
+    }
+
+    /// Send the write in `slot` again, byte for byte, on the connection
+    /// in use now.
+    fn rewrite(&mut self, slot: u64) -> Result<()> {
+        let index = (slot - self.submitted_base) as usize;
+        let op = self.submitted[index].op;
+        while self.engine.in_flight() >= self.engine.queue_depth()
+            || (op.first_block..op.end()).any(|b| self.blocks_in_flight.contains(&b))
+        {
+            self.reap(1)?;
+            if self.failure.is_some() {
+                return Ok(());
+            }
+        }
+        let epoch = self.epoch();
+        let format = self.manifest.format();
+        let block_size = format.block_size as usize;
+        let mut buf = self.io_buffer(op);
+        let entry = &mut self.submitted[index];
+        entry.epoch = epoch;
+        for (i, chunk) in buf.chunks_exact_mut(block_size).enumerate() {
+            stamp::build_write(
+                &format,
+                &WriteStamp {
+                    block: op.first_block + i as u64,
+                    generation: entry.generations[i],
+                    write_seq: entry.write_seq,
+                    write_time_s: entry.write_time_s,
+                },
+                chunk,
+            );
+        }
+        self.outcome.rewrites += 1;
+        self.send(op, buf, InFlight::Rewrite { op, slot })
+    }
+
+    /// Blocks whose latest writes are not yet durable, with the oldest and
+    /// newest such generation (see [`Pause::paused`]).
+    fn not_yet_durable(&self) -> HashMap<u64, (u32, u32)> {
+        let mut pending: HashMap<u64, (u32, u32)> = HashMap::new();
+        for entry in self.submitted.iter().filter(|s| !s.durable) {
+            for (i, &generation) in entry.generations.iter().enumerate() {
+                pending
+                    .entry(entry.op.first_block + i as u64)
+                    .and_modify(|(_, newest)| *newest = generation)
+                    .or_insert((generation, generation));
+            }
+        }
+        pending
+    }
+
+    /// Settle for a pause: nothing in flight, the hook told what is not yet
+    /// durable, then every write made durable (written again where its
+    /// connection was replaced) before the next burst.
+    fn pause(&mut self, pause: &dyn Pause) -> Result<()> {
+        self.drain()?;
+        if self.failure.is_some() {
+            return Ok(());
+        }
+        let pending = self.not_yet_durable();
+        if let Err(error) = pause.paused(self.manifest, pending) {
+            // Ends the phase as a failed IO would: the journal keeps every
+            // write not yet durable pending.
+            self.failure = Some(error);
+            return Ok(());
+        }
+        self.flush()?;
+        pause.resumed();
+        Ok(())
+    }
+
+    /// One flush of the target.
+    fn flush_target(&mut self) -> Result<()> {
         let buf = self.engine.take_buffer(0);
         self.engine
             .submit(Io {
@@ -572,10 +775,6 @@ impl Writer<'_> {
             self.engine.recycle(completion.buf);
         }
         self.outcome.flushes += 1;
-        if let Some(&(end, _)) = self.submitted.back() {
-            self.manifest.journal_release(end)?;
-        }
-        self.submitted.clear();
         Ok(())
     }
 
@@ -590,10 +789,13 @@ impl Writer<'_> {
         if (self.backlog.len() as u64) < every || self.failure.is_some() {
             return Ok(());
         }
-        for (op, generations) in std::mem::take(&mut self.backlog) {
-            let current = (op.first_block..op.end()).zip(&generations).all(|(b, &g)| {
-                self.manifest.generation(b) == g && !self.blocks_in_flight.contains(&b)
-            });
+        for (op, generations, epoch) in std::mem::take(&mut self.backlog) {
+            // Written on a connection since replaced: it may be lost
+            // without fault, and is written again at the next flush.
+            let current = epoch == self.epoch()
+                && (op.first_block..op.end()).zip(&generations).all(|(b, &g)| {
+                    self.manifest.generation(b) == g && !self.blocks_in_flight.contains(&b)
+                });
             if !current {
                 continue;
             }
@@ -601,17 +803,37 @@ impl Writer<'_> {
                 self.reap(1)?;
             }
             let buf = self.io_buffer(op);
-            self.send(op, buf, InFlight::Read { op, generations })?;
+            self.send(
+                op,
+                buf,
+                InFlight::Read {
+                    op,
+                    generations,
+                    epoch,
+                },
+            )?;
         }
         self.engine.kick().map_err(engine_error)
     }
 
-    fn check_read_back(&mut self, op: WriteOp, generations: &[u32], completion: Completion) {
+    fn check_read_back(
+        &mut self,
+        op: WriteOp,
+        generations: &[u32],
+        epoch: u64,
+        completion: Completion,
+    ) {
         use crate::verify::{Classified, Expectation, Finding, FindingClass, classify};
         let format = self.manifest.format();
         let block_size = format.block_size as usize;
         for block in op.first_block..op.end() {
             self.blocks_in_flight.remove(&block);
+        }
+        if epoch != self.epoch() {
+            // The connection the blocks were written on was replaced while
+            // the read was out: what it read is no evidence either way.
+            self.engine.recycle(completion.buf);
+            return;
         }
         self.outcome.rolling_checked_blocks += op.block_count as u64;
         if let Some(metrics) = &self.options.metrics {
@@ -656,14 +878,67 @@ impl Writer<'_> {
         self.engine.recycle(completion.buf);
     }
 
+    /// The connection the write in `slot` was last sent on.
+    fn submitted_epoch(&self, slot: u64) -> u64 {
+        slot.checked_sub(self.submitted_base)
+            .and_then(|i| self.submitted.get(i as usize))
+            .map_or_else(|| self.epoch(), |s| s.epoch)
+    }
+
+    /// A FUA write in `slot` completed: durable. Release the journal up to
+    /// the first write still outstanding.
+    fn mark_durable(&mut self, slot: u64, released: &mut Option<u64>) {
+        if let Some(entry) = slot
+            .checked_sub(self.submitted_base)
+            .and_then(|i| self.submitted.get_mut(i as usize))
+        {
+            entry.durable = true;
+        }
+        while self.submitted.front().is_some_and(|s| s.durable) {
+            let entry = self.submitted.pop_front().expect("front exists");
+            *released = Some(entry.journal_end);
+            self.submitted_base += 1;
+        }
+    }
+
+    fn fail_write(&mut self, op: WriteOp, e: std::io::Error) {
+        if self.failure.is_none() {
+            let block_size = self.manifest.header().block_size as u64;
+            self.failure = Some(Error::run(format!(
+                "write of block {} (offset {}) failed: {e}; the run stopped, and verify will accept either generation for writes that were in flight",
+                op.first_block,
+                op.first_block * block_size
+            )));
+        }
+    }
+
     /// Record completed writes in the manifest.
     fn absorb(&mut self, completions: Vec<Completion>) -> Result<()> {
         let mut released = None;
         for completion in completions {
-            let write = match self.in_flight.remove(&completion.id) {
-                Some(InFlight::Write(write)) => write,
-                Some(InFlight::Read { op, generations }) => {
-                    self.check_read_back(op, &generations, completion);
+            let (write, slot) = match self.in_flight.remove(&completion.id) {
+                Some(InFlight::Write(write, slot)) => (write, slot),
+                Some(InFlight::Read {
+                    op,
+                    generations,
+                    epoch,
+                }) => {
+                    self.check_read_back(op, &generations, epoch, completion);
+                    continue;
+                }
+                Some(InFlight::Rewrite { op, slot }) => {
+                    for block in op.first_block..op.end() {
+                        self.blocks_in_flight.remove(&block);
+                    }
+                    match completion.result {
+                        Ok(()) => {
+                            if self.options.fua {
+                                self.mark_durable(slot, &mut released);
+                            }
+                            self.engine.recycle(completion.buf);
+                        }
+                        Err(e) => self.fail_write(op, e),
+                    }
                     continue;
                 }
                 None => continue,
@@ -682,7 +957,8 @@ impl Writer<'_> {
                         }
                     }
                     if self.options.verify_backlog.is_some() {
-                        self.backlog.push((op, write.generations.clone()));
+                        let epoch = self.submitted_epoch(slot);
+                        self.backlog.push((op, write.generations.clone(), epoch));
                     }
                     self.outcome.writes += 1;
                     self.outcome.blocks_written += op.block_count as u64;
@@ -695,32 +971,11 @@ impl Writer<'_> {
                         metrics.record_write(completion.latency, completion.buf.len() as u64);
                     }
                     if self.options.fua {
-                        // Durable on completion: release the journal up to
-                        // the first write still outstanding.
-                        if let Some(entry) = self
-                            .submitted
-                            .iter_mut()
-                            .find(|(end, _)| *end == write.journal_end)
-                        {
-                            entry.1 = true;
-                        }
-                        while let Some(&(end, true)) = self.submitted.front() {
-                            released = Some(end);
-                            self.submitted.pop_front();
-                        }
+                        self.mark_durable(slot, &mut released);
                     }
                     self.engine.recycle(completion.buf);
                 }
-                Err(e) => {
-                    if self.failure.is_none() {
-                        let block_size = self.manifest.header().block_size as u64;
-                        self.failure = Some(Error::run(format!(
-                            "write of block {} (offset {}) failed: {e}; the run stopped, and verify will accept either generation for writes that were in flight",
-                            op.first_block,
-                            op.first_block * block_size
-                        )));
-                    }
-                }
+                Err(e) => self.fail_write(op, e),
             }
         }
         if let Some(end) = released.filter(|&end| end > 0) {

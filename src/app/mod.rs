@@ -3,6 +3,7 @@
 //! (prepare, write, verify, report) live in `phases`.
 
 mod checkpoint;
+mod disruptions;
 mod inspect;
 mod phases;
 mod report;

@@ -325,6 +325,7 @@ pub(super) fn write_phase(
     let options = WriteOptions {
         progress: Some(counters),
         stop,
+        loss: target.loss_counters(),
         ..config.options.clone()
     };
     let outcome = writer::write(manifest, engine.as_mut(), &mut workload, &options);
@@ -352,6 +353,12 @@ pub(super) fn write_phase(
     );
     if outcome.interrupted {
         crate::say!("stopped early by a signal; the manifest records every completed write");
+    }
+    if outcome.rewrites > 0 {
+        crate::say!(
+            "wrote {} write(s) again: they completed on a connection to the target that was replaced before a flush covered them",
+            outcome.rewrites
+        );
     }
     if config.options.verify_backlog.is_some() {
         crate::say!(
@@ -389,6 +396,18 @@ pub(super) fn verify_report(
     config: &VerifyConfig,
 ) -> Result<Report> {
     let expected = manifest.expected(checkpoint)?;
+    verify_expected(manifest, expected, target, checkpoint, config)
+}
+
+/// Verify the blocks of `expected` (the state of `checkpoint`, or the
+/// latest) and build the report, printing only notes.
+pub(super) fn verify_expected(
+    manifest: &Manifest,
+    expected: Expected<'_>,
+    target: Arc<dyn Target>,
+    checkpoint: Option<&str>,
+    config: &VerifyConfig,
+) -> Result<Report> {
     let format = manifest.format();
     let mut notes = Vec::new();
     if !target.info().direct_io {
@@ -418,7 +437,7 @@ pub(super) fn verify_report(
     }
     if expected.pending_blocks() > 0 {
         let note = format!(
-            "the writer did not finish: {} block(s) had writes pending (not yet durable); for those, the old or the new generation is accepted",
+            "{} block(s) had writes pending (the writer had not made them durable); for those, the old or the new generation is accepted",
             expected.pending_blocks()
         );
         eprintln!("note: {note}");

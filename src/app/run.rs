@@ -1,6 +1,8 @@
-//! `blockstamp run`: write, then verify.
+//! `blockstamp run`: write (with its scheduled disruptions, if any), then
+//! verify.
 
-use super::phases::{finish_metrics, prepare_write, verify_phase, write_phase};
+use super::disruptions;
+use super::phases::{emit_report, finish_metrics, prepare_write, verify_report, write_phase};
 use crate::cli::RunArgs;
 use crate::config::{VerifyConfig, WriteConfig};
 use crate::error::Result;
@@ -16,8 +18,14 @@ pub(super) fn run_command(args: &RunArgs) -> Result<ExitCode> {
     verify_config.options.metrics = Some(recording.metrics());
     let (mut manifest, target) =
         prepare_write(&args.target, &write_config, Some(verify_config.engine))?;
-    write_phase(&mut manifest, &target, &write_config)?;
-    let code = verify_phase(&manifest, target, None, &verify_config)?;
+    let schedule = disruptions::start(&mut write_config, &target, &manifest, &verify_config);
+    write_phase(&mut manifest, &target, &write_config).inspect_err(|_| {
+        disruptions::abandon(&schedule);
+    })?;
+    let disrupted = disruptions::finish(schedule, &manifest)?;
+    let mut report = verify_report(&manifest, target, None, &verify_config)?;
+    disruptions::add_to_report(&mut report, disrupted);
+    let code = emit_report(&report, &verify_config)?;
     finish_metrics(recording);
     Ok(code)
 }

@@ -3,19 +3,26 @@
 //! clean stop on SIGINT/SIGTERM ends with a final verify and the report.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use super::disruptions;
 use super::phases::{emit_report, prepare_write, verify_report, write_phase};
 use crate::cli::SoakArgs;
 use crate::config::{VerifyConfig, WriteConfig};
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
+use crate::manifest::Manifest;
 use crate::report::{FindingRecord, Interval, Report, SoakSection};
+use crate::storage::Target;
 use crate::units::parse_duration;
 use crate::writer::WriteOutcome;
 
 pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
     let mut write_config = WriteConfig::from_flags(&args.write)?;
+    if args.write.target_loss.reconnect_timeout.is_none() {
+        // A soak is meant to outlive a failover: it reconnects by default.
+        write_config.target_loss.reconnect_timeout = Some(crate::config::DEFAULT_SOAK_RECONNECT);
+    }
     let mut verify_config = VerifyConfig::from_flags(&args.verify)?;
     crate::signals::human_to_stderr(verify_config.json.as_deref() == Some("-"));
     let Some(duration) = write_config.options.duration else {
@@ -36,13 +43,62 @@ pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
     let recording = crate::metrics::MetricsRecording::start(args.metrics.metrics.as_deref())?;
     write_config.options.metrics = Some(recording.metrics());
     verify_config.options.metrics = Some(recording.metrics());
+    let (mut manifest, target) =
+        prepare_write(&args.target, &write_config, Some(verify_config.engine))?;
+    crate::signals::install();
+    let schedule = disruptions::start(&mut write_config, &target, &manifest, &verify_config);
+    let result = soak_loop(
+        &mut manifest,
+        &target,
+        &write_config,
+        &verify_config,
+        duration,
+        verify_every,
+    );
+    let (mut report, soak) = match result {
+        Ok(done) => done,
+        Err(error) => {
+            disruptions::abandon(&schedule);
+            return Err(error);
+        }
+    };
+    let disrupted = disruptions::finish(schedule, &manifest)?;
+    let any_earlier_findings = !soak.rolling_findings.is_empty() || soak.interval_findings > 0;
+    if any_earlier_findings {
+        report.clean = false;
+        crate::say!(
+            "soak: {} rolling-verify finding(s), {} finding(s) in interval verifies",
+            soak.rolling_findings.len(),
+            soak.interval_findings
+        );
+    }
+    report.soak = Some(soak);
+    disruptions::add_to_report(&mut report, disrupted);
+    let code = emit_report(&report, &verify_config)?;
+    if let Some(warning) = recording.finish() {
+        eprintln!("warning: {warning}");
+    }
+    Ok(if any_earlier_findings {
+        ExitCode::Findings
+    } else {
+        code
+    })
+}
+
+/// The soak's write intervals and their verifies, and the final verify:
+/// its report and the soak section.
+fn soak_loop(
+    manifest: &mut Manifest,
+    target: &Arc<dyn Target>,
+    write_config: &WriteConfig,
+    verify_config: &VerifyConfig,
+    duration: Duration,
+    verify_every: Duration,
+) -> Result<(Report, SoakSection)> {
     let interval_verify = VerifyConfig {
         json: None,
         ..verify_config.clone()
     };
-    let (mut manifest, target) =
-        prepare_write(&args.target, &write_config, Some(verify_config.engine))?;
-    crate::signals::install();
     let started = Instant::now();
     let mut intervals = Vec::new();
     let mut rolling = Vec::new();
@@ -59,7 +115,7 @@ pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
         unwritten_since = None;
         let mut interval_config = write_config.clone();
         interval_config.options.duration = Some(remaining.min(verify_every));
-        let mut outcome = write_phase(&mut manifest, &target, &interval_config)?;
+        let mut outcome = write_phase(manifest, target, &interval_config)?;
         writes += outcome.writes;
         bytes_written += outcome.bytes_written;
         rolling_checked += outcome.rolling_checked_blocks;
@@ -80,7 +136,7 @@ pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
             ));
             break;
         }
-        let report = verify_report(&manifest, Arc::clone(&target), None, &interval_verify)?;
+        let report = verify_report(manifest, Arc::clone(target), None, &interval_verify)?;
         let found: u64 = report.findings_by_class.values().sum();
         interval_findings += found;
         crate::say!(
@@ -100,7 +156,7 @@ pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
         unwritten_since = Some(report);
     }
     let stopped_by_signal = crate::signals::stop_requested();
-    let mut report = match unwritten_since {
+    let report = match unwritten_since {
         Some(report) => {
             if stopped_by_signal {
                 eprintln!(
@@ -115,7 +171,7 @@ pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
                     "note: stopping on a signal: final verify (a second signal ends at once)"
                 );
             }
-            verify_report(&manifest, Arc::clone(&target), None, &verify_config)?
+            verify_report(manifest, Arc::clone(target), None, verify_config)?
         }
     };
     if let Some(last) = intervals.last_mut()
@@ -140,25 +196,7 @@ pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
         rolling_findings: rolling_records,
         interval_findings,
     };
-    let any_earlier_findings = !soak.rolling_findings.is_empty() || soak.interval_findings > 0;
-    if any_earlier_findings {
-        report.clean = false;
-        crate::say!(
-            "soak: {} rolling-verify finding(s), {} finding(s) in interval verifies",
-            soak.rolling_findings.len(),
-            soak.interval_findings
-        );
-    }
-    report.soak = Some(soak);
-    let code = emit_report(&report, &verify_config)?;
-    if let Some(warning) = recording.finish() {
-        eprintln!("warning: {warning}");
-    }
-    Ok(if any_earlier_findings {
-        ExitCode::Findings
-    } else {
-        code
-    })
+    Ok((report, soak))
 }
 
 fn interval(

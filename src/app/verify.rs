@@ -11,7 +11,7 @@ use crate::metrics::MetricsRecording;
 
 pub(super) fn verify_command(args: &VerifyArgs) -> Result<ExitCode> {
     let mut config = VerifyConfig::from_flags(&args.verify)?;
-    let loss = crate::config::loss_policy(&args.target_loss)?;
+    let loss = crate::config::loss_policy(&args.target_loss, std::time::Duration::ZERO)?;
     let manifest = Manifest::open(&args.target.manifest, Access::Read)?;
     if let Some(name) = &args.at {
         manifest.checkpoint(name)?;

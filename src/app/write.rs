@@ -1,8 +1,10 @@
-//! `blockstamp write`: the write phase alone.
+//! `blockstamp write`: the write phase alone (with its scheduled
+//! disruptions, if any).
 
+use super::disruptions;
 use super::phases::{finish_metrics, prepare_write, write_phase};
 use crate::cli::WriteArgs;
-use crate::config::WriteConfig;
+use crate::config::{VerifyConfig, WriteConfig};
 use crate::error::Result;
 use crate::exit::ExitCode;
 use crate::metrics::MetricsRecording;
@@ -12,11 +14,22 @@ pub(super) fn write_command(args: &WriteArgs) -> Result<ExitCode> {
     let recording = MetricsRecording::start(args.metrics.metrics.as_deref())?;
     config.options.metrics = Some(recording.metrics());
     let (mut manifest, target) = prepare_write(&args.target, &config, None)?;
-    let outcome = write_phase(&mut manifest, &target, &config)?;
+    let schedule = disruptions::start(
+        &mut config,
+        &target,
+        &manifest,
+        &VerifyConfig::after_writes(),
+    );
+    let outcome = write_phase(&mut manifest, &target, &config).inspect_err(|_| {
+        disruptions::abandon(&schedule);
+    })?;
+    let disrupted = disruptions::finish(schedule, &manifest)?;
     finish_metrics(recording);
-    Ok(if outcome.rolling_findings.is_empty() {
-        ExitCode::Clean
-    } else {
-        ExitCode::Findings
-    })
+    Ok(
+        if outcome.rolling_findings.is_empty() && !disruptions::any_findings(&disrupted) {
+            ExitCode::Clean
+        } else {
+            ExitCode::Findings
+        },
+    )
 }

@@ -124,18 +124,42 @@ pub struct WriteFlags {
     pub force: bool,
     #[command(flatten)]
     pub target_loss: TargetLossFlags,
+    #[command(flatten)]
+    pub disrupt: DisruptFlags,
 }
 
 #[derive(Debug, Args)]
 pub struct TargetLossFlags {
     /// When the target is lost (its NBD server gone or silent, its device
     /// vanished), keep reopening it for this long, then carry on; 0 ends the
-    /// run at once (exit 3).
-    #[arg(long, value_name = "DURATION", default_value = "0")]
-    pub reconnect_timeout: String,
+    /// run at once (exit 3) [default: 0; 2m for soak and with --disrupt].
+    #[arg(long, value_name = "DURATION")]
+    pub reconnect_timeout: Option<String>,
     /// An NBD request unanswered for this long counts as the server lost.
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     pub nbd_timeout: String,
+}
+
+/// Scheduled disruptions of the target while IO runs (docs/CONTRACT.md).
+#[derive(Debug, Args)]
+pub struct DisruptFlags {
+    /// Shell command that disrupts the target while IO runs: kill and
+    /// restart a server, fail over a controller, update firmware.
+    #[arg(long, value_name = "CMD")]
+    pub disrupt: Option<String>,
+    /// Run --disrupt every DURATION of the run.
+    #[arg(long, value_name = "DURATION")]
+    pub disrupt_every: Option<String>,
+    /// Run --disrupt once, DURATION into the run.
+    #[arg(long, value_name = "DURATION")]
+    pub disrupt_at: Option<String>,
+    /// Shell command run after each --disrupt (bring back what it stopped).
+    #[arg(long, value_name = "CMD")]
+    pub recover: Option<String>,
+    /// Longest each of those commands may run; past it, it is killed and
+    /// the run ends (exit 3).
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    pub disrupt_timeout: String,
 }
 
 #[derive(Debug, Args)]

@@ -145,6 +145,19 @@ impl Manifest {
     }
 
     /// The expected state: the latest, or as of a checkpoint.
+    /// The latest state while a writer holds the manifest, with the blocks
+    /// whose latest writes it does not yet know durable: for each, the
+    /// oldest and newest such generation (the one before the oldest, or any
+    /// up to the newest, may be found; see [`Expected::pending`]).
+    pub fn expected_while_writing(&self, pending: HashMap<u64, (u32, u32)>) -> Expected<'_> {
+        Expected {
+            manifest: self,
+            overrides: None,
+            checkpoint: None,
+            pending: Some(pending).filter(|p| !p.is_empty()),
+        }
+    }
+
     pub fn expected(&self, checkpoint: Option<&str>) -> Result<Expected<'_>> {
         let Some(name) = checkpoint else {
             // After a crash, writes the storage never promised to keep may

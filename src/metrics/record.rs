@@ -12,6 +12,7 @@
 //! does not grow with the number of IOs — only by one small sample per
 //! second.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,18 @@ pub struct Metrics {
     pub(super) started: Instant,
     write: Mutex<Direction>,
     read: Mutex<Direction>,
+    activity: Activity,
+}
+
+/// Lock-free figures a disruption is measured by: when the last IO
+/// completed, the longest wait between two completions since the last
+/// [`Metrics::begin_stall_watch`], and the bytes completed so far.
+#[derive(Default)]
+struct Activity {
+    last_completion_ns: AtomicU64,
+    longest_gap_ns: AtomicU64,
+    write_bytes: AtomicU64,
+    read_bytes: AtomicU64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -57,18 +70,70 @@ impl Metrics {
             started: Instant::now(),
             write: Mutex::new(Direction::new()),
             read: Mutex::new(Direction::new()),
+            activity: Activity::default(),
         }
+    }
+
+    /// Time since second 0 of the timeline.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// When (since second 0) the last IO completed.
+    pub fn last_completion(&self) -> Duration {
+        Duration::from_nanos(self.activity.last_completion_ns.load(Ordering::Acquire))
+    }
+
+    /// Start measuring the longest time without a completion from now (the
+    /// time since the last completion counts as part of the first gap).
+    pub fn begin_stall_watch(&self) {
+        self.activity.longest_gap_ns.store(0, Ordering::Release);
+    }
+
+    /// The longest time without any IO completion since
+    /// [`Metrics::begin_stall_watch`], including a gap still open now.
+    pub fn longest_stall(&self) -> Duration {
+        let now = self.started.elapsed().as_nanos() as u64;
+        let open = now.saturating_sub(self.activity.last_completion_ns.load(Ordering::Acquire));
+        Duration::from_nanos(
+            self.activity
+                .longest_gap_ns
+                .load(Ordering::Acquire)
+                .max(open),
+        )
+    }
+
+    /// Bytes written and read by completed IOs so far.
+    pub fn bytes_completed(&self) -> (u64, u64) {
+        (
+            self.activity.write_bytes.load(Ordering::Relaxed),
+            self.activity.read_bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    fn note_completion(&self, now: Duration, bytes: u64, counter: &AtomicU64) {
+        let now_ns = now.as_nanos() as u64;
+        let before = self
+            .activity
+            .last_completion_ns
+            .fetch_max(now_ns, Ordering::AcqRel);
+        self.activity
+            .longest_gap_ns
+            .fetch_max(now_ns.saturating_sub(before), Ordering::AcqRel);
+        counter.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// A write of `bytes` completed after `latency` (submission to completion).
     pub fn record_write(&self, latency: Duration, bytes: u64) {
         let now = self.started.elapsed();
+        self.note_completion(now, bytes, &self.activity.write_bytes);
         lock(&self.write).record(now, latency, bytes);
     }
 
     /// A read of `bytes` completed after `latency`.
     pub fn record_read(&self, latency: Duration, bytes: u64) {
         let now = self.started.elapsed();
+        self.note_completion(now, bytes, &self.activity.read_bytes);
         lock(&self.read).record(now, latency, bytes);
     }
 

@@ -56,6 +56,9 @@ pub struct Report {
     /// The soak run this verify ended (`blockstamp soak`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub soak: Option<SoakSection>,
+    /// The scheduled disruptions of the run (`--disrupt`), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disruptions: Vec<Disruption>,
     /// Throughput, IOPS and latency of the run's writes and reads, with a
     /// per-second timeline (see `metrics`); absent when not recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -114,6 +117,48 @@ pub struct SoakSection {
     pub rolling_findings: Vec<FindingRecord>,
     /// Findings of the interval verifies (the final one is the report's own).
     pub interval_findings: u64,
+}
+
+/// One scheduled disruption (`--disrupt`) and what it did to the run.
+/// Times in seconds; `*_at_s` count from the run's start, as the metrics
+/// timeline does.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Disruption {
+    /// 1 for the first.
+    pub index: u64,
+    pub command: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recover_command: Option<String>,
+    /// When the disruption command started.
+    pub started_at_s: f64,
+    /// How long the disruption command ran, and the recover command.
+    pub command_s: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recover_s: Option<f64>,
+    /// When an IO completed again after the commands ended: the target
+    /// answered.
+    pub answered_at_s: f64,
+    /// The longest time without any IO completion, from the start of the
+    /// disruption until the target answered.
+    pub stall_s: f64,
+    /// Write throughput over the 5 s before the disruption.
+    pub baseline_write_bytes_per_s: f64,
+    /// From the start of the disruption until a second of writes reached
+    /// 80% of the baseline again, not counting the post-disruption verify;
+    /// absent when it did not before the run ended or the next disruption.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered_after_s: Option<f64>,
+    /// IOs that failed because the target was lost (each issued again).
+    pub failed_ios: u64,
+    /// Times the target was reopened.
+    pub reconnects: u64,
+    /// Blocks checked by the verify after the disruption: every block
+    /// written before it (writes not yet durable accept old or new).
+    pub verify_checked_blocks: u64,
+    pub verify_s: f64,
+    pub findings_by_class: BTreeMap<String, u64>,
+    /// The post-disruption verify's findings (at most `--max-findings`).
+    pub findings: Vec<FindingRecord>,
 }
 
 /// One write interval of a soak and the verify that closed it.
@@ -200,6 +245,7 @@ impl Report {
             engine: context.engine,
             notes: context.notes,
             target_lost: outcome.target_lost.clone(),
+            disruptions: Vec::new(),
             soak: None,
             metrics: None,
         }

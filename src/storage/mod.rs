@@ -104,6 +104,43 @@ pub trait Target: Send + Sync {
     fn max_in_flight(&self) -> Option<usize> {
         None
     }
+
+    /// The counters of a target that reconnects when lost (see
+    /// [`reconnect`]); `None` for one that cannot come back.
+    fn loss_counters(&self) -> Option<Arc<LossCounters>> {
+        None
+    }
+}
+
+/// What a reconnecting target counts: its connections so far (the epoch:
+/// a write completed on an earlier one is made durable only by a flush on
+/// that one) and the IOs that failed with a loss and were issued again.
+#[derive(Debug, Default)]
+pub struct LossCounters {
+    epoch: std::sync::atomic::AtomicU64,
+    failed_ios: std::sync::atomic::AtomicU64,
+}
+
+impl LossCounters {
+    /// Reconnects so far; a new value means a new connection (or a reopened
+    /// device), which owes nothing for the old one's unflushed writes.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// IOs that failed because the target was lost (each issued again).
+    pub fn failed_ios(&self) -> u64 {
+        self.failed_ios.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_failed_io(&self) {
+        self.failed_ios
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn next_epoch(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// The error inside an [`io::Error`] that says the target failed as a whole

@@ -12,11 +12,12 @@
 
 use std::io;
 use std::os::fd::BorrowedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use super::{LossPolicy, OpenRequest, Target, TargetInfo, is_target_lost, nbd, target_lost};
+use super::{
+    LossCounters, LossPolicy, OpenRequest, Target, TargetInfo, is_target_lost, nbd, target_lost,
+};
 use crate::error::Result;
 
 /// First wait between attempts to reopen; doubled after each failure.
@@ -77,9 +78,9 @@ pub struct Reconnecting {
     info: TargetInfo,
     /// The target in use; replaced whole on a reconnect.
     current: RwLock<Arc<dyn Target>>,
-    /// Bumped on each reconnect: a caller whose IO failed on an older
-    /// target retries at once instead of reconnecting again.
-    epoch: AtomicU64,
+    /// The epoch is bumped on each reconnect: a caller whose IO failed on
+    /// an older target retries at once instead of reconnecting again.
+    counters: Arc<LossCounters>,
     /// One reconnect at a time; the others wait for its outcome.
     reconnecting: Mutex<()>,
     /// A reconnect ran out of time (why): every later loss fails at once
@@ -100,7 +101,7 @@ impl Reconnecting {
         Reconnecting {
             info: target.info().clone(),
             current: RwLock::new(Arc::from(target)),
-            epoch: AtomicU64::new(0),
+            counters: Arc::new(LossCounters::default()),
             reconnecting: Mutex::new(()),
             gave_up: OnceLock::new(),
             opener,
@@ -111,7 +112,7 @@ impl Reconnecting {
 
     fn current(&self) -> (u64, Arc<dyn Target>) {
         let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
-        (self.epoch.load(Ordering::Acquire), Arc::clone(&current))
+        (self.counters.epoch(), Arc::clone(&current))
     }
 
     /// Run `op` on the current target; when it fails because the target is
@@ -122,6 +123,7 @@ impl Reconnecting {
             let (epoch, target) = self.current();
             match op(target.as_ref()) {
                 Err(error) if is_target_lost(&error) => {
+                    self.counters.count_failed_io();
                     let since = *first_loss.get_or_insert_with(Instant::now);
                     self.reconnect(epoch, error, since)?;
                 }
@@ -138,7 +140,7 @@ impl Reconnecting {
             .reconnecting
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if self.epoch.load(Ordering::Acquire) != seen_epoch {
+        if self.counters.epoch() != seen_epoch {
             return Ok(()); // another caller reconnected meanwhile
         }
         if let Some((kind, why)) = self.gave_up.get() {
@@ -151,7 +153,7 @@ impl Reconnecting {
                 Ok(target) => {
                     *self.current.write().unwrap_or_else(PoisonError::into_inner) =
                         Arc::from(target);
-                    self.epoch.fetch_add(1, Ordering::AcqRel);
+                    self.counters.next_epoch();
                     (self.notify)(format!(
                         "target lost ({error}); reconnected after {:.1} s",
                         lost_at.elapsed().as_secs_f64()
@@ -189,8 +191,10 @@ impl Target for Reconnecting {
         self.retrying(|target| target.write_at(buf, offset, fua))
     }
 
-    /// A flush lost with its target is issued again on the new one: a flush
-    /// makes durable what completed before it, on whichever connection.
+    /// A flush lost with its target is issued again on the new one. It then
+    /// covers only what completed on the new one: the writer compares
+    /// epochs ([`LossCounters`]) and writes again what the old one may
+    /// have dropped.
     fn flush(&self) -> io::Result<()> {
         self.retrying(|target| target.flush())
     }
@@ -208,13 +212,17 @@ impl Target for Reconnecting {
     fn max_in_flight(&self) -> Option<usize> {
         self.current().1.max_in_flight()
     }
+
+    fn loss_counters(&self) -> Option<Arc<LossCounters>> {
+        Some(Arc::clone(&self.counters))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::storage::{TargetIdentity, TargetKind};
-    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     /// A target whose IOs fail as lost while `down` is set.
     struct Flaky {
