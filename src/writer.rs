@@ -655,18 +655,43 @@ impl Writer<'_> {
         loop {
             self.flush_target()?;
             let epoch = self.epoch();
-            let stale: Vec<u64> = self
-                .submitted
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| !s.durable && s.epoch != epoch)
-                .map(|(i, _)| self.submitted_base + i as u64)
-                .collect();
-            if stale.is_empty() {
+            // Each stale write's blocks that no later write superseded
+            // (that one is in the list itself), in runs of neighbours.
+            let mut any_stale = false;
+            let mut stale: Vec<(u64, WriteOp)> = Vec::new();
+            for (i, entry) in self.submitted.iter_mut().enumerate() {
+                if entry.durable || entry.epoch == epoch {
+                    continue;
+                }
+                any_stale = true;
+                // Sent again below on this connection; if it is lost too,
+                // the epoch moves on and the next round sends it again.
+                entry.epoch = epoch;
+                let slot = self.submitted_base + i as u64;
+                for (j, &generation) in entry.generations.iter().enumerate() {
+                    let block = entry.op.first_block + j as u64;
+                    if self.manifest.generation(block) != generation {
+                        continue;
+                    }
+                    match stale.last_mut() {
+                        Some((last, run)) if *last == slot && run.end() == block => {
+                            run.block_count += 1;
+                        }
+                        _ => stale.push((
+                            slot,
+                            WriteOp {
+                                first_block: block,
+                                block_count: 1,
+                            },
+                        )),
+                    }
+                }
+            }
+            if !any_stale {
                 break;
             }
-            for slot in stale {
-                self.rewrite(slot)?;
+            for (slot, run) in stale {
+                self.rewrite(slot, run)?;
                 if self.failure.is_some() {
                     break;
                 }
@@ -684,11 +709,10 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// Send the write in `slot` again, byte for byte, on the connection
-    /// in use now.
-    fn rewrite(&mut self, slot: u64) -> Result<()> {
+    /// Send the blocks `op` of the write in `slot` again, byte for byte,
+    /// on the connection in use now.
+    fn rewrite(&mut self, slot: u64, op: WriteOp) -> Result<()> {
         let index = (slot - self.submitted_base) as usize;
-        let op = self.submitted[index].op;
         while self.engine.in_flight() >= self.engine.queue_depth()
             || (op.first_block..op.end()).any(|b| self.blocks_in_flight.contains(&b))
         {
@@ -697,18 +721,17 @@ impl Writer<'_> {
                 return Ok(());
             }
         }
-        let epoch = self.epoch();
         let format = self.manifest.format();
         let block_size = format.block_size as usize;
         let mut buf = self.io_buffer(op);
-        let entry = &mut self.submitted[index];
-        entry.epoch = epoch;
+        let entry = &self.submitted[index];
+        let skip = (op.first_block - entry.op.first_block) as usize;
         for (i, chunk) in buf.chunks_exact_mut(block_size).enumerate() {
             stamp::build_write(
                 &format,
                 &WriteStamp {
                     block: op.first_block + i as u64,
-                    generation: entry.generations[i],
+                    generation: entry.generations[skip + i],
                     write_seq: entry.write_seq,
                     write_time_s: entry.write_time_s,
                 },
@@ -1193,5 +1216,193 @@ mod tests {
             .map(|k| 1_700_000_000 + 3600 * k)
             .collect();
         assert_eq!(scratch.stamped_times(), expected);
+    }
+
+    /// A target with a volatile write cache: writes reach `durable` only
+    /// on a flush (or with FUA); a power cut drops the cache and, as a
+    /// reconnecting target does, starts a new connection epoch.
+    struct VolatileTarget {
+        info: crate::storage::TargetInfo,
+        durable: std::sync::Mutex<Vec<u8>>,
+        cache: std::sync::Mutex<HashMap<u64, Vec<u8>>>,
+        counters: Arc<LossCounters>,
+        /// Writes until the power is cut (never at `u64::MAX`).
+        cut_in: std::sync::atomic::AtomicU64,
+        /// Writes the cut dropped.
+        lost: std::sync::atomic::AtomicUsize,
+    }
+
+    impl VolatileTarget {
+        fn new(bytes: u64, cut_in: u64) -> VolatileTarget {
+            VolatileTarget {
+                info: crate::storage::TargetInfo {
+                    uri: "volatile".into(),
+                    kind: crate::storage::TargetKind::File,
+                    size_bytes: bytes,
+                    logical_sector_size: 512,
+                    physical_sector_size: 512,
+                    direct_io: true,
+                    read_only: false,
+                    supports_fua: true,
+                    identity: Default::default(),
+                },
+                durable: std::sync::Mutex::new(vec![0; bytes as usize]),
+                cache: std::sync::Mutex::new(HashMap::new()),
+                counters: Arc::new(LossCounters::default()),
+                cut_in: std::sync::atomic::AtomicU64::new(cut_in),
+                lost: std::sync::atomic::AtomicUsize::new(0),
+            }
+        }
+
+        /// Power cut: the cache is gone; the target comes back at once.
+        fn cut(&self) {
+            let lost = std::mem::take(&mut *self.cache.lock().unwrap());
+            self.counters.next_epoch();
+            self.lost
+                .fetch_add(lost.len(), std::sync::atomic::Ordering::SeqCst);
+        }
+
+        /// The generation each block durably holds (0: none of this run).
+        fn durable_generations(&self) -> Vec<u32> {
+            self.durable
+                .lock()
+                .unwrap()
+                .chunks_exact(BLOCK_SIZE as usize)
+                .map(|block| match decode_sector(&block[..SECTOR_BYTES]) {
+                    SectorContent::Stamp(stamp) if stamp.run_id == RUN_ID => stamp.generation,
+                    _ => 0,
+                })
+                .collect()
+        }
+    }
+
+    impl Target for VolatileTarget {
+        fn info(&self) -> &crate::storage::TargetInfo {
+            &self.info
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+            let start = offset as usize;
+            buf.copy_from_slice(&self.durable.lock().unwrap()[start..start + buf.len()]);
+            for (block, bytes) in self.cache.lock().unwrap().iter() {
+                let at = (*block * BLOCK_SIZE as u64) as usize;
+                if at >= start && at < start + buf.len() {
+                    buf[at - start..at - start + bytes.len()].copy_from_slice(bytes);
+                }
+            }
+            Ok(())
+        }
+        fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> std::io::Result<()> {
+            use std::sync::atomic::Ordering::SeqCst;
+            // One cut, before write number `cut_in`; then never again.
+            match self.cut_in.load(SeqCst) {
+                0 => {
+                    self.cut_in.store(u64::MAX, SeqCst);
+                    self.cut();
+                }
+                u64::MAX => {}
+                n => self.cut_in.store(n - 1, SeqCst),
+            }
+            for (i, block) in buf.chunks_exact(BLOCK_SIZE as usize).enumerate() {
+                let number = offset / BLOCK_SIZE as u64 + i as u64;
+                if fua {
+                    let at = (number * BLOCK_SIZE as u64) as usize;
+                    self.durable.lock().unwrap()[at..at + block.len()].copy_from_slice(block);
+                    self.cache.lock().unwrap().remove(&number);
+                } else {
+                    self.cache.lock().unwrap().insert(number, block.to_vec());
+                }
+            }
+            Ok(())
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            let cache = std::mem::take(&mut *self.cache.lock().unwrap());
+            let mut durable = self.durable.lock().unwrap();
+            for (number, block) in cache {
+                let at = (number * BLOCK_SIZE as u64) as usize;
+                durable[at..at + block.len()].copy_from_slice(&block);
+            }
+            Ok(())
+        }
+        fn loss_counters(&self) -> Option<Arc<LossCounters>> {
+            Some(Arc::clone(&self.counters))
+        }
+    }
+
+    /// Write two passes over a volatile target whose power is cut before
+    /// its write number `cut_in`; the durable generations, the manifest's,
+    /// the outcome and how many writes the cut dropped.
+    fn write_across_a_power_cut(
+        fua: bool,
+        cut_in: u64,
+    ) -> (Vec<u32>, Vec<u32>, WriteOutcome, usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Arc::new(VolatileTarget::new(BLOCKS * BLOCK_SIZE as u64, cut_in));
+        let mut manifest = Manifest::create(
+            &dir.path().join("manifest"),
+            NewManifest {
+                run_id: RUN_ID,
+                seed: 1,
+                block_size: BLOCK_SIZE,
+                random_bytes: PAYLOAD_BYTES as u16,
+                dedup_permille: 0,
+                journal_bytes: journal_bytes_for(BLOCKS),
+                target: TargetRecord::from_info(target.info()),
+            },
+        )
+        .unwrap();
+        let mut engine = InlineEngine::new(Arc::clone(&target) as Arc<dyn Target>, 8);
+        let mut workload = workload(Some(2));
+        let options = WriteOptions {
+            fua,
+            loss: target.loss_counters(),
+            ..WriteOptions::default()
+        };
+        let outcome = write(&mut manifest, &mut engine, &mut workload, &options).unwrap();
+        let expected = (0..BLOCKS).map(|b| manifest.generation(b)).collect();
+        (
+            target.durable_generations(),
+            expected,
+            outcome,
+            target.lost.load(std::sync::atomic::Ordering::SeqCst),
+        )
+    }
+
+    #[test]
+    fn writes_a_power_cut_dropped_from_a_volatile_cache_are_written_again() {
+        // Cut mid-way through the second pass: every block was written, and
+        // the writes since the start (no flush yet) sat in the cache.
+        let (durable, expected, outcome, lost) = write_across_a_power_cut(false, 100);
+        assert!(lost > 0, "the cut dropped writes");
+        assert_eq!(
+            durable, expected,
+            "every block durably holds its latest write"
+        );
+        assert_eq!(lost as u64, BLOCKS, "nothing was flushed before the cut");
+        // Writes 0..=100 were sent before the cut (the cut came inside
+        // write 100, which then landed on the new connection); the 27 after
+        // it rewrote 27 blocks of the second pass. The other 37 blocks'
+        // latest writes are the ones sent again, once each.
+        let sent_after = 2 * BLOCKS - 101;
+        assert_eq!(outcome.rewrites, BLOCKS - sent_after, "{outcome:?}");
+        assert_eq!(
+            outcome.writes,
+            2 * BLOCKS,
+            "rewrites are not counted as writes"
+        );
+    }
+
+    #[test]
+    fn fua_writes_are_durable_when_they_complete_and_never_written_again() {
+        let (durable, expected, outcome, lost) = write_across_a_power_cut(true, 100);
+        assert_eq!(lost, 0, "FUA writes never sit in the cache");
+        assert_eq!(durable, expected);
+        assert_eq!(outcome.rewrites, 0);
+    }
+
+    #[test]
+    fn without_a_cut_nothing_is_written_again() {
+        let (durable, expected, outcome, _) = write_across_a_power_cut(false, u64::MAX);
+        assert_eq!(durable, expected);
+        assert_eq!(outcome.rewrites, 0);
     }
 }
