@@ -2,6 +2,7 @@
 //! Every error here is a usage error (exit 2) raised before any target is
 //! opened, so bad input never writes a byte.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::{TargetLossFlags, VerifyFlags, WriteFlags};
@@ -39,6 +40,8 @@ pub struct WriteConfig {
     pub force: bool,
     pub target_loss: LossPolicy,
     pub options: WriteOptions,
+    /// `--prometheus FILE`: the textfile kept up to date while writing.
+    pub prometheus: Option<PathBuf>,
 }
 
 impl WriteConfig {
@@ -146,6 +149,9 @@ impl WriteConfig {
         )?;
         let dedup_ratio = parse_ratio(&flags.dedup_ratio, "--dedup-ratio", "1 (all unique)")?;
         let engine = parse_engine(&flags.engine, "--engine")?;
+        if let Some(path) = &flags.prometheus {
+            crate::outfile::check_path("--prometheus", path)?;
+        }
         Ok(WriteConfig {
             size_bytes,
             block_size,
@@ -182,6 +188,7 @@ impl WriteConfig {
                 // one signals fire.
                 ..WriteOptions::default()
             },
+            prometheus: flags.prometheus.clone(),
         })
     }
 }
@@ -278,6 +285,8 @@ fn parse_sync(text: &str) -> Result<SyncPolicy> {
 #[derive(Clone, Debug)]
 pub struct VerifyConfig {
     pub json: Option<String>,
+    /// `--junit FILE`: the checks as JUnit XML, written with the report.
+    pub junit: Option<PathBuf>,
     pub show: usize,
     pub engine: EngineChoice,
     pub options: VerifyOptions,
@@ -331,8 +340,12 @@ impl VerifyConfig {
                 parent.display()
             )));
         }
+        if let Some(path) = &flags.junit {
+            crate::outfile::check_path("--junit", path)?;
+        }
         Ok(VerifyConfig {
             json: flags.json.clone(),
+            junit: flags.junit.clone(),
             show: flags.show,
             engine,
             options,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::phases::{emit_report, prepare_write, verify_report, write_phase};
+use super::phases::{emit_report, prepare_write, start_recording, verify_report, write_phase};
 use crate::cli::SoakArgs;
 use crate::config::{VerifyConfig, WriteConfig};
 use crate::error::{Error, Result};
@@ -33,7 +33,12 @@ pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
         // 1024 writes.
         write_config.options.verify_backlog = Some(1024);
     }
-    let recording = crate::metrics::MetricsRecording::start(args.metrics.metrics.as_deref())?;
+    let recording = start_recording(
+        args.metrics.metrics.as_deref(),
+        &write_config,
+        "soak",
+        &args.target.target,
+    )?;
     write_config.options.metrics = Some(recording.metrics());
     verify_config.options.metrics = Some(recording.metrics());
     let interval_verify = VerifyConfig {
@@ -42,6 +47,7 @@ pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
     };
     let (mut manifest, target) =
         prepare_write(&args.target, &write_config, Some(verify_config.engine))?;
+    recording.run_started(manifest.header().run_id);
     crate::signals::install();
     let started = Instant::now();
     let mut intervals = Vec::new();
@@ -57,6 +63,7 @@ pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
             break;
         }
         unwritten_since = None;
+        recording.set_soak_interval(intervals.len() as u64 + 1);
         let mut interval_config = write_config.clone();
         interval_config.options.duration = Some(remaining.min(verify_every));
         let mut outcome = write_phase(&mut manifest, &target, &interval_config)?;

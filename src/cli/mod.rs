@@ -124,6 +124,11 @@ pub struct WriteFlags {
     pub force: bool,
     #[command(flatten)]
     pub target_loss: TargetLossFlags,
+    /// Keep FILE up to date as a Prometheus textfile (node_exporter's
+    /// textfile collector): counters, gauges and latency quantiles, replaced
+    /// every 5 s and at the end.
+    #[arg(long, value_name = "FILE")]
+    pub prometheus: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +166,10 @@ pub struct VerifyFlags {
     /// Findings shown in the summary on stdout.
     #[arg(long, value_name = "N", default_value = "10")]
     pub show: usize,
+    /// Write the checks as JUnit XML to FILE (a test case per finding class,
+    /// for CI systems).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -261,4 +270,7 @@ pub struct SelftestArgs {
     /// Print the results as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Write the results as JUnit XML to FILE (a test case per row of the table).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
