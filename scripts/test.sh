@@ -16,11 +16,14 @@ command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v fio >/dev/null 2>&1 || missing+=(fio)
 # Headless Chromium renders the HTML report for the screenshot test.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# xmllint validates the --junit files against tests/data/junit-10.xsd.
+command -v xmllint >/dev/null 2>&1 || missing+=(libxml2-utils)
 # ansible-core (below) is installed with pip, into a venv where the system
 # Python is Debian's: python3-venv brings pip there.
 ansible_venv="${XDG_CACHE_HOME:-$HOME/.cache}/blockstamp/ansible-venv"
 [ -x "$ansible_venv/bin/ansible-playbook" ] && export PATH="$PATH:$ansible_venv/bin"
-if ! command -v ansible-playbook >/dev/null 2>&1 && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+if { ! command -v ansible-playbook >/dev/null 2>&1 || ! python3 -c 'import prometheus_client' >/dev/null 2>&1; } \
+  && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
   missing+=(python3-venv)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -55,6 +58,22 @@ if ! command -v ansible-playbook >/dev/null 2>&1; then
     fi
     echo "warning: ansible-core not installed; the playbook test will be skipped" >&2
   fi
+fi
+
+# prometheus_client (the Prometheus project's Python client) parses the
+# --prometheus textfile in tests/outputs.rs; where the machine's Python takes
+# no packages it goes into the venv above, and BLOCKSTAMP_PYTHON names it.
+if ! python3 -c 'import prometheus_client.parser' >/dev/null 2>&1; then
+  echo "installing: prometheus_client (pip)"
+  if ! python3 -m pip install -q prometheus_client 2>/dev/null; then
+    { [ -x "$ansible_venv/bin/python" ] || python3 -m venv "$ansible_venv"; } \
+      && "$ansible_venv/bin/python" -m pip install -q prometheus_client \
+      && export BLOCKSTAMP_PYTHON="$ansible_venv/bin/python"
+  fi
+fi
+if [ -z "${BLOCKSTAMP_PYTHON:-}" ] && [ -x "$ansible_venv/bin/python" ] \
+  && ! python3 -c 'import prometheus_client.parser' >/dev/null 2>&1; then
+  export BLOCKSTAMP_PYTHON="$ansible_venv/bin/python"
 fi
 
 cargo build --release --locked

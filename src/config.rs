@@ -2,6 +2,7 @@
 //! Every error here is a usage error (exit 2) raised before any target is
 //! opened, so bad input never writes a byte.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::{DisruptFlags, TargetLossFlags, VerifyFlags, WriteFlags};
@@ -42,6 +43,8 @@ pub struct WriteConfig {
     /// Scheduled disruptions (`--disrupt`), checked.
     pub disrupt: Option<DisruptPlan>,
     pub options: WriteOptions,
+    /// `--prometheus FILE`: the textfile kept up to date while writing.
+    pub prometheus: Option<PathBuf>,
 }
 
 /// `--reconnect-timeout` when not given, for `soak` and runs with
@@ -154,6 +157,9 @@ impl WriteConfig {
         let dedup_ratio = parse_ratio(&flags.dedup_ratio, "--dedup-ratio", "1 (all unique)")?;
         let engine = parse_engine(&flags.engine, "--engine")?;
         let disrupt = disrupt_plan(&flags.disrupt)?;
+        if let Some(path) = &flags.prometheus {
+            crate::outfile::check_path("--prometheus", path)?;
+        }
         Ok(WriteConfig {
             size_bytes,
             block_size,
@@ -198,6 +204,7 @@ impl WriteConfig {
                 // one signals fire.
                 ..WriteOptions::default()
             },
+            prometheus: flags.prometheus.clone(),
         })
     }
 }
@@ -296,6 +303,8 @@ fn parse_sync(text: &str) -> Result<SyncPolicy> {
 #[derive(Clone, Debug)]
 pub struct VerifyConfig {
     pub json: Option<String>,
+    /// `--junit FILE`: the checks as JUnit XML, written with the report.
+    pub junit: Option<PathBuf>,
     pub show: usize,
     pub engine: EngineChoice,
     pub options: VerifyOptions,
@@ -307,6 +316,7 @@ impl VerifyConfig {
     pub fn after_writes() -> VerifyConfig {
         VerifyConfig {
             json: None,
+            junit: None,
             show: 10,
             engine: EngineChoice::Auto,
             options: VerifyOptions::default(),
@@ -360,8 +370,12 @@ impl VerifyConfig {
                 parent.display()
             )));
         }
+        if let Some(path) = &flags.junit {
+            crate::outfile::check_path("--junit", path)?;
+        }
         Ok(VerifyConfig {
             json: flags.json.clone(),
+            junit: flags.junit.clone(),
             show: flags.show,
             engine,
             options,

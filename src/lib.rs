@@ -7,8 +7,9 @@
 //! `manifest` remembers what was written; `verify` reads the target back and
 //! classifies each block; `report` tells the user (and reads reports back
 //! for the HTML page, night-over-night comparisons and fleets). `metrics`
-//! records throughput and latency on the way; `rng` is the seedable
-//! randomness everything draws from. `app` has one file per command, the
+//! records throughput and latency on the way (and exports them as a
+//! Prometheus textfile); `outfile` replaces the files other systems read
+//! whole; `rng` is the seedable randomness everything draws from. `app` has one file per command, the
 //! glue on top. `sim` holds the simulators (fault layer, power cut, the
 //! selftest scenario), which the data path never imports.
 //!
@@ -26,6 +27,7 @@ pub mod error;
 pub mod exit;
 pub mod manifest;
 pub mod metrics;
+pub mod outfile;
 pub mod progress;
 pub mod recovery;
 pub mod report;

@@ -1015,3 +1015,94 @@ fn a_shorter_target_without_stamps_of_the_run_is_refused() {
         );
     }
 }
+
+#[test]
+fn junit_and_prometheus_files_that_cannot_be_written_are_refused_before_anything_runs() {
+    let env = written_env();
+    let missing =
+        |flag: &str, path: &str| format!("bad {flag} {path}: directory no/such/dir does not exist");
+    for command in ["verify", "run"] {
+        refuses(
+            &env,
+            &[
+                command,
+                "disk.img",
+                "--manifest",
+                "m",
+                "--junit",
+                "no/such/dir/junit.xml",
+            ],
+            2,
+            &missing("--junit", "no/such/dir/junit.xml"),
+        );
+    }
+    refuses(
+        &env,
+        &[
+            "soak",
+            "disk.img",
+            "--manifest",
+            "m",
+            "--duration",
+            "1s",
+            "--prometheus",
+            "no/such/dir/blockstamp.prom",
+        ],
+        2,
+        &missing("--prometheus", "no/such/dir/blockstamp.prom"),
+    );
+    refuses(
+        &env,
+        &["write", "disk.img", "--manifest", "m", "--prometheus", "-"],
+        2,
+        "bad --prometheus -: --prometheus writes a file, not stdout; give a file path",
+    );
+    refuses(
+        &env,
+        &["verify", "disk.img", "--manifest", "m", "--junit", "."],
+        2,
+        "bad --junit .: it is a directory; give a file path",
+    );
+    refuses(
+        &env,
+        &[
+            "report",
+            "merge",
+            "r.json",
+            "--junit",
+            "no/such/dir/fleet.xml",
+        ],
+        2,
+        &missing("--junit", "no/such/dir/fleet.xml"),
+    );
+    refuses(
+        &env,
+        &["selftest", "--junit", "no/such/dir/selftest.xml"],
+        2,
+        &missing("--junit", "no/such/dir/selftest.xml"),
+    );
+    // A new run refused for its --prometheus path creates neither target
+    // nor manifest.
+    refuses(
+        &env,
+        &[
+            "write",
+            "new.img",
+            "--manifest",
+            "new.m",
+            "--size",
+            "1MiB",
+            "--prometheus",
+            "no/such/dir/blockstamp.prom",
+        ],
+        2,
+        &missing("--prometheus", "no/such/dir/blockstamp.prom"),
+    );
+    assert!(!env.path("new.img").exists() && !env.path("new.m").exists());
+    let mut left: Vec<String> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["disk.img", "m"]);
+}

@@ -35,6 +35,7 @@ pub(super) fn start(
     );
     let verify = VerifyConfig {
         json: None,
+        junit: None,
         show: 0,
         options: crate::verify::VerifyOptions {
             metrics: Some(Arc::clone(&metrics)),

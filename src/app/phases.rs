@@ -16,8 +16,9 @@ use crate::exit::ExitCode;
 use crate::manifest::Expected;
 use crate::manifest::{Access, Manifest, ManifestState, NewManifest, TargetRecord};
 use crate::metrics::MetricsRecording;
+use crate::metrics::prometheus::{RunLabels, Textfile};
 use crate::progress::Goal;
-use crate::report::{Report, ReportContext, TargetSection};
+use crate::report::{Report, ReportContext, TargetSection, junit};
 use crate::rng::random_u64;
 use crate::stamp;
 use crate::storage::{self, OpenRequest, Target};
@@ -331,6 +332,11 @@ pub(super) fn write_phase(
     let outcome = writer::write(manifest, engine.as_mut(), &mut workload, &options);
     drop(display);
     let outcome = outcome?;
+    if let Some(metrics) = &config.options.metrics {
+        for finding in &outcome.rolling_findings {
+            metrics.count_findings(finding.classified.class.name(), 1);
+        }
+    }
     crate::say!(
         "wrote {} block(s) in {} writes, {} in {:.2} s: {}, {:.0} IOPS (queue depth {}, engine {}, seed {seed})",
         outcome.blocks_written,
@@ -528,7 +534,12 @@ pub(super) fn verify_expected(
         },
         &outcome,
     );
-    report.metrics = options.metrics.as_ref().map(|m| m.summary());
+    if let Some(metrics) = &options.metrics {
+        for (class, count) in &outcome.counts_by_class {
+            metrics.count_findings(class.name(), *count);
+        }
+        report.metrics = Some(metrics.summary());
+    }
     Ok(report)
 }
 
@@ -553,6 +564,9 @@ pub(super) fn emit_report(report: &Report, config: &VerifyConfig) -> Result<Exit
         None => print!("{summary}"),
     }
     let _ = std::io::stdout().flush();
+    if let Some(path) = &config.junit {
+        junit::TestSuites::of_report(report, crate::manifest::unix_now_s()).write(path)?;
+    }
     if let Some(why) = &report.target_lost {
         return Err(Error::run(format!(
             "verify stopped: the target was lost after {} of {} block(s) were checked: {why}",
@@ -566,8 +580,31 @@ pub(super) fn emit_report(report: &Report, config: &VerifyConfig) -> Result<Exit
     })
 }
 
-/// Write the last seconds of the `--metrics` file; a failure there is a
-/// warning, not the run's verdict.
+/// Start recording a write's metrics, keeping its `--prometheus` textfile
+/// (if asked for) up to date; `command` and `target` name the run there.
+pub(super) fn start_recording(
+    metrics_path: Option<&Path>,
+    config: &WriteConfig,
+    command: &'static str,
+    target: &str,
+) -> Result<MetricsRecording> {
+    let textfile = config.prometheus.as_deref().map(|path| {
+        let classes: Vec<&'static str> = FindingClass::ALL.iter().map(|c| c.name()).collect();
+        Textfile::new(
+            path,
+            RunLabels {
+                command,
+                target: target.to_string(),
+                host: crate::report::hostname(),
+            },
+            &classes,
+        )
+    });
+    MetricsRecording::start_with(metrics_path, textfile)
+}
+
+/// Write the last seconds of the `--metrics` file and the final textfile;
+/// a failure there is a warning, not the run's verdict.
 pub(super) fn finish_metrics(recording: MetricsRecording) {
     if let Some(warning) = recording.finish() {
         eprintln!("warning: {warning}");

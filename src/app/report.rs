@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::exit::ExitCode;
 use crate::report::compare::{self, Thresholds};
 use crate::report::html::{fleet::fleet_page, run::run_page};
+use crate::report::junit::{self, Scope};
 use crate::report::{self, fleet, write_output};
 use crate::units::parse_percent;
 
@@ -97,12 +98,22 @@ fn merge_command(args: &MergeArgs) -> Result<ExitCode> {
             "--json - and --html - both ask for stdout; send one of them to a file",
         ));
     }
+    if let Some(path) = &args.junit {
+        crate::outfile::check_path("--junit", path)?;
+    }
     let reports = args
         .reports
         .iter()
         .map(|path| Ok((display(path), report::load(path)?)))
         .collect::<Result<Vec<_>>>()?;
     let fleet = fleet::merge(&reports);
+    if let Some(path) = &args.junit {
+        let suites = reports
+            .iter()
+            .map(|(path, report)| junit::report_suite(report, Scope::Fleet { path }, None))
+            .collect();
+        junit::TestSuites { suites }.write(path)?;
+    }
     if let Some(html) = html {
         write_output(html, "HTML page", &fleet_page(&fleet))?;
     }

@@ -22,6 +22,7 @@ use crate::cli::SelftestArgs;
 use crate::config::{DEFAULT_BLOCK_SIZE, parse_block_size};
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
+use crate::report::junit;
 use crate::sim::fault::{Amount, FaultType};
 use crate::units::format_size;
 use crate::verify::FindingClass;
@@ -33,6 +34,7 @@ pub struct SelftestConfig {
     pub seed: Option<u64>,
     pub dir: Option<PathBuf>,
     pub json: bool,
+    pub junit: Option<PathBuf>,
 }
 
 impl SelftestConfig {
@@ -55,11 +57,15 @@ impl SelftestConfig {
                 dir.display()
             )));
         }
+        if let Some(path) = &args.junit {
+            crate::outfile::check_path("--junit", path)?;
+        }
         Ok(SelftestConfig {
             block_sizes,
             seed: args.seed,
             dir: args.dir.clone(),
             json: args.json,
+            junit: args.junit.clone(),
         })
     }
 }
@@ -128,7 +134,9 @@ pub fn run(args: &SelftestArgs) -> Result<ExitCode> {
     let base = config.dir.clone().unwrap_or_else(std::env::temp_dir);
     let scratch = ScratchDir::new(&base)?;
     let mut runs = Vec::new();
+    let mut suites = Vec::new();
     for &block_size in &config.block_sizes {
+        let started_unix_s = crate::manifest::unix_now_s();
         let scenario = standard_scenario(block_size, seed);
         let outcome = run_scenario(scratch.path(), &scenario)?;
         let comparison = outcome.compare();
@@ -169,7 +177,11 @@ pub fn run(args: &SelftestArgs) -> Result<ExitCode> {
         if !config.json {
             emit(&render(&report))?;
         }
+        suites.push(junit_suite(&report, started_unix_s));
         runs.push(report);
+    }
+    if let Some(path) = &config.junit {
+        junit::TestSuites { suites }.write(path)?;
     }
     let passed = runs.iter().all(|r| r.passed);
     if config.json {
@@ -248,6 +260,104 @@ fn render(run: &RunReport) -> String {
         run.elapsed_s
     );
     text
+}
+
+/// One block size's run as a JUnit test suite: a test case per row of its
+/// table (each class, then `all`, which carries every mismatch).
+fn junit_suite(run: &RunReport, started_unix_s: u64) -> junit::TestSuite {
+    let classname = junit::classname(&["selftest", &format!("block_size_{}", run.block_size)]);
+    let possible = classes_at(run.block_size);
+    let mut cases: Vec<junit::TestCase> = run
+        .classes
+        .iter()
+        .map(|row| junit::TestCase {
+            name: row.class.clone(),
+            classname: classname.clone(),
+            time_s: 0.0,
+            outcome: row_outcome(row, run, &possible),
+        })
+        .collect();
+    let all = junit::TestCase {
+        name: "all".to_string(),
+        classname,
+        time_s: run.elapsed_s,
+        outcome: if run.passed {
+            junit::Outcome::Passed
+        } else {
+            junit::Outcome::Failed(junit::Failure {
+                kind: "selftest".to_string(),
+                message: format!(
+                    "{} mismatch(es); reproduce with: blockstamp selftest --seed {} --block-size {}",
+                    run.mismatches.len(),
+                    run.seed,
+                    run.block_size
+                ),
+                detail: run.mismatches.iter().map(|m| format!("{m}\n")).collect(),
+            })
+        },
+    };
+    cases.push(all);
+    junit::TestSuite {
+        name: format!("selftest {} blocks", format_size(run.block_size as u64)),
+        hostname: crate::report::hostname(),
+        started_unix_s: Some(started_unix_s),
+        time_s: run.elapsed_s,
+        properties: vec![
+            ("seed".to_string(), run.seed.to_string()),
+            ("block_size".to_string(), run.block_size.to_string()),
+            ("block_count".to_string(), run.block_count.to_string()),
+            (
+                "tool_version".to_string(),
+                env!("CARGO_PKG_VERSION").to_string(),
+            ),
+        ],
+        cases,
+        system_out: None,
+    }
+}
+
+/// A row passes when every injected fault of its class was detected and
+/// classified correctly and no other block was reported as that class; a
+/// class that cannot occur at this block size is skipped.
+fn row_outcome(row: &ClassRow, run: &RunReport, possible: &[FindingClass]) -> junit::Outcome {
+    let exact = row.detected == row.injected
+        && row.classified_correctly == row.injected
+        && row.false_positives == 0;
+    if row.injected == 0 && !possible.iter().any(|c| c.name() == row.class) {
+        return junit::Outcome::Skipped(format!(
+            "{} cannot occur at {} blocks",
+            row.class,
+            format_size(run.block_size as u64)
+        ));
+    }
+    if row.injected > 0 && exact {
+        return junit::Outcome::Passed;
+    }
+    let message = if row.injected == 0 {
+        format!("no {} fault was injected (target too small?)", row.class)
+    } else {
+        format!(
+            "{} injected, {} detected, {} classified correctly, {} false positive(s)",
+            row.injected, row.detected, row.classified_correctly, row.false_positives
+        )
+    };
+    // The mismatches that name this class, as expected or as reported.
+    let named = [
+        format!("expected {} (", row.class),
+        format!("reported {} (", row.class),
+        format!("reported {}:", row.class),
+    ];
+    let detail = run
+        .mismatches
+        .iter()
+        .filter(|m| named.iter().any(|n| m.contains(n.as_str())))
+        .map(|m| format!("{m}\n"))
+        .collect();
+    junit::Outcome::Failed(junit::Failure {
+        kind: row.class.clone(),
+        message,
+        detail,
+    })
 }
 
 /// Print to stdout. A reader that went away (`selftest | head`) is not an

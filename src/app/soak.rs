@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::disruptions;
-use super::phases::{emit_report, prepare_write, verify_report, write_phase};
+use super::phases::{emit_report, prepare_write, start_recording, verify_report, write_phase};
 use crate::cli::SoakArgs;
 use crate::config::{VerifyConfig, WriteConfig};
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
 use crate::manifest::Manifest;
+use crate::metrics::MetricsRecording;
 use crate::report::{FindingRecord, Interval, Report, SoakSection};
 use crate::storage::Target;
 use crate::units::parse_duration;
@@ -40,14 +41,21 @@ pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
         // 1024 writes.
         write_config.options.verify_backlog = Some(1024);
     }
-    let recording = crate::metrics::MetricsRecording::start(args.metrics.metrics.as_deref())?;
+    let recording = start_recording(
+        args.metrics.metrics.as_deref(),
+        &write_config,
+        "soak",
+        &args.target.target,
+    )?;
     write_config.options.metrics = Some(recording.metrics());
     verify_config.options.metrics = Some(recording.metrics());
     let (mut manifest, target) =
         prepare_write(&args.target, &write_config, Some(verify_config.engine))?;
+    recording.run_started(manifest.header().run_id);
     crate::signals::install();
     let schedule = disruptions::start(&mut write_config, &target, &manifest, &verify_config);
     let result = soak_loop(
+        &recording,
         &mut manifest,
         &target,
         &write_config,
@@ -88,6 +96,7 @@ pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
 /// The soak's write intervals and their verifies, and the final verify:
 /// its report and the soak section.
 fn soak_loop(
+    recording: &MetricsRecording,
     manifest: &mut Manifest,
     target: &Arc<dyn Target>,
     write_config: &WriteConfig,
@@ -113,6 +122,7 @@ fn soak_loop(
             break;
         }
         unwritten_since = None;
+        recording.set_soak_interval(intervals.len() as u64 + 1);
         let mut interval_config = write_config.clone();
         interval_config.options.duration = Some(remaining.min(verify_every));
         let mut outcome = write_phase(manifest, target, &interval_config)?;

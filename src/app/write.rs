@@ -2,18 +2,23 @@
 //! disruptions, if any).
 
 use super::disruptions;
-use super::phases::{finish_metrics, prepare_write, write_phase};
+use super::phases::{finish_metrics, prepare_write, start_recording, write_phase};
 use crate::cli::WriteArgs;
 use crate::config::{VerifyConfig, WriteConfig};
 use crate::error::Result;
 use crate::exit::ExitCode;
-use crate::metrics::MetricsRecording;
 
 pub(super) fn write_command(args: &WriteArgs) -> Result<ExitCode> {
     let mut config = WriteConfig::from_flags(&args.write)?;
-    let recording = MetricsRecording::start(args.metrics.metrics.as_deref())?;
+    let recording = start_recording(
+        args.metrics.metrics.as_deref(),
+        &config,
+        "write",
+        &args.target.target,
+    )?;
     config.options.metrics = Some(recording.metrics());
     let (mut manifest, target) = prepare_write(&args.target, &config, None)?;
+    recording.run_started(manifest.header().run_id);
     let schedule = disruptions::start(
         &mut config,
         &target,

@@ -126,6 +126,11 @@ pub struct WriteFlags {
     pub target_loss: TargetLossFlags,
     #[command(flatten)]
     pub disrupt: DisruptFlags,
+    /// Keep FILE up to date as a Prometheus textfile (node_exporter's
+    /// textfile collector): counters, gauges and latency quantiles, replaced
+    /// every 5 s and at the end.
+    #[arg(long, value_name = "FILE")]
+    pub prometheus: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -185,6 +190,10 @@ pub struct VerifyFlags {
     /// Findings shown in the summary on stdout.
     #[arg(long, value_name = "N", default_value = "10")]
     pub show: usize,
+    /// Write the checks as JUnit XML to FILE (a test case per finding class,
+    /// for CI systems).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -285,4 +294,7 @@ pub struct SelftestArgs {
     /// Print the results as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Write the results as JUnit XML to FILE (a test case per row of the table).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }

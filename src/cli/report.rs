@@ -15,7 +15,7 @@ use clap::{Args, Subcommand};
     subcommand_negates_reqs = true,
     override_usage = "blockstamp report RUN.json --html OUT.html\n       \
                       blockstamp report compare LAST.json TONIGHT.json [OPTIONS]\n       \
-                      blockstamp report merge REPORT.json... [--json FILE] [--html FILE]"
+                      blockstamp report merge REPORT.json... [--json FILE] [--html FILE] [--junit FILE]"
 )]
 pub struct ReportArgs {
     #[command(subcommand)]
@@ -71,4 +71,7 @@ pub struct MergeArgs {
     /// Also write the fleet view as one self-contained HTML page to FILE.
     #[arg(long, value_name = "FILE")]
     pub html: Option<String>,
+    /// Also write every report's checks as JUnit XML to FILE (a test suite per report).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }

@@ -1,5 +1,7 @@
-//! The `--metrics FILE` emitter: a thread that appends one JSON line per
-//! ended second while the run goes on, and the rest when it finishes.
+//! The metrics thread: appends one JSON line per ended second to the
+//! `--metrics FILE` while the run goes on, rewrites the `--prometheus FILE`
+//! textfile every few seconds, and writes the rest of both when the run
+//! ends (or when the command returns early with an error).
 
 use std::fs::File;
 use std::io::{BufWriter, Write as _};
@@ -9,27 +11,30 @@ use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::prometheus::{TEXTFILE_EVERY_S, Textfile};
 use super::record::Metrics;
 use super::summary::TimelinePoint;
 use crate::error::{Error, Result};
 
-/// A run's metrics, with the `--metrics FILE` emitter when one was asked
-/// for: a thread that appends one JSON line per ended second.
+/// A run's metrics, with the thread that writes them out when a
+/// `--metrics FILE` or a `--prometheus FILE` was asked for.
 pub struct MetricsRecording {
     metrics: Arc<Metrics>,
     emitter: Option<Emitter>,
+    textfile: Option<Arc<Textfile>>,
 }
 
 struct Emitter {
-    path: PathBuf,
+    /// The JSON-lines file, if asked for.
+    path: Option<PathBuf>,
     stop: Sender<()>,
     thread: JoinHandle<EmitterEnd>,
 }
 
-/// What the emitter thread hands back: its file, the next second to write,
-/// and the first write error, if any.
+/// What the emitter thread hands back: its JSON-lines file, the next second
+/// to write, and the first write error, if any.
 struct EmitterEnd {
-    out: BufWriter<File>,
+    out: Option<BufWriter<File>>,
     next_second: u64,
     error: Option<std::io::Error>,
 }
@@ -39,47 +44,69 @@ impl MetricsRecording {
     /// before anything is written, when it cannot be created) and start the
     /// emitter.
     pub fn start(path: Option<&Path>) -> Result<MetricsRecording> {
+        MetricsRecording::start_with(path, None)
+    }
+
+    /// As [`MetricsRecording::start`], and with `textfile`, keep it up to
+    /// date (from [`MetricsRecording::run_started`] on).
+    pub fn start_with(path: Option<&Path>, textfile: Option<Textfile>) -> Result<MetricsRecording> {
         let metrics = Arc::new(Metrics::new());
-        let emitter = match path {
+        let textfile = textfile.map(Arc::new);
+        let out = match path {
             None => None,
-            Some(path) => {
-                let file = File::create(path).map_err(|e| {
-                    Error::usage(format!(
-                        "cannot create metrics file {}: {e}; give a writable path to --metrics",
-                        path.display()
-                    ))
-                })?;
-                let (stop, stopped) = channel::<()>();
-                let thread_metrics = Arc::clone(&metrics);
-                let thread = std::thread::Builder::new()
-                    .name("bs-metrics".to_string())
-                    .spawn(move || {
-                        let mut end = EmitterEnd {
-                            out: BufWriter::new(file),
-                            next_second: 0,
-                            error: None,
-                        };
-                        loop {
-                            let elapsed = thread_metrics.started.elapsed();
-                            let next_tick = Duration::from_secs(elapsed.as_secs() + 1);
-                            match stopped.recv_timeout(next_tick - elapsed) {
-                                Err(RecvTimeoutError::Timeout) => {}
-                                Ok(()) | Err(RecvTimeoutError::Disconnected) => return end,
-                            }
+            Some(path) => Some(BufWriter::new(File::create(path).map_err(|e| {
+                Error::usage(format!(
+                    "cannot create metrics file {}: {e}; give a writable path to --metrics",
+                    path.display()
+                ))
+            })?)),
+        };
+        let emitter = if out.is_none() && textfile.is_none() {
+            None
+        } else {
+            let (stop, stopped) = channel::<()>();
+            let thread_metrics = Arc::clone(&metrics);
+            let thread_textfile = textfile.clone();
+            let thread = std::thread::Builder::new()
+                .name("bs-metrics".to_string())
+                .spawn(move || {
+                    let mut end = EmitterEnd {
+                        out,
+                        next_second: 0,
+                        error: None,
+                    };
+                    loop {
+                        let elapsed = thread_metrics.started.elapsed();
+                        let next_tick = Duration::from_secs(elapsed.as_secs() + 1);
+                        match stopped.recv_timeout(next_tick - elapsed) {
+                            Err(RecvTimeoutError::Timeout) => {}
+                            Ok(()) | Err(RecvTimeoutError::Disconnected) => return end,
+                        }
+                        if end.out.is_some() {
                             let (points, next) = thread_metrics.ended_seconds(end.next_second);
                             end.next_second = next;
                             end.write(&points);
                         }
-                    })
-                    .map_err(|e| Error::run(format!("cannot start the metrics thread: {e}")))?;
-                Some(Emitter {
-                    path: path.to_path_buf(),
-                    stop,
-                    thread,
+                        let second = thread_metrics.started.elapsed().as_secs();
+                        if let Some(textfile) = &thread_textfile
+                            && second.is_multiple_of(TEXTFILE_EVERY_S)
+                        {
+                            textfile.publish(&thread_metrics, true);
+                        }
+                    }
                 })
-            }
+                .map_err(|e| Error::run(format!("cannot start the metrics thread: {e}")))?;
+            Some(Emitter {
+                path: path.map(Path::to_path_buf),
+                stop,
+                thread,
+            })
         };
-        Ok(MetricsRecording { metrics, emitter })
+        Ok(MetricsRecording {
+            metrics,
+            emitter,
+            textfile,
+        })
     }
 
     /// The recorder, for `WriteOptions` / `VerifyOptions`.
@@ -87,45 +114,87 @@ impl MetricsRecording {
         Arc::clone(&self.metrics)
     }
 
-    /// Stop the emitter and write the remaining seconds, the partial last
-    /// one included. A file that could not be written is worth a warning,
-    /// not the run's verdict: the message is returned for the caller to print.
-    pub fn finish(self) -> Option<String> {
-        let emitter = self.emitter?;
-        let _ = emitter.stop.send(());
-        let mut end = match emitter.thread.join() {
-            Ok(end) => end,
-            Err(_) => return Some("the metrics thread panicked".to_string()),
-        };
-        let points = self.metrics.remaining_seconds(end.next_second);
-        end.write(&points);
-        if end.error.is_none()
-            && let Err(e) = end.out.flush()
-        {
-            end.error = Some(e);
+    /// The run has begun (its manifest is open): the textfile, if any, is
+    /// written now and from now on.
+    pub fn run_started(&self, run_id: u64) {
+        if let Some(textfile) = &self.textfile {
+            textfile.set_run_id(run_id);
+            textfile.publish(&self.metrics, true);
         }
-        end.error.map(|e| {
-            format!(
-                "cannot write metrics file {}: {e}; its lines may be incomplete",
-                emitter.path.display()
-            )
-        })
+    }
+
+    /// A soak's interval `interval` (from 1) has begun.
+    pub fn set_soak_interval(&self, interval: u64) {
+        if let Some(textfile) = &self.textfile {
+            textfile.set_soak_interval(interval);
+        }
+    }
+
+    /// Stop the emitter, write the remaining seconds (the partial last one
+    /// included) and the final textfile. A file that could not be written
+    /// is worth a warning, not the run's verdict: the message is returned
+    /// for the caller to print.
+    pub fn finish(mut self) -> Option<String> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Option<String> {
+        let mut warnings = Vec::new();
+        if let Some(emitter) = self.emitter.take() {
+            let _ = emitter.stop.send(());
+            match emitter.thread.join() {
+                Ok(mut end) => {
+                    if end.out.is_some() {
+                        let points = self.metrics.remaining_seconds(end.next_second);
+                        end.write(&points);
+                    }
+                    if end.error.is_none()
+                        && let Some(Err(e)) = end.out.as_mut().map(BufWriter::flush)
+                    {
+                        end.error = Some(e);
+                    }
+                    if let (Some(e), Some(path)) = (end.error, &emitter.path) {
+                        warnings.push(format!(
+                            "cannot write metrics file {}: {e}; its lines may be incomplete",
+                            path.display()
+                        ));
+                    }
+                }
+                Err(_) => warnings.push("the metrics thread panicked".to_string()),
+            }
+        }
+        if let Some(textfile) = self.textfile.take() {
+            textfile.publish(&self.metrics, false);
+            warnings.extend(textfile.error());
+        }
+        (!warnings.is_empty()).then(|| warnings.join("; "))
+    }
+}
+
+/// A command that returns early (the target lost, a write failed) still
+/// leaves its files complete: the textfile then says the run has ended.
+impl Drop for MetricsRecording {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
     }
 }
 
 impl EmitterEnd {
     fn write(&mut self, points: &[TimelinePoint]) {
+        let Some(out) = self.out.as_mut() else {
+            return;
+        };
         if self.error.is_some() {
             return;
         }
         for point in points {
             let line = serde_json::to_string(point).expect("timeline point serialises");
-            if let Err(e) = writeln!(self.out, "{line}") {
+            if let Err(e) = writeln!(out, "{line}") {
                 self.error = Some(e);
                 return;
             }
         }
-        if let Err(e) = self.out.flush() {
+        if let Err(e) = out.flush() {
             self.error = Some(e);
         }
     }
@@ -178,6 +247,48 @@ mod tests {
         ] {
             assert!(line.get(key).is_some(), "{key} in {line}");
         }
+    }
+
+    fn writes_total(textfile: &str) -> u64 {
+        let line = textfile
+            .lines()
+            .find(|l| l.starts_with("blockstamp_writes_total{"))
+            .expect("a writes_total sample");
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn the_textfile_is_rewritten_while_running_and_final_when_dropped() {
+        use crate::metrics::prometheus::{RunLabels, Textfile};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blockstamp.prom");
+        let labels = RunLabels {
+            command: "write",
+            target: "disk.img".to_string(),
+            host: "h".to_string(),
+        };
+        let textfile = Textfile::new(&path, labels, &["torn"]);
+        let recording = MetricsRecording::start_with(None, Some(textfile)).unwrap();
+        let metrics = recording.metrics();
+        recording.run_started(0x42);
+        let first = std::fs::read_to_string(&path).unwrap();
+        assert!(first.contains("blockstamp_writes_total{target=\"disk.img\"} 0\n"));
+        assert!(first.contains("blockstamp_running{target=\"disk.img\"} 1\n"));
+        let started = Instant::now();
+        while started.elapsed() < ms(5_500) {
+            metrics.record_write(Duration::from_micros(30), 4096);
+            std::thread::sleep(ms(20));
+        }
+        // The thread has rewritten it at the 5th second, without being asked.
+        let while_running = std::fs::read_to_string(&path).unwrap();
+        assert!(writes_total(&while_running) > 0, "{while_running}");
+        assert!(while_running.contains("blockstamp_running{target=\"disk.img\"} 1\n"));
+        metrics.record_write(Duration::from_micros(30), 4096);
+        let ios = metrics.write_totals().ios;
+        drop(recording);
+        let last = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(writes_total(&last), ios);
+        assert!(last.contains("blockstamp_running{target=\"disk.img\"} 0\n"));
     }
 
     #[test]

@@ -2,15 +2,18 @@
 //! histograms, for writes and reads.
 //!
 //! `record` is what the writer and the verifier call on each completed IO;
-//! `summary` holds the figures that go into the JSON report; `emit` is the
-//! `--metrics FILE` thread that appends one JSON line per second.
+//! `summary` holds the figures that go into the JSON report; `prometheus`
+//! renders them as a Prometheus textfile; `emit` is the thread that appends
+//! one JSON line per second to `--metrics FILE` and rewrites the
+//! `--prometheus FILE` textfile every few seconds.
 
 mod emit;
+pub mod prometheus;
 mod record;
 mod summary;
 
 pub use self::emit::MetricsRecording;
-pub use self::record::Metrics;
+pub use self::record::{DirectionTotals, Metrics};
 pub use self::summary::{
     DirectionSummary, LatencyUs, MAX_TIMELINE_POINTS, MetricsSummary, TimelinePoint, coarsen,
 };

@@ -11,7 +11,12 @@
 //! which is reduced to p50/p99/max and reset when the second ends, so memory
 //! does not grow with the number of IOs — only by one small sample per
 //! second.
+//!
+//! The recorder also counts the findings the run's verifies and rolling
+//! read-backs reported, per class, for the Prometheus textfile; the app
+//! adds them as each verify ends ([`Metrics::count_findings`]).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -36,6 +41,8 @@ pub struct Metrics {
     write: Mutex<Direction>,
     read: Mutex<Direction>,
     activity: Activity,
+    /// Findings reported so far, by class name.
+    findings: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// Lock-free figures a disruption is measured by: when the last IO
@@ -47,6 +54,20 @@ struct Activity {
     longest_gap_ns: AtomicU64,
     write_bytes: AtomicU64,
     read_bytes: AtomicU64,
+}
+
+/// One direction's figures since the start, for exporters that keep their
+/// own time series (the Prometheus textfile).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirectionTotals {
+    pub ios: u64,
+    pub bytes: u64,
+    /// The latencies of every IO added up.
+    pub latency_sum_ns: u64,
+    /// Quantiles of the whole run, as the report's `latency_us` has them.
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+    pub p99_9_ns: u64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -71,6 +92,7 @@ impl Metrics {
             write: Mutex::new(Direction::new()),
             read: Mutex::new(Direction::new()),
             activity: Activity::default(),
+            findings: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -121,6 +143,35 @@ impl Metrics {
             .longest_gap_ns
             .fetch_max(now_ns.saturating_sub(before), Ordering::AcqRel);
         counter.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// A verify or rolling read-back reported `count` findings of `class`
+    /// (a finding class name).
+    pub fn count_findings(&self, class: &'static str, count: u64) {
+        let mut findings = self
+            .findings
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *findings.entry(class).or_default() += count;
+    }
+
+    /// Findings counted so far, by class name (classes without any are
+    /// absent).
+    pub fn findings(&self) -> BTreeMap<&'static str, u64> {
+        self.findings
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Writes since the start.
+    pub fn write_totals(&self) -> DirectionTotals {
+        lock(&self.write).totals()
+    }
+
+    /// Reads since the start.
+    pub fn read_totals(&self) -> DirectionTotals {
+        lock(&self.read).totals()
     }
 
     /// A write of `bytes` completed after `latency` (submission to completion).
@@ -194,6 +245,7 @@ struct Direction {
     ios: u64,
     bytes: u64,
     max_ns: u64,
+    latency_sum_ns: u64,
     /// Active time before the current stretch of activity.
     active_ns: u64,
     /// The current stretch of activity, from its first submission to its
@@ -227,6 +279,7 @@ impl Direction {
             ios: 0,
             bytes: 0,
             max_ns: 0,
+            latency_sum_ns: 0,
             active_ns: 0,
             stretch: None,
         }
@@ -245,6 +298,7 @@ impl Direction {
         self.ios += 1;
         self.bytes += bytes;
         self.max_ns = self.max_ns.max(latency_ns);
+        self.latency_sum_ns = self.latency_sum_ns.saturating_add(latency_ns);
 
         let end = now.as_nanos() as u64;
         let start = end.saturating_sub(latency_ns);
@@ -298,6 +352,17 @@ impl Direction {
     fn active_s(&self) -> f64 {
         let current = self.stretch.map_or(0, |(first, last)| last - first);
         (self.active_ns + current) as f64 / 1e9
+    }
+
+    fn totals(&self) -> DirectionTotals {
+        DirectionTotals {
+            ios: self.ios,
+            bytes: self.bytes,
+            latency_sum_ns: self.latency_sum_ns,
+            p50_ns: quantile(&self.total, 0.50, self.max_ns),
+            p99_ns: quantile(&self.total, 0.99, self.max_ns),
+            p99_9_ns: quantile(&self.total, 0.999, self.max_ns),
+        }
     }
 
     fn summary(&self) -> Option<DirectionSummary> {
@@ -450,6 +515,38 @@ mod tests {
         assert!((s.active_s - 2.001).abs() < 1e-6, "{}", s.active_s);
         assert!((s.iops - 22.0 / 2.001).abs() < 0.1, "{}", s.iops);
     }
+    #[test]
+    fn totals_agree_with_the_summary_and_add_up_latencies() {
+        let metrics = Metrics::new();
+        for latency_us in [10, 20, 30, 1_000] {
+            metrics.record_write(Duration::from_micros(latency_us), 4096);
+        }
+        metrics.record_read(Duration::from_micros(50), 1 << 20);
+        let write = metrics.write_totals();
+        assert_eq!(write.ios, 4);
+        assert_eq!(write.bytes, 4 * 4096);
+        assert_eq!(write.latency_sum_ns, 1_060_000);
+        let summary = metrics.summary().write.unwrap();
+        assert_eq!(us(write.p50_ns), summary.latency_us.p50);
+        assert_eq!(us(write.p99_ns), summary.latency_us.p99);
+        assert_eq!(us(write.p99_9_ns), summary.latency_us.p99_9);
+        assert_eq!(metrics.read_totals().ios, 1);
+        assert_eq!(Metrics::new().read_totals(), DirectionTotals::default());
+    }
+
+    #[test]
+    fn findings_are_counted_by_class() {
+        let metrics = Metrics::new();
+        assert!(metrics.findings().is_empty());
+        metrics.count_findings("torn", 2);
+        metrics.count_findings("zeroed", 1);
+        metrics.count_findings("torn", 3);
+        assert_eq!(
+            metrics.findings(),
+            BTreeMap::from([("torn", 5), ("zeroed", 1)])
+        );
+    }
+
     #[test]
     fn summary_without_io_has_no_directions() {
         let metrics = Metrics::new();

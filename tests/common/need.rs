@@ -30,6 +30,11 @@ pub enum Need {
     Ansible,
     /// io_uring, as the kernel (and any seccomp filter) allows it.
     IoUring,
+    /// xmllint (libxml2-utils), to validate JUnit XML against its schema.
+    Xmllint,
+    /// Python with prometheus_client, whose parser reads the Prometheus
+    /// textfile.
+    PrometheusParser,
 }
 
 impl Need {
@@ -44,6 +49,8 @@ impl Need {
             Need::Chromium => "chromium",
             Need::Ansible => "ansible-playbook",
             Need::IoUring => "io_uring",
+            Need::Xmllint => "xmllint",
+            Need::PrometheusParser => "python's prometheus_client",
         }
     }
 
@@ -58,6 +65,10 @@ impl Need {
             Need::Ansible => "pip install ansible-core, or run scripts/test.sh",
             Need::IoUring => {
                 "a kernel with io_uring enabled (sysctl kernel.io_uring_disabled=0) and no seccomp filter blocking it"
+            }
+            Need::Xmllint => "apt-get install libxml2-utils, or run scripts/test.sh",
+            Need::PrometheusParser => {
+                "pip install prometheus_client (or point $BLOCKSTAMP_PYTHON at a Python that has it), or run scripts/test.sh"
             }
         }
     }
@@ -82,8 +93,31 @@ impl Need {
                 "it is not on PATH, in $ANSIBLE_PLAYBOOK or in pip's scripts dir".into()
             }),
             Need::IoUring => blockstamp::engine::uring::probe(),
+            Need::Xmllint => runs("xmllint"),
+            Need::PrometheusParser => {
+                let python = python();
+                match Command::new(&python)
+                    .args(["-c", "import prometheus_client.parser"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                {
+                    Ok(status) if status.success() => Ok(()),
+                    Ok(_) => Err(format!(
+                        "{} cannot import prometheus_client",
+                        python.display()
+                    )),
+                    Err(e) => Err(format!("cannot run {}: {e}", python.display())),
+                }
+            }
         }
     }
+}
+
+/// The Python the tests run helpers with: $BLOCKSTAMP_PYTHON (scripts/test.sh
+/// sets it when it installs packages into a venv of its own), else python3.
+pub fn python() -> PathBuf {
+    std::env::var_os("BLOCKSTAMP_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from)
 }
 
 /// Whether tests run in CI, where every test must run: `CI` set to anything
