@@ -200,8 +200,8 @@ impl TestCase {
     }
 }
 
-/// The suite of one report: the verify, each finding class, and for a
-/// soak the rolling read-back and each interval's verify.
+/// The suite of one report: the verify, each finding class, for a soak
+/// the rolling read-back and each interval's verify, and each disruption.
 pub fn report_suite(report: &Report, scope: Scope<'_>, finished_unix_s: Option<u64>) -> TestSuite {
     let host = report.host_name();
     let uri = &report.target.uri;
@@ -271,12 +271,62 @@ pub fn report_suite(report: &Report, scope: Scope<'_>, finished_unix_s: Option<u
     }
 }
 
-/// The checks of the report's disruptions — one test case per disruption
-/// (were the writes promised durable before it all there after it?) — go
-/// here once the report carries its `disruptions` list; until then a report
-/// has no disruptions and this adds nothing.
-fn disruption_cases(_report: &Report, _classname: &str) -> Vec<TestCase> {
-    Vec::new()
+/// The checks of the report's disruptions: one test case per disruption —
+/// were the writes promised durable before it all there after it? The
+/// case's time is the disruption's stall.
+fn disruption_cases(report: &Report, classname: &str) -> Vec<TestCase> {
+    report
+        .disruptions
+        .iter()
+        .map(|d| {
+            let found: u64 = d.findings_by_class.values().sum();
+            let outcome = if found == 0 {
+                Outcome::Passed
+            } else {
+                let classes: Vec<String> = d
+                    .findings_by_class
+                    .iter()
+                    .map(|(class, n)| format!("{n} {class}"))
+                    .collect();
+                let first: Vec<String> = d
+                    .findings
+                    .iter()
+                    .take(3)
+                    .map(|f| format!("block {} {}", f.block, f.class))
+                    .collect();
+                Outcome::Failed(Failure {
+                    kind: "disruption".to_string(),
+                    message: format!(
+                        "{found} finding(s) after disruption {} ({}): {}; first: {}",
+                        d.index,
+                        classes.join(", "),
+                        d.command,
+                        first.join(", ")
+                    ),
+                    detail: d
+                        .findings
+                        .iter()
+                        .take(100)
+                        .map(|f| {
+                            format!(
+                                "block {} (offset {}): {}: {}\n",
+                                f.block, f.offset, f.class, f.detail
+                            )
+                        })
+                        .collect(),
+                })
+            };
+            TestCase {
+                name: format!(
+                    "disruption {}: `{}` at {:.1} s (stall {:.2} s)",
+                    d.index, d.command, d.started_at_s, d.stall_s
+                ),
+                classname: classname.to_string(),
+                time_s: finite(d.stall_s),
+                outcome,
+            }
+        })
+        .collect()
 }
 
 /// The verify ran to its end, or the target was lost on the way: an error,
@@ -652,6 +702,48 @@ mod tests {
                 .detail
                 .ends_with("and 1195 more (see the JSON report)\n")
         );
+    }
+
+    #[test]
+    fn each_disruption_is_a_case_failed_by_its_findings() {
+        let mut json = sample_json();
+        let disruption = |index: u64, lost: u64| {
+            serde_json::json!({
+                "index": index, "command": "./restart.sh", "started_at_s": 6.0 * index as f64,
+                "command_s": 2.0, "answered_at_s": 9.0, "stall_s": 3.25,
+                "baseline_write_bytes_per_s": 1e6, "failed_ios": 1, "reconnects": 1,
+                "verify_checked_blocks": 64, "verify_s": 0.1,
+                "findings_by_class": if lost > 0 { serde_json::json!({"lost_write": lost}) } else { serde_json::json!({}) },
+                "findings": (0..lost).map(|b| serde_json::json!({
+                    "block": b, "offset": b * 4096, "class": "lost_write",
+                    "expected_generation": 2, "found_generation": 1, "found_block": b,
+                    "persistent": true, "detail": "holds generation 1"
+                })).collect::<Vec<_>>(),
+            })
+        };
+        json["disruptions"] = serde_json::json!([disruption(1, 0), disruption(2, 2)]);
+        let report = parse(&json.to_string()).unwrap();
+        let suite = report_suite(&report, Scope::Run, None);
+        let cases: Vec<&TestCase> = suite
+            .cases
+            .iter()
+            .filter(|c| c.name.starts_with("disruption "))
+            .collect();
+        assert_eq!(cases.len(), 2);
+        assert_eq!(
+            cases[0].name,
+            "disruption 1: `./restart.sh` at 6.0 s (stall 3.25 s)"
+        );
+        assert_eq!(cases[0].outcome, Outcome::Passed);
+        assert_eq!(cases[0].time_s, 3.25);
+        let Outcome::Failed(failure) = &cases[1].outcome else {
+            panic!("{:?}", cases[1].outcome)
+        };
+        assert_eq!(
+            failure.message,
+            "2 finding(s) after disruption 2 (2 lost_write): ./restart.sh; first: block 0 lost_write, block 1 lost_write"
+        );
+        assert_eq!(failure.detail.lines().count(), 2);
     }
 
     #[test]
