@@ -109,6 +109,77 @@ pub struct ManifestHeader {
     /// entries are self-marking).
     pub undo_entries: u64,
     pub checkpoints: Vec<Checkpoint>,
+    /// The workload shape of each stretch of writes, oldest first (absent
+    /// in manifests from before it was recorded).
+    #[serde(default)]
+    pub sessions: Vec<WriteSession>,
+}
+
+/// How the writes from `first_write_seq` on were issued (until the next
+/// session): what an incident can say about the bursts it struck.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WriteSession {
+    pub first_write_seq: u64,
+    /// `burst` or `sequential`.
+    pub workload: String,
+    /// Writes submitted together.
+    pub burst: u32,
+    /// `random`, `stride`, `reverse`, `interleave` or `sequential`.
+    pub scatter: String,
+    /// Writes kept in flight.
+    pub queue_depth: u32,
+    /// Blocks per write, fewest and most.
+    pub io_blocks: [u32; 2],
+    /// Fraction of writes that re-hit written blocks.
+    pub overwrite: f64,
+}
+
+/// Sessions a header keeps; older ones are dropped first (the header slot
+/// is 32 KiB). Consecutive sessions of the same shape are one.
+const MAX_SESSIONS: usize = 64;
+
+impl WriteSession {
+    fn same_shape(&self, other: &WriteSession) -> bool {
+        WriteSession {
+            first_write_seq: other.first_write_seq,
+            ..self.clone()
+        } == *other
+    }
+}
+
+impl ManifestHeader {
+    /// Record that writes from the next write sequence number on follow
+    /// `session`'s shape (its `first_write_seq` is set here). Stored with
+    /// the next header store.
+    pub fn record_session(&mut self, mut session: WriteSession) {
+        session.first_write_seq = self.next_write_seq;
+        if self
+            .sessions
+            .last()
+            .is_some_and(|last| last.same_shape(&session))
+        {
+            return;
+        }
+        // A session that never wrote is replaced by its successor.
+        if self
+            .sessions
+            .last()
+            .is_some_and(|last| last.first_write_seq == session.first_write_seq)
+        {
+            self.sessions.pop();
+            if self
+                .sessions
+                .last()
+                .is_some_and(|last| last.same_shape(&session))
+            {
+                return;
+            }
+        }
+        self.sessions.push(session);
+        if self.sessions.len() > MAX_SESSIONS {
+            self.sessions.remove(0);
+        }
+    }
 }
 
 impl Manifest {

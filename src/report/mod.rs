@@ -7,6 +7,7 @@
 pub mod compare;
 pub mod fleet;
 pub mod html;
+pub mod incidents;
 mod read;
 mod schema;
 mod summary;
