@@ -148,9 +148,11 @@ pub fn detail_lines(incident: &Incident, block_size: u32) -> Vec<String> {
             (incident.writes_in_span, incident.surviving_writes)
         {
             let others = in_span.saturating_sub(span.writes);
-            line.push_str(&format!(
-                "; of the other {others} write(s) numbered in that span, {surviving} survived"
-            ));
+            if others > 0 {
+                line.push_str(&format!(
+                    "; of the other {others} write(s) numbered in that span, {surviving} survived"
+                ));
+            }
         }
         lines.push(line);
     }

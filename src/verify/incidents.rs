@@ -41,8 +41,8 @@
 //! For each incident: its classes, blocks (count and ranges), the regions
 //! it touches at 1, 16 and 64 MiB (grain tables, L2 tables and stripes are
 //! regions of such sizes), the span of its damaged writes (sequence numbers
-//! and times), how many writes numbered in that span survived (a block of
-//! theirs checked out: see `survivors`), the workload sessions (burst size,
+//! and times), how many other writes numbered in that span survived (a
+//! block of theirs checked out: see `survivors`), the workload sessions (burst size,
 //! scatter, queue depth) that issued them, and for lost writes the span of
 //! the older writes still in their place. docs/CONTRACT.md has the fields.
 
@@ -158,8 +158,8 @@ pub struct Incident {
     pub found_writes: Option<WriteSpan>,
     /// Writes numbered within `damaged_writes`' span.
     pub writes_in_span: Option<u64>,
-    /// Of those, writes with a block that checked out (estimated when the
-    /// survivors are sampled).
+    /// Of those, writes other than the damaged ones with a block that
+    /// checked out (estimated when the survivors are sampled).
     pub surviving_writes: Option<u64>,
     /// The workload sessions that issued the writes of the spans.
     pub bursts: Vec<WriteSession>,
@@ -382,8 +382,21 @@ fn describe(
     let writes_in_span = damaged_writes
         .as_ref()
         .map(|w| w.last_write_seq - w.first_write_seq + 1);
+    // The damaged writes themselves do not count, even where another
+    // block of theirs checked out (a misdirected write's own block).
     let surviving_writes = match (&damaged_writes, context.survivors) {
-        (Some(w), Some(survivors)) => Some(survivors.count(w.first_write_seq, w.last_write_seq)),
+        (Some(w), Some(survivors)) => {
+            let damaged_seqs: BTreeSet<u64> = damaged_found.iter().map(|d| d.write_seq).collect();
+            let damaged_surviving = damaged_seqs
+                .iter()
+                .filter(|&&seq| survivors.contains(seq))
+                .count() as u64;
+            Some(
+                survivors
+                    .count(w.first_write_seq, w.last_write_seq)
+                    .saturating_sub(damaged_surviving * survivors.sampled_every()),
+            )
+        }
         _ => None,
     };
     let mut bursts: Vec<WriteSession> = Vec::new();

@@ -55,13 +55,17 @@ impl Survivors {
         self.end_seq
     }
 
+    /// The bit of `write_seq`, when the bitmap keeps that write.
+    fn bit(&self, write_seq: u64) -> Option<u64> {
+        (write_seq != 0 && write_seq < self.end_seq && write_seq.is_multiple_of(self.sampled_every))
+            .then(|| write_seq / self.sampled_every)
+    }
+
     /// Write `write_seq` has a block that checked out.
     pub fn record(&self, write_seq: u64) {
-        if write_seq == 0 || write_seq >= self.end_seq || write_seq % self.sampled_every != 0 {
-            return;
+        if let Some(bit) = self.bit(write_seq) {
+            self.words[(bit / 64) as usize].fetch_or(1 << (bit % 64), Ordering::Relaxed);
         }
-        let bit = write_seq / self.sampled_every;
-        self.words[(bit / 64) as usize].fetch_or(1 << (bit % 64), Ordering::Relaxed);
     }
 
     /// Record the write a block that checked out holds: the sequence number
@@ -83,11 +87,9 @@ impl Survivors {
     /// Whether `write_seq` has a block that checked out (false for writes
     /// the sampling does not keep).
     pub fn contains(&self, write_seq: u64) -> bool {
-        if write_seq == 0 || write_seq >= self.end_seq || write_seq % self.sampled_every != 0 {
-            return false;
-        }
-        let bit = write_seq / self.sampled_every;
-        self.words[(bit / 64) as usize].load(Ordering::Relaxed) & (1 << (bit % 64)) != 0
+        self.bit(write_seq).is_some_and(|bit| {
+            self.words[(bit / 64) as usize].load(Ordering::Relaxed) & (1 << (bit % 64)) != 0
+        })
     }
 
     /// Writes numbered `first..=last` with a block that checked out;
