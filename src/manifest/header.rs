@@ -333,6 +333,48 @@ mod tests {
     use crate::manifest::Access;
     use crate::manifest::testing::new_manifest;
 
+    fn session(burst: u32) -> WriteSession {
+        WriteSession {
+            first_write_seq: 0,
+            workload: "burst".into(),
+            burst,
+            scatter: "random".into(),
+            queue_depth: 32,
+            io_blocks: [1, 1],
+            overwrite: 0.0,
+        }
+    }
+
+    #[test]
+    fn sessions_record_where_each_workload_shape_begins() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = new_manifest(dir.path());
+        let header = m.header_mut();
+        header.record_session(session(4));
+        header.next_write_seq = 100;
+        header.record_session(session(4)); // the same shape: one session
+        header.record_session(session(8));
+        header.record_session(session(16)); // replaces 8, which never wrote
+        header.next_write_seq = 200;
+        header.record_session(session(4));
+        let starts: Vec<(u64, u32)> = header
+            .sessions
+            .iter()
+            .map(|s| (s.first_write_seq, s.burst))
+            .collect();
+        assert_eq!(starts, vec![(1, 4), (100, 16), (200, 4)]);
+        for i in 0..100u32 {
+            header.next_write_seq += 1;
+            header.record_session(session(i % 2 + 1));
+        }
+        assert_eq!(header.sessions.len(), MAX_SESSIONS);
+        assert_eq!(header.sessions.last().unwrap().burst, 2);
+        m.store_header().unwrap();
+        drop(m);
+        let m = Manifest::open(&dir.path().join("m"), Access::Read).unwrap();
+        assert_eq!(m.header().sessions.len(), MAX_SESSIONS);
+    }
+
     #[test]
     fn a_torn_header_update_falls_back_to_the_other_slot() {
         let dir = tempfile::tempdir().unwrap();
