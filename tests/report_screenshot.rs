@@ -153,6 +153,14 @@ fn the_html_report_renders_in_headless_chromium() {
             "{class} colour drawn"
         );
     }
+    // Incidents: numbered in their own colours (the table, the write
+    // axis), which no class and no chart uses.
+    for (incident, color) in [(2, "#1b5e20"), (3, "#4a148c")] {
+        assert!(
+            count_near(&pixels, hex(color)) > 80,
+            "incident #{incident} drawn in its colour"
+        );
+    }
     // Chart lines in the write and read colours.
     assert!(count_near(&pixels, hex("#1f77b4")) > 300, "write lines");
     assert!(count_near(&pixels, hex("#e8710a")) > 100, "read lines");

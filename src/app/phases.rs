@@ -14,7 +14,7 @@ use crate::engine::{self, EngineChoice};
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
 use crate::manifest::Expected;
-use crate::manifest::{Access, Manifest, ManifestState, NewManifest, TargetRecord};
+use crate::manifest::{Access, Manifest, ManifestState, NewManifest, TargetRecord, WriteSession};
 use crate::metrics::MetricsRecording;
 use crate::metrics::prometheus::{RunLabels, Textfile};
 use crate::progress::Goal;
@@ -24,7 +24,7 @@ use crate::stamp;
 use crate::storage::{self, OpenRequest, Target};
 use crate::units::{format_rate, format_size};
 use crate::verify::{self, Classified, Finding, FindingClass};
-use crate::workload::{BurstPlan, BurstWorkload};
+use crate::workload::{BurstPlan, BurstWorkload, Scatter};
 use crate::writer::{self, WriteOptions, WriteOutcome};
 
 /// A write's flags resolved against the manifest it continues (if any):
@@ -311,6 +311,20 @@ pub(super) fn write_phase(
         },
         seed,
     });
+    manifest.header_mut().record_session(WriteSession {
+        first_write_seq: 0,
+        workload: if config.scatter == Scatter::Sequential {
+            "sequential"
+        } else {
+            "burst"
+        }
+        .to_string(),
+        burst: config.burst as u32,
+        scatter: scatter_name(config.scatter).to_string(),
+        queue_depth: config.queue_depth as u32,
+        io_blocks: [io_blocks.0, io_blocks.1],
+        overwrite: config.overwrite,
+    });
     let counters = Arc::new(crate::progress::Counters::default());
     let goal = match config.options.duration {
         Some(duration) => Goal::Time(duration),
@@ -382,6 +396,17 @@ pub(super) fn write_phase(
         }
     }
     Ok(outcome)
+}
+
+/// The name `--scatter` takes for a scatter.
+fn scatter_name(scatter: Scatter) -> &'static str {
+    match scatter {
+        Scatter::Random => "random",
+        Scatter::Stride => "stride",
+        Scatter::Reverse => "reverse",
+        Scatter::Interleave => "interleave",
+        Scatter::Sequential => "sequential",
+    }
 }
 
 pub(super) fn verify_phase(
@@ -540,6 +565,7 @@ pub(super) fn verify_expected(
         }
         report.metrics = Some(metrics.summary());
     }
+    report.group_incidents(&outcome, &manifest.header().sessions);
     Ok(report)
 }
 

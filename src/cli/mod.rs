@@ -263,6 +263,9 @@ pub struct InspectArgs {
     /// Compare with the state of this checkpoint.
     #[arg(long, value_name = "CHECKPOINT")]
     pub at: Option<String>,
+    /// Print the block's story as JSON (blockstamp.inspect/1) on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

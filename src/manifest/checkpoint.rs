@@ -271,6 +271,12 @@ impl Expected<'_> {
         self.manifest.block_count()
     }
 
+    /// The next write sequence number the run would hand out: every write
+    /// on the target is numbered below it.
+    pub fn next_write_seq(&self) -> u64 {
+        self.manifest.header.next_write_seq
+    }
+
     /// Blocks expected to hold a stamp.
     pub fn count_written(&self) -> u64 {
         let mut count = self.manifest.count_written();

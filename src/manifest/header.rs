@@ -109,6 +109,77 @@ pub struct ManifestHeader {
     /// entries are self-marking).
     pub undo_entries: u64,
     pub checkpoints: Vec<Checkpoint>,
+    /// The workload shape of each stretch of writes, oldest first (absent
+    /// in manifests from before it was recorded).
+    #[serde(default)]
+    pub sessions: Vec<WriteSession>,
+}
+
+/// How the writes from `first_write_seq` on were issued (until the next
+/// session): what an incident can say about the bursts it struck.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WriteSession {
+    pub first_write_seq: u64,
+    /// `burst` or `sequential`.
+    pub workload: String,
+    /// Writes submitted together.
+    pub burst: u32,
+    /// `random`, `stride`, `reverse`, `interleave` or `sequential`.
+    pub scatter: String,
+    /// Writes kept in flight.
+    pub queue_depth: u32,
+    /// Blocks per write, fewest and most.
+    pub io_blocks: [u32; 2],
+    /// Fraction of writes that re-hit written blocks.
+    pub overwrite: f64,
+}
+
+/// Sessions a header keeps; older ones are dropped first (the header slot
+/// is 32 KiB). Consecutive sessions of the same shape are one.
+const MAX_SESSIONS: usize = 64;
+
+impl WriteSession {
+    fn same_shape(&self, other: &WriteSession) -> bool {
+        WriteSession {
+            first_write_seq: other.first_write_seq,
+            ..self.clone()
+        } == *other
+    }
+}
+
+impl ManifestHeader {
+    /// Record that writes from the next write sequence number on follow
+    /// `session`'s shape (its `first_write_seq` is set here). Stored with
+    /// the next header store.
+    pub fn record_session(&mut self, mut session: WriteSession) {
+        session.first_write_seq = self.next_write_seq;
+        if self
+            .sessions
+            .last()
+            .is_some_and(|last| last.same_shape(&session))
+        {
+            return;
+        }
+        // A session that never wrote is replaced by its successor.
+        if self
+            .sessions
+            .last()
+            .is_some_and(|last| last.first_write_seq == session.first_write_seq)
+        {
+            self.sessions.pop();
+            if self
+                .sessions
+                .last()
+                .is_some_and(|last| last.same_shape(&session))
+            {
+                return;
+            }
+        }
+        self.sessions.push(session);
+        if self.sessions.len() > MAX_SESSIONS {
+            self.sessions.remove(0);
+        }
+    }
 }
 
 impl Manifest {
@@ -261,6 +332,48 @@ mod tests {
     use super::*;
     use crate::manifest::Access;
     use crate::manifest::testing::new_manifest;
+
+    fn session(burst: u32) -> WriteSession {
+        WriteSession {
+            first_write_seq: 0,
+            workload: "burst".into(),
+            burst,
+            scatter: "random".into(),
+            queue_depth: 32,
+            io_blocks: [1, 1],
+            overwrite: 0.0,
+        }
+    }
+
+    #[test]
+    fn sessions_record_where_each_workload_shape_begins() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = new_manifest(dir.path());
+        let header = m.header_mut();
+        header.record_session(session(4));
+        header.next_write_seq = 100;
+        header.record_session(session(4)); // the same shape: one session
+        header.record_session(session(8));
+        header.record_session(session(16)); // replaces 8, which never wrote
+        header.next_write_seq = 200;
+        header.record_session(session(4));
+        let starts: Vec<(u64, u32)> = header
+            .sessions
+            .iter()
+            .map(|s| (s.first_write_seq, s.burst))
+            .collect();
+        assert_eq!(starts, vec![(1, 4), (100, 16), (200, 4)]);
+        for i in 0..100u32 {
+            header.next_write_seq += 1;
+            header.record_session(session(i % 2 + 1));
+        }
+        assert_eq!(header.sessions.len(), MAX_SESSIONS);
+        assert_eq!(header.sessions.last().unwrap().burst, 2);
+        m.store_header().unwrap();
+        drop(m);
+        let m = Manifest::open(&dir.path().join("m"), Access::Read).unwrap();
+        assert_eq!(m.header().sessions.len(), MAX_SESSIONS);
+    }
 
     #[test]
     fn a_torn_header_update_falls_back_to_the_other_slot() {

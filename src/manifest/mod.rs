@@ -35,7 +35,7 @@ use map::MapView;
 pub use checkpoint::{Checkpoint, Expected};
 pub use generation::{GENERATION_MAX, compare_generations, next_generation};
 pub use header::MAP_OFFSET;
-pub use header::{MANIFEST_VERSION, ManifestHeader, ManifestState, TargetRecord};
+pub use header::{MANIFEST_VERSION, ManifestHeader, ManifestState, TargetRecord, WriteSession};
 
 /// What a new manifest records.
 #[derive(Clone, Debug)]
@@ -100,6 +100,7 @@ impl Manifest {
             undo_offset,
             undo_entries: 0,
             checkpoints: Vec::new(),
+            sessions: Vec::new(),
         };
         // Built under a temporary name and renamed into place only when
         // complete: a manifest that cannot be created (full disk, a crash)

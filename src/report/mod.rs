@@ -8,6 +8,7 @@
 pub mod compare;
 pub mod fleet;
 pub mod html;
+pub mod incidents;
 pub mod junit;
 mod read;
 mod schema;

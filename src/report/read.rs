@@ -165,23 +165,37 @@ pub(crate) mod tests {
                 {"block": 17, "offset": 69632, "class": "lost_write",
                  "expected_generation": 2, "found_generation": 1,
                  "found_block": null, "persistent": true,
-                 "detail": "holds generation 1 of this block, expected 2: the newer write did not persist"},
+                 "detail": "holds generation 1 of this block, expected 2: the newer write did not persist",
+                 "found_write_seq": 17, "found_write_time_s": 1700000000u64, "incident": 4},
                 {"block": 40, "offset": 163840, "class": "torn",
                  "expected_generation": 2, "found_generation": 2, "found_block": null, "persistent": true,
                  "detail": "torn: sectors 0-3 generation 2, sectors 4-7 generation 1 (expected generation 2)",
                  "torn_split": [{"first_sector": 0, "last_sector": 3, "generation": 2},
-                                {"first_sector": 4, "last_sector": 7, "generation": 1}]},
+                                {"first_sector": 4, "last_sector": 7, "generation": 1}],
+                 "found_write_seq": 262184, "found_write_time_s": 1700000011u64, "incident": 1},
                 {"block": 99, "offset": 405504, "class": "corrupt",
                  "expected_generation": 2, "found_generation": 2, "found_block": null, "persistent": true,
                  "detail": "1 bit(s) in 1 byte(s) differ from generation 2 of this block",
                  "corruption": {"differing_bits": 1, "differing_bytes": 1, "byte_ranges": [[1000, 1001]],
                     "diff_rows": [{"offset": 992,
                         "expected": "00 11 22 33 44 55 66 77 88 99 aa bb cc dd ee ff",
-                        "found":    "00 11 22 33 44 55 66 77 89 99 aa bb cc dd ee ff"}]}},
+                        "found":    "00 11 22 33 44 55 66 77 89 99 aa bb cc dd ee ff"}]},
+                 "found_write_seq": 262243, "found_write_time_s": 1700000011u64, "incident": 2},
                 {"block": 200000, "offset": 819200000u64, "class": "misdirected",
                  "expected_generation": 1, "found_generation": 1, "found_block": 200001, "persistent": false,
-                 "detail": "holds block 200001's stamp <generation 1>"}
+                 "detail": "holds block 200001's stamp <generation 1>",
+                 "found_write_seq": 400123, "found_write_time_s": 1700000018u64, "incident": 3}
             ],
+            "incidents": [
+                sample_incident(1, "torn", 40, Some((262184, 1700000011)), None),
+                sample_incident(2, "corrupt", 99, Some((262243, 1700000011)), None),
+                sample_incident(3, "misdirected", 200000, Some((400123, 1700000018)), None),
+                sample_incident(4, "lost_write", 17, None, Some((17, 1700000000))),
+            ],
+            "incident_grouping": {"place_gap_bytes": 1048576, "default_write_gap": 32,
+                                  "region_bytes": [1048576, 16777216, 67108864],
+                                  "next_write_seq": 524289, "survivors_sampled_every": 1,
+                                  "findings_grouped": 4},
             "findings_truncated": false,
             "clean": false,
             "elapsed_s": 1.9,
@@ -199,6 +213,43 @@ pub(crate) mod tests {
                          "latency_us": {"p50": 5000.0, "p99": 9000.0, "p99_9": 11000.0, "max": 12000.0}},
                 "timeline": timeline
             }
+        })
+    }
+
+    /// One incident of one block, as the sample report has them.
+    fn sample_incident(
+        id: u32,
+        class: &str,
+        block: u64,
+        damaged: Option<(u64, u64)>,
+        found: Option<(u64, u64)>,
+    ) -> serde_json::Value {
+        let span = |(seq, time): (u64, u64)| {
+            serde_json::json!({"writes": 1, "first_write_seq": seq, "last_write_seq": seq,
+                               "first_time_s": time, "last_time_s": time})
+        };
+        let extent = |size: u64| {
+            let index = block * 4096 / size;
+            serde_json::json!({"region_bytes": size, "count": 1, "extents": [[index, index]]})
+        };
+        serde_json::json!({
+            "id": id,
+            "classes": {class: 1},
+            "blocks": 1,
+            "persistent": if class == "misdirected" { 0 } else { 1 },
+            "first_block": block,
+            "last_block": block,
+            "block_ranges": [[block, block]],
+            "block_ranges_truncated": false,
+            "regions": [extent(1 << 20), extent(16 << 20), extent(64 << 20)],
+            "damaged_writes": damaged.map(span),
+            "found_writes": found.map(span),
+            "writes_in_span": damaged.map(|_| 1),
+            "surviving_writes": damaged.map(|_| 0),
+            "bursts": [{"first_write_seq": 1, "workload": "burst", "burst": 4,
+                        "scatter": "random", "queue_depth": 32, "io_blocks": [1, 1],
+                        "overwrite": 0.0}],
+            "linked_by": []
         })
     }
 

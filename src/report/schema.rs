@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::manifest::WriteSession;
 use crate::metrics::{DirectionSummary, MetricsSummary};
+use crate::verify::incidents::{self, GroupingContext, Incident};
 use crate::verify::{Corruption, SectorSpan, VerifyOutcome};
 
 pub const SCHEMA: &str = "blockstamp.report/1";
@@ -33,6 +35,13 @@ pub struct Report {
     pub findings_by_class: BTreeMap<String, u64>,
     #[serde(default)]
     pub findings: Vec<FindingRecord>,
+    /// The findings grouped by the cause they share (see
+    /// `verify::incidents`); empty when clean.
+    #[serde(default)]
+    pub incidents: Vec<Incident>,
+    /// How `incidents` were grouped; absent in reports without them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_grouping: Option<IncidentGrouping>,
     /// More findings existed than were kept (see `--max-findings`).
     #[serde(default)]
     pub findings_truncated: bool,
@@ -100,6 +109,34 @@ pub struct FindingRecord {
     pub corruption: Option<Corruption>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreadable_sectors: Vec<u32>,
+    /// Sequence number of the write whose stamp the block holds (see
+    /// `verify::found_write`), where a sector names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found_write_seq: Option<u64>,
+    /// That write's time, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found_write_time_s: Option<u64>,
+    /// The id of the incident the finding belongs to (see `incidents`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<u32>,
+}
+
+/// The rules and inputs behind a report's `incidents`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IncidentGrouping {
+    /// Findings of one class with at most this many bytes between them are linked.
+    pub place_gap_bytes: u64,
+    /// Write gap when the manifest records no session.
+    pub default_write_gap: u64,
+    /// Region sizes each incident is described at.
+    pub region_bytes: Vec<u64>,
+    /// Writes of the run are numbered below this.
+    pub next_write_seq: u64,
+    /// 1: surviving writes are exact; k: every k-th write was kept and
+    /// counts are scaled by k.
+    pub survivors_sampled_every: u64,
+    /// Findings grouped: those kept in `findings`.
+    pub findings_grouped: u64,
 }
 
 /// The `soak` section: the soak run a report's verify ended.
@@ -203,6 +240,9 @@ impl FindingRecord {
             torn_split: f.classified.torn_split.clone(),
             corruption: f.classified.corruption.clone(),
             unreadable_sectors: f.unreadable_sectors.clone(),
+            found_write_seq: f.found_write.map(|w| w.write_seq),
+            found_write_time_s: f.found_write.map(|w| w.write_time_s as u64),
+            incident: None,
         }
     }
 }
@@ -237,6 +277,8 @@ impl Report {
                 .collect(),
             findings_truncated: (findings.len() as u64) < total,
             findings,
+            incidents: Vec::new(),
+            incident_grouping: None,
             clean: total == 0 && outcome.target_lost.is_none(),
             elapsed_s,
             throughput_bytes_per_s: outcome.bytes_read as f64 / elapsed_s.max(1e-9),
@@ -249,6 +291,37 @@ impl Report {
             soak: None,
             metrics: None,
         }
+    }
+
+    /// Group the findings of `outcome` (those kept) into incidents, with
+    /// the sessions of the manifest that issued the writes.
+    pub fn group_incidents(&mut self, outcome: &VerifyOutcome, sessions: &[WriteSession]) {
+        let evidence: Vec<incidents::Evidence> = outcome
+            .findings
+            .iter()
+            .map(incidents::Evidence::of)
+            .collect();
+        let grouping = incidents::group(
+            &evidence,
+            &GroupingContext {
+                block_size: self.block_size,
+                sessions,
+                survivors: Some(&outcome.survivors),
+            },
+        );
+        // `findings` holds the outcome's findings in the same order.
+        for (record, id) in self.findings.iter_mut().zip(&grouping.incident_of) {
+            record.incident = Some(*id);
+        }
+        self.incidents = grouping.incidents;
+        self.incident_grouping = Some(IncidentGrouping {
+            place_gap_bytes: incidents::PLACE_GAP_BYTES,
+            default_write_gap: incidents::DEFAULT_WRITE_GAP,
+            region_bytes: incidents::REGION_BYTES.to_vec(),
+            next_write_seq: outcome.survivors.end_seq(),
+            survivors_sampled_every: outcome.survivors.sampled_every(),
+            findings_grouped: evidence.len() as u64,
+        });
     }
 
     pub fn to_json(&self) -> String {

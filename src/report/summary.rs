@@ -2,14 +2,14 @@
 
 use std::fmt::Write as _;
 
-use super::Report;
+use super::{Report, incidents};
 use crate::units::{format_rate, format_size};
 use crate::verify::FindingClass;
 
 impl Report {
-    /// The summary for people: counts per class, then the first findings
-    /// with expected vs found, and for corrupt blocks a hex diff of only the
-    /// rows that differ.
+    /// The summary for people: counts per class, the incidents (findings
+    /// grouped by cause), then the first findings with expected vs found,
+    /// and for corrupt blocks a hex diff of only the rows that differ.
     pub fn human_summary(&self, max_shown: usize) -> String {
         let mut out = String::new();
         let _ = writeln!(
@@ -46,6 +46,7 @@ impl Report {
                 let _ = writeln!(out, "  {:<17} {n}", class.name());
             }
         }
+        self.incidents_summary(&mut out, max_shown);
         for finding in self.findings.iter().take(max_shown) {
             let _ = writeln!(
                 out,
@@ -88,5 +89,39 @@ impl Report {
             );
         }
         out
+    }
+
+    /// The incidents, most telling first, before the block list.
+    fn incidents_summary(&self, out: &mut String, max_shown: usize) {
+        if self.incidents.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "INCIDENTS: {} (findings that share a cause: close in write time, in the same bursts or on the same part of the target)",
+            self.incidents.len()
+        );
+        for incident in self.incidents.iter().take(max_shown.max(1)) {
+            let _ = writeln!(out, "  {}", incidents::headline(incident));
+            for line in incidents::detail_lines(incident, self.block_size) {
+                let _ = writeln!(out, "      {line}");
+            }
+        }
+        if self.incidents.len() > max_shown.max(1) {
+            let _ = writeln!(
+                out,
+                "  … {} more incident(s) in the JSON report (--json)",
+                self.incidents.len() - max_shown.max(1)
+            );
+        }
+        if let Some(grouping) = &self.incident_grouping
+            && self.findings_truncated
+        {
+            let _ = writeln!(
+                out,
+                "  (grouped from the {} findings kept; --max-findings keeps more)",
+                grouping.findings_grouped
+            );
+        }
     }
 }

@@ -8,6 +8,8 @@
 //! checking, not by the target's size.
 
 pub mod classify;
+pub mod incidents;
+pub mod survivors;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::stamp::{self, MAGIC, RunFormat, SECTOR_BYTES};
 use crate::storage::{self, Target};
 pub use classify::{Classified, Corruption, Expectation, FindingClass, SectorSpan, classify};
+pub use survivors::Survivors;
 
 /// One block that is not what was expected.
 #[derive(Clone, Debug)]
@@ -34,8 +37,51 @@ pub struct Finding {
     pub unreadable_sectors: Vec<u32>,
     /// The second read returned the same bytes (or failed again).
     pub persistent: bool,
+    /// The write whose stamp the block holds, as its sectors say (see
+    /// [`found_write`]); None when no sector names one.
+    pub found_write: Option<FoundWrite>,
     /// CRC32C of the bytes first read (None when the read failed).
     first_read_crc: Option<u32>,
+}
+
+/// The write sequence number and time a found stamp carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FoundWrite {
+    pub write_seq: u64,
+    pub write_time_s: u32,
+}
+
+/// The write whose stamp a damaged block holds: the first intact sector of
+/// this run whose block and generation are those the verdict names
+/// (`found_block`, or the block itself, at `found_generation`). For a torn
+/// or corrupt block that is the damaged write itself; for a misdirected one
+/// the write that landed here; for a lost write the older write still in
+/// place. None when the verdict names no generation (zeroed, foreign,
+/// unreadable) or only a shared dedup pattern is there (write 0).
+pub fn found_write(
+    format: &RunFormat,
+    block: u64,
+    classified: &Classified,
+    bytes: &[u8],
+) -> Option<FoundWrite> {
+    let generation = classified.found_generation?;
+    let stamp_block = classified.found_block.unwrap_or(block);
+    bytes
+        .chunks_exact(SECTOR_BYTES)
+        .find_map(|sector| match stamp::decode_sector(sector) {
+            stamp::SectorContent::Stamp(h)
+                if h.run_id == format.run_id
+                    && h.block == stamp_block
+                    && h.generation == generation
+                    && h.write_seq != 0 =>
+            {
+                Some(FoundWrite {
+                    write_seq: h.write_seq,
+                    write_time_s: h.write_time_s,
+                })
+            }
+            _ => None,
+        })
 }
 
 impl Finding {
@@ -52,6 +98,8 @@ impl Finding {
             block,
             offset: block * block_size as u64,
             expected_generation,
+            // Rolling read-backs are not grouped into incidents.
+            found_write: None,
             classified,
             unreadable_sectors: Vec::new(),
             persistent: false,
@@ -122,6 +170,8 @@ pub struct VerifyOutcome {
     /// The target was lost before every block was checked: why. Blocks it
     /// took with it are neither checked nor findings.
     pub target_lost: Option<String>,
+    /// The writes found intact (for the incidents' surviving writes).
+    pub survivors: Arc<Survivors>,
 }
 
 impl VerifyOutcome {
@@ -161,6 +211,8 @@ pub fn verify(
     let blocks_per_chunk = (options.chunk_bytes as u64 / block_size).max(1);
     let chunk_count = block_count.div_ceil(blocks_per_chunk);
     let holes = target.data_ranges();
+    let survivors = Survivors::new(expected.next_write_seq());
+    let survivors_ref = &survivors;
 
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(options.threads.max(1))
@@ -292,7 +344,7 @@ pub fn verify(
                     checking += 1;
                     scope.spawn(move |_| {
                         let result = if read_ok {
-                            check_chunk(format, expected, &chunk, buf)
+                            check_chunk(format, expected, &chunk, buf, survivors_ref)
                         } else {
                             // The chunk read failed: find the failing
                             // blocks and sectors, and check the rest.
@@ -302,6 +354,7 @@ pub fn verify(
                                 expected,
                                 &chunk,
                                 last_good_offset,
+                                survivors_ref,
                             );
                             result.buf = Some(buf);
                             result
@@ -355,6 +408,7 @@ pub fn verify(
         elapsed: started.elapsed(),
         blocks_in_holes,
         target_lost: lost,
+        survivors: Arc::new(survivors),
     })
 }
 
@@ -404,6 +458,7 @@ fn check_chunk(
     expected: &Expected<'_>,
     chunk: &Chunk,
     buf: AlignedBuf,
+    survivors: &Survivors,
 ) -> ChunkResult {
     let block_size = format.block_size as usize;
     let mut findings = Vec::new();
@@ -411,7 +466,10 @@ fn check_chunk(
     for (i, bytes) in buf.chunks_exact(block_size).enumerate() {
         let block = chunk.first_block + i as u64;
         match check_block(format, expected, block, bytes) {
-            None => ok += 1,
+            None => {
+                ok += 1;
+                survivors.record_block(format, bytes);
+            }
             Some(finding) => findings.push(finding),
         }
     }
@@ -462,6 +520,7 @@ pub fn check_block(
         block,
         offset: block * format.block_size as u64,
         expected_generation: generation,
+        found_write: found_write(format, block, &classified, bytes),
         classified,
         unreadable_sectors: Vec::new(),
         persistent: false,
@@ -575,6 +634,7 @@ fn check_blocks_one_by_one(
     expected: &Expected<'_>,
     chunk: &Chunk,
     last_good_offset: Option<u64>,
+    survivors: &Survivors,
 ) -> ChunkResult {
     let block_size = format.block_size as usize;
     let sector_size = (target.info().logical_sector_size as usize).max(SECTOR_BYTES);
@@ -596,7 +656,10 @@ fn check_blocks_one_by_one(
         let offset = block * block_size as u64;
         match target.read_at(&mut buf, offset) {
             Ok(()) => match check_block(format, expected, block, &buf) {
-                None => ok += 1,
+                None => {
+                    ok += 1;
+                    survivors.record_block(format, &buf);
+                }
                 Some(finding) => findings.push(finding),
             },
             Err(error) if storage::is_target_lost(&error) => return lost_chunk(error.to_string()),
@@ -621,6 +684,7 @@ fn check_blocks_one_by_one(
                     block,
                     offset,
                     expected_generation: expected.generation(block),
+                    found_write: None,
                     classified: Classified {
                         class: FindingClass::Unreadable,
                         found_generation: None,

@@ -52,6 +52,15 @@ pub fn class_color(class: &str) -> &'static str {
     }
 }
 
+/// Colour of incident `id` (from 1) on the map and the write axis: dark
+/// and distinct from the class colours, repeating after eight.
+pub fn incident_color(id: u32) -> &'static str {
+    const COLORS: [&str; 8] = [
+        "#000000", "#1b5e20", "#4a148c", "#0d47a1", "#880e4f", "#004d40", "#827717", "#37474f",
+    ];
+    COLORS[(id.saturating_sub(1) as usize) % COLORS.len()]
+}
+
 /// Colours of the two directions in charts.
 pub const WRITE_COLOR: &str = "#1f77b4";
 pub const READ_COLOR: &str = "#e8710a";
@@ -106,6 +115,8 @@ table.hex { width: auto; }
 table.hex td { border: none; padding: 0 12px 0 0; white-space: pre; }
 table.hex b { background: #ffd54f; color: #000; }
 table.hex tr.head td { color: var(--muted); }
+table.incidents td.id { font-weight: 700; white-space: nowrap; }
+table.incidents td.lines div { margin: 1px 0; }
 svg text { font-family: "DejaVu Sans", "Liberation Sans", sans-serif; }
 footer { color: var(--muted); font-size: 12px; margin-top: 18px; }
 "#;

@@ -5,8 +5,11 @@
 use std::fmt::Write as _;
 
 use super::svg::{self, Series};
-use super::{READ_COLOR, WRITE_COLOR, class_chip, escape, page, verdict_header};
+use super::{
+    READ_COLOR, WRITE_COLOR, class_chip, class_color, escape, incident_color, page, verdict_header,
+};
 use crate::metrics::{DirectionSummary, MetricsSummary, TimelinePoint};
+use crate::report::incidents as words;
 use crate::report::{FindingRecord, Report, classes_in_order};
 use crate::units::{format_count, format_latency_us, format_rate, format_size};
 
@@ -29,6 +32,7 @@ pub fn run_page(report: &Report) -> String {
     );
     let mut body = verdict_header(report.clean, "blockstamp run report", &headline, &subject);
     body.push_str(&facts(report));
+    body.push_str(&incidents_section(report));
     body.push_str(&performance(report));
     body.push_str(&map(report));
     body.push_str(&findings_table(report));
@@ -258,7 +262,7 @@ fn map(report: &Report) -> String {
     let mut out = String::from("<section id=\"map\">\n<h2>Where the findings are</h2>\n");
     let _ = writeln!(
         out,
-        "<p class=\"note\">Each cell is {} block(s) ({}) of the target, in order from offset 0; coloured by the class of its findings, outlined when it holds more than one class. Hover a cell for its blocks.</p>",
+        "<p class=\"note\">Each cell is {} block(s) ({}) of the target, in order from offset 0; coloured by the class of its findings, outlined in black when it holds more than one class. Incidents are outlined in their colour and numbered on their first cell. Hover a cell for its blocks.</p>",
         blocks_per_cell,
         escape(&format_size(blocks_per_cell * report.block_size as u64))
     );
@@ -267,11 +271,36 @@ fn map(report: &Report) -> String {
         .iter()
         .map(|f| (f.block, f.class.as_str()))
         .collect();
+    // Each finding names its incident: outline exactly their cells.
+    let ranges: Vec<Vec<[u64; 2]>> = report
+        .incidents
+        .iter()
+        .map(|incident| {
+            report
+                .findings
+                .iter()
+                .filter(|f| f.incident == Some(incident.id))
+                .map(|f| [f.block, f.block])
+                .collect()
+        })
+        .collect();
+    let highlights: Vec<svg::MapHighlight<'_>> = report
+        .incidents
+        .iter()
+        .zip(&ranges)
+        .map(|(incident, ranges)| svg::MapHighlight {
+            id: incident.id,
+            color: incident_color(incident.id),
+            ranges,
+            title: words::headline(incident),
+        })
+        .collect();
     out.push_str(&svg::target_map(
         "target-map",
         report.blocks.total,
         report.block_size,
         &findings,
+        &highlights,
     ));
     out.push_str("<p class=\"chips\" id=\"map-legend\">");
     let mut shown: std::collections::BTreeMap<String, u64> = Default::default();
@@ -291,6 +320,98 @@ fn map(report: &Report) -> String {
             report.findings.len(),
             report.total_findings()
         );
+    }
+    out.push_str("</section>\n");
+    out
+}
+
+/// Incidents shown on the page; the JSON report has them all.
+pub const MAX_INCIDENTS_SHOWN: usize = 50;
+
+/// The incidents: a table, and their writes along the run.
+fn incidents_section(report: &Report) -> String {
+    if report.incidents.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("<section id=\"incidents\">\n<h2>Incidents</h2>\n");
+    let _ = writeln!(
+        out,
+        "<p class=\"note\">Findings grouped by the cause they share: one class, close on the target or close in write order (the same bursts), or one misdirected write and the block it missed. Outlined in the incident's colour on the map below.</p>"
+    );
+    let shown = &report.incidents[..report.incidents.len().min(MAX_INCIDENTS_SHOWN)];
+    if shown.len() < report.incidents.len() {
+        let _ = writeln!(
+            out,
+            "<p class=\"note\">Showing {} of {} incidents; the JSON report has them all.</p>",
+            shown.len(),
+            report.incidents.len()
+        );
+    }
+    out.push_str("<table class=\"incidents\" id=\"incidents-table\">\n<tr><th>incident</th><th>classes</th><th>blocks</th><th>what is known</th></tr>\n");
+    for incident in shown {
+        let chips: String = incident
+            .classes_by_size()
+            .iter()
+            .map(|(class, n)| class_chip(class, Some(*n)))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let lines: String = words::detail_lines(incident, report.block_size)
+            .iter()
+            .map(|line| format!("<div>{}</div>", escape(line)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "<tr class=\"incident\" data-incident=\"{}\"><td class=\"id\" style=\"color:{}\">#{}</td><td class=\"chips\">{chips}</td><td>{}</td><td class=\"lines\">{lines}</td></tr>",
+            incident.id,
+            incident_color(incident.id),
+            incident.id,
+            escape(&words::blocks_text(incident)),
+        );
+    }
+    out.push_str("</table>\n");
+    if let Some(grouping) = &report.incident_grouping {
+        let lanes: Vec<svg::AxisLane<'_>> = shown
+            .iter()
+            .map(|incident| {
+                let main_class = incident
+                    .classes_by_size()
+                    .first()
+                    .map_or("", |(class, _)| *class);
+                let when = incident
+                    .damaged_writes
+                    .as_ref()
+                    .or(incident.found_writes.as_ref())
+                    .map_or_else(String::new, |span| {
+                        let text = words::span_text(span);
+                        text.split_once(", ")
+                            .map_or(text.clone(), |(_, t)| t.to_string())
+                    });
+                svg::AxisLane {
+                    id: incident.id,
+                    color: incident_color(incident.id),
+                    class_color: class_color(main_class),
+                    label: format!("#{} {}", incident.id, words::classes_text(incident)),
+                    damaged: incident
+                        .damaged_writes
+                        .as_ref()
+                        .map(|w| (w.first_write_seq, w.last_write_seq)),
+                    found: incident
+                        .found_writes
+                        .as_ref()
+                        .filter(|_| incident.damaged_writes.is_none())
+                        .map(|w| (w.first_write_seq, w.last_write_seq)),
+                    when,
+                    title: words::headline(incident),
+                }
+            })
+            .collect();
+        out.push_str("<h2>When their writes were issued</h2>\n");
+        out.push_str("<p class=\"note\">Each lane is an incident along the run's writes, in sequence order: a bar spans its damaged writes; for lost writes a grey bar spans the older writes still in their place and the dotted line the stretch after them in which the lost writes were issued. Incidents with neither have an empty lane.</p>\n");
+        out.push_str(&svg::write_axis(
+            "write-axis",
+            grouping.next_write_seq,
+            &lanes,
+        ));
     }
     out.push_str("</section>\n");
     out
@@ -489,6 +610,50 @@ mod tests {
             .map(|n| n.attribute("data-class").unwrap())
             .collect();
         assert_eq!(rows, vec!["lost_write", "torn", "corrupt", "misdirected"]);
+    }
+
+    #[test]
+    fn incidents_are_tabled_outlined_on_the_map_and_laid_on_the_write_axis() {
+        let html = run_page(&sample());
+        let doc = well_formed(&html);
+        let rows: Vec<&str> = by_id(&doc, "incidents-table")
+            .descendants()
+            .filter(|n| n.attribute("class") == Some("incident"))
+            .map(|n| n.attribute("data-incident").unwrap())
+            .collect();
+        assert_eq!(rows, vec!["1", "2", "3", "4"]);
+        let table = text_of(by_id(&doc, "incidents-table"));
+        assert!(table.contains("damaged write 262184"), "{table}");
+        assert!(
+            table.contains("the writes that did not persist were issued after write 17"),
+            "{table}"
+        );
+        // On the map: each incident outlines the cell of its block, in its
+        // colour; blocks 17, 40 and 99 share the first cell.
+        let map = by_id(&doc, "target-map");
+        let outlined: Vec<(&str, &str)> = map
+            .descendants()
+            .filter(|n| n.attribute("class") == Some("incident-cells"))
+            .map(|n| {
+                let rect = n.children().find(|c| c.has_tag_name("rect")).unwrap();
+                (
+                    n.attribute("data-incident").unwrap(),
+                    rect.attribute("y").unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(outlined.len(), 4);
+        assert_eq!(outlined[0].1, outlined[1].1, "blocks 40 and 99: one cell");
+        assert_ne!(outlined[2].1, outlined[0].1, "block 200000 further down");
+        // On the write axis: three damaged spans, one lost-after line.
+        let axis = by_id(&doc, "write-axis");
+        let count = |class: &str| {
+            axis.descendants()
+                .filter(|n| n.attribute("class") == Some(class))
+                .count()
+        };
+        assert_eq!((count("damaged-span"), count("lost-after")), (3, 1));
+        assert_eq!(count("incident-lane"), 4);
     }
 
     #[test]

@@ -225,14 +225,26 @@ pub fn axis_count(value: f64) -> String {
 const MAP_COLUMNS: u64 = 64;
 const MAP_MAX_ROWS: u64 = 24;
 
+/// An incident drawn over the target map: its cells outlined in its colour,
+/// its number on its first cell.
+pub struct MapHighlight<'a> {
+    pub id: u32,
+    pub color: &'a str,
+    /// Inclusive block ranges.
+    pub ranges: &'a [[u64; 2]],
+    pub title: String,
+}
+
 /// A grid over the target, each cell a range of blocks, coloured by the
 /// class of the findings in it (the most frequent; a dark outline when it
 /// holds more than one class). Each cell with findings has a tooltip.
+/// Incidents are outlined over it.
 pub fn target_map(
     id: &str,
     total_blocks: u64,
     block_size: u32,
     findings: &[(u64, &str)],
+    highlights: &[MapHighlight<'_>],
 ) -> String {
     let total_blocks = total_blocks.max(1);
     let blocks_per_cell = blocks_per_map_cell(total_blocks);
@@ -253,6 +265,12 @@ pub fn target_map(
     }
 
     let mut out = String::new();
+    let cell_origin = |cell: u64| {
+        (
+            LEFT + (cell % columns) as f64 * (cell_w + GAP),
+            TOP + (cell / columns) as f64 * (cell_h + GAP),
+        )
+    };
     let _ = writeln!(
         out,
         "<svg xmlns=\"http://www.w3.org/2000/svg\" id=\"{}\" class=\"map\" viewBox=\"0 0 {WIDTH} {height:.0}\" width=\"100%\" role=\"img\" aria-label=\"map of the target's blocks with findings\">",
@@ -313,6 +331,170 @@ pub fn target_map(
                 }
             }
         }
+    }
+    for highlight in highlights {
+        let mut cells_of: Vec<u64> = highlight
+            .ranges
+            .iter()
+            .flat_map(|r| {
+                (r[0] / blocks_per_cell).min(cells - 1)..=(r[1] / blocks_per_cell).min(cells - 1)
+            })
+            .collect();
+        cells_of.sort_unstable();
+        cells_of.dedup();
+        let _ = writeln!(
+            out,
+            "<g class=\"incident-cells\" data-incident=\"{}\"><title>{}</title>",
+            highlight.id,
+            escape(&highlight.title)
+        );
+        for &cell in &cells_of {
+            let (x, y) = cell_origin(cell);
+            let _ = writeln!(
+                out,
+                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2.5\"/>",
+                x - 1.0,
+                y - 1.0,
+                cell_w + 2.0,
+                cell_h + 2.0,
+                escape(highlight.color)
+            );
+        }
+        if let Some(&first) = cells_of.first() {
+            let (x, y) = cell_origin(first);
+            let _ = writeln!(
+                out,
+                "<text class=\"incident-label\" x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" font-weight=\"700\" text-anchor=\"middle\" fill=\"#fff\" stroke=\"{}\" stroke-width=\"3\" paint-order=\"stroke\">{}</text>",
+                x + cell_w / 2.0,
+                y + cell_h - 3.0,
+                escape(highlight.color),
+                highlight.id
+            );
+        }
+        out.push_str("</g>\n");
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+/// One incident on the write axis.
+pub struct AxisLane<'a> {
+    pub id: u32,
+    /// The incident's colour (as on the map) and its main class's colour.
+    pub color: &'a str,
+    pub class_color: &'a str,
+    pub label: String,
+    /// The damaged writes, first and last sequence number.
+    pub damaged: Option<(u64, u64)>,
+    /// For lost writes: the older writes in their place (the lost ones came
+    /// after the last of them).
+    pub found: Option<(u64, u64)>,
+    /// The span's times, for the right margin.
+    pub when: String,
+    pub title: String,
+}
+
+/// The run's writes in sequence order, one lane per incident: its damaged
+/// writes as a bar; for lost writes the older writes still in place as a
+/// thin bar, then a dotted line from the last of them to the end of the
+/// run (the lost writes were issued in there).
+pub fn write_axis(id: &str, next_write_seq: u64, lanes: &[AxisLane<'_>]) -> String {
+    const LEFT: f64 = 190.0;
+    const RIGHT: f64 = 230.0;
+    const TOP: f64 = 10.0;
+    const LANE: f64 = 24.0;
+    const BOTTOM: f64 = 30.0;
+    let height = TOP + lanes.len().max(1) as f64 * LANE + BOTTOM;
+    let plot_w = WIDTH - LEFT - RIGHT;
+    let end = next_write_seq.max(2) as f64;
+    let x = |seq: u64| LEFT + (seq as f64 / end).min(1.0) * plot_w;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" id=\"{}\" class=\"axis\" viewBox=\"0 0 {WIDTH} {height:.0}\" width=\"100%\" role=\"img\" aria-label=\"incidents along the run's writes\">",
+        escape(id)
+    );
+    let axis_y = TOP + lanes.len().max(1) as f64 * LANE + 4.0;
+    let step = nice_step(end / 8.0);
+    let mut tick = 0.0;
+    while tick <= end {
+        let tx = LEFT + tick / end * plot_w;
+        let _ = writeln!(
+            out,
+            "<line x1=\"{tx:.1}\" y1=\"{TOP}\" x2=\"{tx:.1}\" y2=\"{:.1}\" stroke=\"#e3e7eb\" stroke-width=\"1\"/>",
+            axis_y + 4.0
+        );
+        let _ = writeln!(
+            out,
+            "<text x=\"{tx:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"#5f6b76\" text-anchor=\"middle\">{}</text>",
+            axis_y + 17.0,
+            axis_count(tick)
+        );
+        tick += step;
+    }
+    let _ = writeln!(
+        out,
+        "<line x1=\"{LEFT}\" y1=\"{axis_y:.1}\" x2=\"{:.1}\" y2=\"{axis_y:.1}\" stroke=\"#9aa5b1\" stroke-width=\"1\"/>",
+        LEFT + plot_w
+    );
+    let _ = writeln!(
+        out,
+        "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"#5f6b76\" text-anchor=\"end\">write seq (run: 1-{})</text>",
+        LEFT - 8.0,
+        axis_y + 17.0,
+        next_write_seq.saturating_sub(1)
+    );
+    for (index, lane) in lanes.iter().enumerate() {
+        let mid = TOP + index as f64 * LANE + LANE / 2.0;
+        let _ = writeln!(
+            out,
+            "<g class=\"incident-lane\" data-incident=\"{}\"><title>{}</title>",
+            lane.id,
+            escape(&lane.title)
+        );
+        let _ = writeln!(
+            out,
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\" fill=\"{}\" font-weight=\"700\" text-anchor=\"end\">{}</text>",
+            LEFT - 8.0,
+            mid + 4.0,
+            escape(lane.color),
+            escape(&lane.label)
+        );
+        if let Some((first, last)) = lane.found {
+            let _ = writeln!(
+                out,
+                "<rect class=\"found-span\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"4\" fill=\"#9aa5b1\"/>",
+                x(first),
+                mid - 2.0,
+                (x(last) - x(first)).max(2.0)
+            );
+            let _ = writeln!(
+                out,
+                "<line class=\"lost-after\" x1=\"{:.1}\" y1=\"{mid:.1}\" x2=\"{:.1}\" y2=\"{mid:.1}\" stroke=\"{}\" stroke-width=\"3\" stroke-dasharray=\"2 4\"/>",
+                x(last),
+                LEFT + plot_w,
+                escape(lane.class_color)
+            );
+        }
+        if let Some((first, last)) = lane.damaged {
+            let _ = writeln!(
+                out,
+                "<rect class=\"damaged-span\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"14\" fill=\"{}\" stroke=\"{}\" stroke-width=\"1.5\"/>",
+                x(first) - 1.5,
+                mid - 7.0,
+                (x(last) - x(first)).max(0.0) + 3.0,
+                escape(lane.class_color),
+                escape(lane.color)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"#5f6b76\">{}</text>",
+            LEFT + plot_w + 8.0,
+            mid + 4.0,
+            escape(&lane.when)
+        );
+        out.push_str("</g>\n");
     }
     out.push_str("</svg>\n");
     out
@@ -451,7 +633,7 @@ mod tests {
 
     #[test]
     fn a_small_target_has_one_cell_per_block() {
-        let svg = target_map("m", 100, 4096, &[(17, "lost_write"), (99, "torn")]);
+        let svg = target_map("m", 100, 4096, &[(17, "lost_write"), (99, "torn")], &[]);
         assert_eq!(svg.matches("<rect").count(), 100);
         assert_eq!(svg.matches("class=\"finding-cell\"").count(), 2);
         assert!(svg.contains("blocks 17-17 (offset 68 KiB): 1 lost_write"));
@@ -467,7 +649,7 @@ mod tests {
             (2, "corrupt"),
             (blocks - 1, "foreign"),
         ];
-        let svg = target_map("m", blocks, 4096, &findings);
+        let svg = target_map("m", blocks, 4096, &findings, &[]);
         assert!(svg.matches("<rect").count() <= 1536);
         // The first cell holds two classes: the most frequent colours it,
         // and an outline says there is more.

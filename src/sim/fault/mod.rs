@@ -77,6 +77,8 @@ struct State {
     /// What stale-read victims held before their final write.
     stale: HashMap<u64, Stale>,
     injections: Vec<Injection>,
+    /// (block, write) → the write sequence number and time its stamp carried.
+    write_stamps: HashMap<(u64, u32), (u64, u32)>,
 }
 
 #[derive(Clone, Debug)]
@@ -147,6 +149,14 @@ impl FaultTarget {
             .get(&block)
             .map(|r| r.content.clone())
             .unwrap_or(Content::Original)
+    }
+
+    /// The write sequence number and time that write `write` (from 1) of
+    /// `block` carried in its stamp as it came through the layer, whatever
+    /// a fault then did with it: the ground truth of when each write was
+    /// issued.
+    pub fn write_stamp(&self, block: u64, write: u32) -> Option<(u64, u32)> {
+        self.lock().write_stamps.get(&(block, write)).copied()
     }
 
     /// Times `block` was written through the layer.
@@ -246,6 +256,12 @@ impl FaultTarget {
         });
         let write = record.writes + 1;
         let previous = record.content.clone();
+        if let Some(first) = data.first_chunk::<SECTOR_BYTES>() {
+            let header = crate::stamp::parse_header(first);
+            state
+                .write_stamps
+                .insert((block, write), (header.write_seq, header.write_time_s));
+        }
         let final_write = write == self.plan.geometry().final_write;
         let fault = self
             .victims
