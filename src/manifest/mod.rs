@@ -410,13 +410,28 @@ fn lock(file: &File, path: &Path, access: Access) -> Result<()> {
         Access::Read => FlockOperation::NonBlockingLockShared,
         Access::Write => FlockOperation::NonBlockingLockExclusive,
     };
-    flock(file, operation).map_err(|_| {
-        Error::run(format!(
-            "manifest {} is in use by another blockstamp process; wait for it to finish",
-            path.display()
-        ))
-    })
+    // A lock held only for a moment is waited for: a process another
+    // thread of the caller is starting inherits the descriptor until its
+    // exec closes it, and holds the lock as long.
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        match flock(file, operation) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(_) => {
+                return Err(Error::run(format!(
+                    "manifest {} is in use by another blockstamp process; wait for it to finish",
+                    path.display()
+                )));
+            }
+        }
+    }
 }
+
+/// How long a manifest held by someone else is waited for before saying so.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub fn unix_now_s() -> u64 {
     crate::clock::Clock::unix_now_s(&crate::clock::SystemClock)
