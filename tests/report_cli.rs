@@ -536,6 +536,12 @@ fn every_report_field_and_finding_class_is_in_the_contract() {
         "1s",
         "--verify-every",
         "500ms",
+        "--disrupt",
+        "true",
+        "--recover",
+        "true",
+        "--disrupt-at",
+        "300ms",
         "--json",
         "soak.json",
     ])
@@ -550,7 +556,37 @@ fn every_report_field_and_finding_class_is_in_the_contract() {
     assert_eq!(classes, ["corrupt", "zeroed", "torn"], "the scene changed");
     let mut keys = std::collections::BTreeSet::new();
     keys_of(&verify, &mut keys);
-    keys_of(&read_json(&env, "soak.json"), &mut keys);
+    let soak = read_json(&env, "soak.json");
+    assert_eq!(
+        soak["disruptions"].as_array().map(Vec::len),
+        Some(1),
+        "the soak's disruption is in its report"
+    );
+    keys_of(&soak, &mut keys);
+    // Every field of a disruption, the optional ones too (a short soak may
+    // not see the throughput recover).
+    let every_field = blockstamp::report::Disruption {
+        index: 1,
+        command: "c".into(),
+        recover_command: Some("r".into()),
+        started_at_s: 1.0,
+        command_s: 1.0,
+        recover_s: Some(1.0),
+        answered_at_s: 2.0,
+        stall_s: 1.0,
+        baseline_write_bytes_per_s: 1.0,
+        recovered_after_s: Some(3.0),
+        failed_ios: 0,
+        reconnects: 0,
+        verify_checked_blocks: 0,
+        verify_s: 0.0,
+        findings_by_class: Default::default(),
+        findings: Vec::new(),
+    };
+    keys_of(
+        &serde_json::to_value(&every_field).expect("a disruption serialises"),
+        &mut keys,
+    );
     let undocumented: Vec<&String> = keys
         .iter()
         .filter(|key| {
