@@ -305,6 +305,67 @@ fn compare_exits_1_when_throughput_drops_or_p99_rises_past_the_limits() {
 }
 
 #[test]
+fn compare_exits_1_when_a_disruption_stalls_longer_than_last_night_by_more_than_the_limit() {
+    let env = TestEnv::new();
+    env.run(&[
+        "run",
+        "disk.img",
+        "--manifest",
+        "m",
+        "--size",
+        "4MiB",
+        "--passes",
+        "100000",
+        "--duration",
+        "1s",
+        "--disrupt",
+        "true",
+        "--disrupt-at",
+        "300ms",
+        "--json",
+        "last.json",
+    ])
+    .assert_code(0);
+    let last = read_json(&env, "last.json");
+    let stall = number(&last["disruptions"][0]["stall_s"], "stall_s");
+    let night = |name: &str, longer_s: f64| {
+        let mut tonight = last.clone();
+        tonight["disruptions"][0]["stall_s"] = serde_json::json!(stall + longer_s);
+        write_json(&env, name, &tonight);
+    };
+    night("slow.json", 3.0);
+    night("bit-slower.json", 1.0);
+
+    let run = env.run(&["report", "compare", "last.json", "slow.json"]);
+    run.assert_code(1);
+    assert!(
+        run.stdout
+            .contains("REGRESSION: disruption 1 stalled 3.00 s longer")
+            && run.stdout.contains("; the longest stall rose 3.00 s"),
+        "{}",
+        run.stdout
+    );
+    // A second more is within the default 2 s; a 5 s limit lets 3 s through.
+    env.run(&["report", "compare", "last.json", "bit-slower.json"])
+        .assert_code(0);
+    env.run(&[
+        "report",
+        "compare",
+        "last.json",
+        "slow.json",
+        "--max-stall-rise",
+        "5s",
+    ])
+    .assert_code(0);
+    let run = env.run(&["report", "compare", "last.json", "slow.json", "--json", "-"]);
+    run.assert_code(1);
+    let json: Value = serde_json::from_str(&run.stdout).expect("compare JSON");
+    assert_eq!(json["disruptions"]["by_index"][0]["stall"]["crossed"], true);
+    assert_eq!(json["disruptions"]["longest_stall"]["crossed"], true);
+    assert_eq!(json["thresholds"]["max_stall_rise_s"], 2.0);
+}
+
+#[test]
 fn compare_counts_new_findings_of_the_same_run_by_block() {
     let env = TestEnv::new();
     run_with_findings(&env);
@@ -355,6 +416,11 @@ fn bad_thresholds_are_exit_2() {
         ),
         ("--max-latency-rise", "-5%", "bad percentage '-5%'"),
         ("--max-new-findings", "-1", "--max-new-findings"),
+        (
+            "--max-stall-rise",
+            "soon",
+            "--max-stall-rise: bad duration 'soon'",
+        ),
     ] {
         let flag_value = format!("{flag}={value}");
         let run = env.run(&["report", "compare", "run.json", "run.json", &flag_value]);
@@ -470,6 +536,12 @@ fn every_report_field_and_finding_class_is_in_the_contract() {
         "1s",
         "--verify-every",
         "500ms",
+        "--disrupt",
+        "true",
+        "--recover",
+        "true",
+        "--disrupt-at",
+        "300ms",
         "--json",
         "soak.json",
     ])
@@ -484,7 +556,37 @@ fn every_report_field_and_finding_class_is_in_the_contract() {
     assert_eq!(classes, ["corrupt", "zeroed", "torn"], "the scene changed");
     let mut keys = std::collections::BTreeSet::new();
     keys_of(&verify, &mut keys);
-    keys_of(&read_json(&env, "soak.json"), &mut keys);
+    let soak = read_json(&env, "soak.json");
+    assert_eq!(
+        soak["disruptions"].as_array().map(Vec::len),
+        Some(1),
+        "the soak's disruption is in its report"
+    );
+    keys_of(&soak, &mut keys);
+    // Every field of a disruption, the optional ones too (a short soak may
+    // not see the throughput recover).
+    let every_field = blockstamp::report::Disruption {
+        index: 1,
+        command: "c".into(),
+        recover_command: Some("r".into()),
+        started_at_s: 1.0,
+        command_s: 1.0,
+        recover_s: Some(1.0),
+        answered_at_s: 2.0,
+        stall_s: 1.0,
+        baseline_write_bytes_per_s: 1.0,
+        recovered_after_s: Some(3.0),
+        failed_ios: 0,
+        reconnects: 0,
+        verify_checked_blocks: 0,
+        verify_s: 0.0,
+        findings_by_class: Default::default(),
+        findings: Vec::new(),
+    };
+    keys_of(
+        &serde_json::to_value(&every_field).expect("a disruption serialises"),
+        &mut keys,
+    );
     let undocumented: Vec<&String> = keys
         .iter()
         .filter(|key| {

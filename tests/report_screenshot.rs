@@ -20,7 +20,10 @@ const WIDTH: u32 = 1280;
 const HEIGHT: u32 = 2000;
 
 /// A night with real data: the metrics of a 3 s `run` (write then verify)
-/// and the findings of a verify after the image was damaged five ways.
+/// with one disruption — the command freezes blockstamp itself (SIGSTOP to
+/// its parent, the blockstamp process) for 0.8 s, a real stall of every IO
+/// on a plain image file — and the findings of a verify after the image
+/// was damaged five ways.
 fn night_report(env: &TestEnv) -> Value {
     let image = "disk.img";
     env.write(image, "m", &["--size", "16MiB"]);
@@ -34,6 +37,10 @@ fn night_report(env: &TestEnv) -> Value {
         "100000",
         "--duration",
         "3s",
+        "--disrupt",
+        "kill -STOP $PPID; sleep 0.8; kill -CONT $PPID",
+        "--disrupt-at",
+        "1s",
         "--json",
         "run.json",
     ])
@@ -53,6 +60,7 @@ fn night_report(env: &TestEnv) -> Value {
     let run: Value =
         serde_json::from_str(&std::fs::read_to_string(env.path("run.json")).unwrap()).unwrap();
     night["metrics"] = run["metrics"].clone();
+    night["disruptions"] = run["disruptions"].clone();
     night
 }
 
@@ -161,6 +169,16 @@ fn the_html_report_renders_in_headless_chromium() {
             "incident #{incident} drawn in its colour"
         );
     }
+    // The stall shaded on the three time charts: about 0.8 s of a 3 s
+    // timeline, 170 units high, on each.
+    let stall = night["disruptions"][0]["stall_s"]
+        .as_f64()
+        .expect("a stall");
+    assert!(stall >= 0.7, "the freeze stalled every IO: {stall} s");
+    assert!(
+        count_near(&pixels, hex("#fbe3bf")) > 3 * 100 * 120,
+        "stall bands drawn"
+    );
     // Chart lines in the write and read colours.
     assert!(count_near(&pixels, hex("#1f77b4")) > 300, "write lines");
     assert!(count_near(&pixels, hex("#e8710a")) > 100, "read lines");

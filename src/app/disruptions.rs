@@ -69,7 +69,8 @@ pub(super) fn start(
 }
 
 /// End the schedule after the last write phase (see
-/// [`Disruptions::finish`]), printing a line per disruption.
+/// [`Disruptions::finish`]). The disruptions are shown by the report's
+/// human summary (or, for `write`, by [`print_summary`]).
 pub(super) fn finish(
     disruptions: Option<Arc<Disruptions>>,
     manifest: &Manifest,
@@ -77,12 +78,21 @@ pub(super) fn finish(
     let Some(disruptions) = disruptions else {
         return Ok(Vec::new());
     };
-    let done = disruptions.finish(manifest)?;
-    for d in &done {
-        crate::say!("{}", summary_line(d));
-    }
-    Ok(done)
+    disruptions.finish(manifest)
 }
+
+/// The disruptions for people, where no report summary shows them
+/// (`write`).
+pub(super) fn print_summary(disruptions: &[Disruption]) {
+    let summary = crate::report::disruptions_summary(disruptions, SHOWN_WITHOUT_REPORT);
+    if !summary.is_empty() {
+        crate::say!("{}", summary.trim_end());
+    }
+}
+
+/// Findings of the disruptions' verifies shown by `write`, which has no
+/// `--show`: the default of the commands that have it.
+const SHOWN_WITHOUT_REPORT: usize = 10;
 
 /// The run failed: stop the schedule without waiting for it.
 pub(super) fn abandon(disruptions: &Option<Arc<Disruptions>>) {
@@ -91,35 +101,9 @@ pub(super) fn abandon(disruptions: &Option<Arc<Disruptions>>) {
     }
 }
 
-/// One line per disruption for the human summary.
-pub fn summary_line(d: &Disruption) -> String {
-    let found: u64 = d.findings_by_class.values().sum();
-    let recovered = match d.recovered_after_s {
-        Some(s) => format!("throughput back after {s:.1} s"),
-        None => "throughput not back before the run ended".to_string(),
-    };
-    let classes = if found == 0 {
-        String::new()
-    } else {
-        let list: Vec<String> = d
-            .findings_by_class
-            .iter()
-            .map(|(class, n)| format!("{n} {class}"))
-            .collect();
-        format!(" ({})", list.join(", "))
-    };
-    format!(
-        "disruption {} at {:.1} s: stall {:.2} s, {recovered}, {} reconnect(s), {} failed IO(s); verify of {} block(s) after it: {found} finding(s){classes}",
-        d.index, d.started_at_s, d.stall_s, d.reconnects, d.failed_ios, d.verify_checked_blocks
-    )
-}
-
 /// File the disruptions in the report; their findings make it unclean.
 pub(super) fn add_to_report(report: &mut Report, disruptions: Vec<Disruption>) {
-    if disruptions
-        .iter()
-        .any(|d| d.findings_by_class.values().sum::<u64>() > 0)
-    {
+    if any_findings(&disruptions) {
         report.clean = false;
     }
     report.disruptions = disruptions;
@@ -127,7 +111,5 @@ pub(super) fn add_to_report(report: &mut Report, disruptions: Vec<Disruption>) {
 
 /// Whether any disruption's verify found something.
 pub(super) fn any_findings(disruptions: &[Disruption]) -> bool {
-    disruptions
-        .iter()
-        .any(|d| d.findings_by_class.values().sum::<u64>() > 0)
+    disruptions.iter().any(|d| d.total_findings() > 0)
 }

@@ -9,7 +9,7 @@ use crate::report::compare::{self, Thresholds};
 use crate::report::html::{fleet::fleet_page, run::run_page};
 use crate::report::junit::{self, Scope};
 use crate::report::{self, fleet, write_output};
-use crate::units::parse_percent;
+use crate::units::{parse_duration, parse_percent};
 
 pub fn run(args: &ReportArgs) -> Result<ExitCode> {
     match &args.view {
@@ -50,6 +50,9 @@ fn compare_command(args: &CompareArgs) -> Result<ExitCode> {
         max_throughput_drop: percent("--max-throughput-drop", &args.max_throughput_drop)?,
         max_latency_rise: percent("--max-latency-rise", &args.max_latency_rise)?,
         max_new_findings: args.max_new_findings,
+        max_stall_rise_s: parse_duration(&args.max_stall_rise)
+            .map_err(|e| Error::usage(format!("--max-stall-rise: {e}")))?
+            .as_secs_f64(),
     };
     if thresholds.max_throughput_drop > 1.0 {
         return Err(Error::usage(format!(

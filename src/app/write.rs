@@ -29,6 +29,7 @@ pub(super) fn write_command(args: &WriteArgs) -> Result<ExitCode> {
         disruptions::abandon(&schedule);
     })?;
     let disrupted = disruptions::finish(schedule, &manifest)?;
+    disruptions::print_summary(&disrupted);
     finish_metrics(recording);
     Ok(
         if outcome.rolling_findings.is_empty() && !disruptions::any_findings(&disrupted) {

@@ -52,9 +52,14 @@ pub struct CompareArgs {
     /// Largest tolerated rise of write or read p99 latency.
     #[arg(long, value_name = "PERCENT", default_value = "25%")]
     pub max_latency_rise: String,
-    /// Most findings tolerated tonight that last night did not have.
+    /// Most findings tolerated tonight that last night did not have (in the
+    /// final verify, and after the disruptions).
     #[arg(long, value_name = "N", default_value = "0")]
     pub max_new_findings: u64,
+    /// Largest tolerated rise of a disruption's stall (each disruption
+    /// against the one of the same number last night, and the longest).
+    #[arg(long, value_name = "DURATION", default_value = "2s")]
+    pub max_stall_rise: String,
     /// Also write the comparison as JSON to FILE (- for stdout; the table then goes to stderr).
     #[arg(long, value_name = "FILE")]
     pub json: Option<String>,

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TimelineEvent};
 use crate::report::{Disruption, Report};
 use crate::storage::LossCounters;
 use crate::writer::Pause;
@@ -216,6 +216,10 @@ impl Disruptions {
         let baseline = rate_over(samples, started, BASELINE_WINDOW);
         let (epoch_before, failed_before) = self.loss_figures();
         self.metrics.begin_stall_watch();
+        self.metrics.mark(TimelineEvent::DisruptionStart {
+            index: number,
+            t_s: started.as_secs_f64(),
+        });
         {
             let mut state = self.state();
             state.busy = true;
@@ -285,6 +289,11 @@ impl Disruptions {
         }
         let answered = self.metrics.last_completion().max(commands_ended);
         let stall = self.metrics.longest_stall();
+        self.metrics.mark(TimelineEvent::DisruptionAnswered {
+            index: number,
+            t_s: answered.as_secs_f64(),
+            stall_s: stall.as_secs_f64(),
+        });
         {
             let mut state = self.state();
             let current = state.current.as_mut().expect("a disruption under way");

@@ -1,7 +1,9 @@
 //! The metrics thread: appends one JSON line per ended second to the
 //! `--metrics FILE` while the run goes on, rewrites the `--prometheus FILE`
 //! textfile every few seconds, and writes the rest of both when the run
-//! ends (or when the command returns early with an error).
+//! ends (or when the command returns early with an error). The moments
+//! marked on the timeline ([`TimelineEvent`]) go between the JSON lines in
+//! time order: an event of second N follows the line of second N.
 
 use std::fs::File;
 use std::io::{BufWriter, Write as _};
@@ -11,6 +13,7 @@ use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::event::TimelineEvent;
 use super::prometheus::{TEXTFILE_EVERY_S, Textfile};
 use super::record::Metrics;
 use super::summary::TimelinePoint;
@@ -32,10 +35,14 @@ struct Emitter {
 }
 
 /// What the emitter thread hands back: its JSON-lines file, the next second
-/// to write, and the first write error, if any.
+/// to write, the events not yet written, and the first write error, if any.
 struct EmitterEnd {
     out: Option<BufWriter<File>>,
     next_second: u64,
+    /// Events taken from the recorder so far.
+    next_event: usize,
+    /// Events taken but not written: their second has not ended.
+    held: Vec<TimelineEvent>,
     error: Option<std::io::Error>,
 }
 
@@ -73,6 +80,8 @@ impl MetricsRecording {
                     let mut end = EmitterEnd {
                         out,
                         next_second: 0,
+                        next_event: 0,
+                        held: Vec::new(),
                         error: None,
                     };
                     loop {
@@ -85,7 +94,8 @@ impl MetricsRecording {
                         if end.out.is_some() {
                             let (points, next) = thread_metrics.ended_seconds(end.next_second);
                             end.next_second = next;
-                            end.write(&points);
+                            end.take_events(&thread_metrics);
+                            end.write(&points, Some(next));
                         }
                         let second = thread_metrics.started.elapsed().as_secs();
                         if let Some(textfile) = &thread_textfile
@@ -146,7 +156,8 @@ impl MetricsRecording {
                 Ok(mut end) => {
                     if end.out.is_some() {
                         let points = self.metrics.remaining_seconds(end.next_second);
-                        end.write(&points);
+                        end.take_events(&self.metrics);
+                        end.write(&points, None);
                     }
                     if end.error.is_none()
                         && let Some(Err(e)) = end.out.as_mut().map(BufWriter::flush)
@@ -180,15 +191,36 @@ impl Drop for MetricsRecording {
 }
 
 impl EmitterEnd {
-    fn write(&mut self, points: &[TimelinePoint]) {
+    fn take_events(&mut self, metrics: &Metrics) {
+        let (events, next) = metrics.events_since(self.next_event);
+        self.next_event = next;
+        self.held.extend(events);
+        // Stable: events of the same instant keep the order they were marked in.
+        self.held.sort_by(|a, b| a.t_s().total_cmp(&b.t_s()));
+    }
+
+    /// Write `points`, each after the held events of earlier seconds, then
+    /// the held events before second `until` (all of them without one).
+    fn write(&mut self, points: &[TimelinePoint], until: Option<u64>) {
         let Some(out) = self.out.as_mut() else {
             return;
         };
         if self.error.is_some() {
             return;
         }
+        let mut lines = Vec::new();
+        let mut held = std::mem::take(&mut self.held).into_iter().peekable();
         for point in points {
-            let line = serde_json::to_string(point).expect("timeline point serialises");
+            while let Some(event) = held.next_if(|e| e.t_s() < point.t_s as f64) {
+                lines.push(serde_json::to_string(&event).expect("timeline event serialises"));
+            }
+            lines.push(serde_json::to_string(point).expect("timeline point serialises"));
+        }
+        while let Some(event) = held.next_if(|e| until.is_none_or(|until| e.t_s() < until as f64)) {
+            lines.push(serde_json::to_string(&event).expect("timeline event serialises"));
+        }
+        self.held = held.collect();
+        for line in lines {
             if let Err(e) = writeln!(out, "{line}") {
                 self.error = Some(e);
                 return;
@@ -289,6 +321,67 @@ mod tests {
         let last = std::fs::read_to_string(&path).unwrap();
         assert_eq!(writes_total(&last), ios);
         assert!(last.contains("blockstamp_running{target=\"disk.img\"} 0\n"));
+    }
+
+    #[test]
+    fn events_are_written_in_time_order_among_the_seconds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.jsonl");
+        let recording = MetricsRecording::start(Some(&path)).unwrap();
+        let metrics = recording.metrics();
+        let started = Instant::now();
+        let mut marked = 0;
+        while started.elapsed() < ms(2_500) {
+            metrics.record_write(Duration::from_micros(30), 4096);
+            let now = metrics.elapsed().as_secs_f64();
+            if marked == 0 && now >= 0.5 {
+                metrics.mark(TimelineEvent::DisruptionStart { index: 1, t_s: now });
+                marked += 1;
+            }
+            if marked == 1 && now >= 1.2 {
+                // Marked late, as the controller does: the completion it
+                // names came a little earlier.
+                metrics.mark(TimelineEvent::DisruptionAnswered {
+                    index: 1,
+                    t_s: now - 0.05,
+                    stall_s: 0.7,
+                });
+                marked += 1;
+            }
+            std::thread::sleep(ms(5));
+        }
+        // An event of the second in progress waits for the end.
+        metrics.mark(TimelineEvent::DisruptionStart {
+            index: 2,
+            t_s: metrics.elapsed().as_secs_f64(),
+        });
+        assert_eq!(recording.finish(), None);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+            .collect();
+        let shape: Vec<String> = lines
+            .iter()
+            .map(|line| match line["event"].as_str() {
+                Some(event) => format!("{event} {}", line["index"]),
+                None => format!("second {}", line["t_s"]),
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                "second 0",
+                "disruption_start 1",
+                "second 1",
+                "disruption_answered 1",
+                "second 2",
+                "disruption_start 2",
+            ]
+        );
+        assert_eq!(lines[3]["stall_s"], 0.7);
+        let times: Vec<f64> = lines.iter().map(|l| l["t_s"].as_f64().unwrap()).collect();
+        assert!(times.is_sorted(), "{times:?}");
     }
 
     #[test]

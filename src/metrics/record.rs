@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use super::event::TimelineEvent;
 use super::summary::{
     DirectionSummary, LatencyUs, MAX_TIMELINE_POINTS, MetricsSummary, TimelinePoint, coarsen, round,
 };
@@ -43,6 +44,8 @@ pub struct Metrics {
     activity: Activity,
     /// Findings reported so far, by class name.
     findings: Mutex<BTreeMap<&'static str, u64>>,
+    /// Moments marked on the timeline, in the order they were marked.
+    events: Mutex<Vec<TimelineEvent>>,
 }
 
 /// Lock-free figures a disruption is measured by: when the last IO
@@ -93,7 +96,23 @@ impl Metrics {
             read: Mutex::new(Direction::new()),
             activity: Activity::default(),
             findings: Mutex::new(BTreeMap::new()),
+            events: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Mark a moment on the timeline (a disruption's start, the target
+    /// answering): `--metrics` writes it among the per-second lines.
+    pub fn mark(&self, event: TimelineEvent) {
+        lock(&self.events).push(event);
+    }
+
+    /// The events marked since the first `from`, and how many there are now.
+    pub(super) fn events_since(&self, from: usize) -> (Vec<TimelineEvent>, usize) {
+        let events = lock(&self.events);
+        (
+            events.get(from..).unwrap_or_default().to_vec(),
+            events.len(),
+        )
     }
 
     /// Time since second 0 of the timeline.
@@ -225,8 +244,8 @@ impl Metrics {
 
 /// A poisoned lock only means another recorder panicked mid-update; the
 /// figures are still worth having.
-fn lock(direction: &Mutex<Direction>) -> MutexGuard<'_, Direction> {
-    direction
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -1,14 +1,14 @@
 //! Night over night: two reports of the same soak side by side — throughput,
-//! IOPS, latency percentiles and findings per class — and whether tonight
-//! crossed one of the thresholds (throughput drop, p99 latency rise, new
-//! findings).
+//! IOPS, latency percentiles, findings per class and the disruptions'
+//! stalls — and whether tonight crossed one of the thresholds (throughput
+//! drop, p99 latency rise, new findings, longer stalls).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::{Report, classes_in_order, text_table};
+use super::{Disruption, Report, classes_in_order, longest_stall, text_table};
 use crate::metrics::DirectionSummary;
 use crate::units::{format_count, format_latency_us, format_rate};
 
@@ -21,8 +21,15 @@ pub struct Thresholds {
     pub max_throughput_drop: f64,
     /// Largest tolerated rise of write or read p99 latency (0.25: 25%).
     pub max_latency_rise: f64,
-    /// Most findings tonight that last night did not have.
+    /// Most findings tonight that last night did not have (in the final
+    /// verify; and, separately, after the disruptions).
     pub max_new_findings: u64,
+    /// Largest tolerated rise of a disruption's stall, in seconds: of each
+    /// disruption over the one of the same number last night, and of the
+    /// longest stall. Absolute, not relative: a failover's stall is judged
+    /// against what the storage's users can stand, and a 0.2 s stall that
+    /// doubles is no news.
+    pub max_stall_rise_s: f64,
 }
 
 impl Default for Thresholds {
@@ -31,6 +38,7 @@ impl Default for Thresholds {
             max_throughput_drop: 0.10,
             max_latency_rise: 0.25,
             max_new_findings: 0,
+            max_stall_rise_s: 2.0,
         }
     }
 }
@@ -45,6 +53,10 @@ pub struct Comparison {
     /// Throughput, IOPS and latency, write then read.
     pub figures: Vec<FigureRow>,
     pub findings: FindingsComparison,
+    /// The disruptions (`--disrupt`) of both nights; absent when neither
+    /// night had any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disruptions: Option<DisruptionsComparison>,
     /// What could not be compared, and why.
     pub notes: Vec<String>,
     /// One line per threshold crossed.
@@ -69,6 +81,7 @@ pub struct ThresholdsSection {
     pub max_throughput_drop_pct: f64,
     pub max_latency_rise_pct: f64,
     pub max_new_findings: u64,
+    pub max_stall_rise_s: f64,
 }
 
 /// One figure on both nights.
@@ -114,6 +127,69 @@ pub struct FindingsComparison {
 pub struct ClassCounts {
     pub last: u64,
     pub tonight: u64,
+}
+
+/// The disruptions of both nights: each against the one of the same
+/// number, and the longest stall of each night.
+#[derive(Clone, Debug, Serialize)]
+pub struct DisruptionsComparison {
+    pub last_count: usize,
+    pub tonight_count: usize,
+    /// One row per disruption number on either night.
+    pub by_index: Vec<DisruptionRow>,
+    /// The longest stall of each night, wherever it was.
+    pub longest_stall: StallRow,
+    /// Findings of the verifies after the disruptions, all added up.
+    pub last_findings: u64,
+    pub tonight_findings: u64,
+    /// Findings after disruptions tonight that last night did not have:
+    /// every one for another run, the rise of the total for the same run.
+    pub new_findings: u64,
+    /// `new_findings` is over `max_new_findings`.
+    pub new_findings_crossed: bool,
+    /// A stall rose more than the limit, or `new_findings_crossed`.
+    pub crossed: bool,
+}
+
+/// Disruption `index` on both nights (`null` on a night that had fewer).
+#[derive(Clone, Debug, Serialize)]
+pub struct DisruptionRow {
+    pub index: u64,
+    pub last: Option<DisruptionFigures>,
+    pub tonight: Option<DisruptionFigures>,
+    pub stall: StallRow,
+}
+
+/// What a disruption cost, as compared.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct DisruptionFigures {
+    pub stall_s: f64,
+    pub recovered_after_s: Option<f64>,
+    pub reconnects: u64,
+    pub failed_ios: u64,
+    pub findings: u64,
+}
+
+/// A stall on both nights and its rise.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct StallRow {
+    pub last_s: Option<f64>,
+    pub tonight_s: Option<f64>,
+    /// Tonight less last night, in seconds (`null` when either is missing).
+    pub rise_s: Option<f64>,
+    pub crossed: bool,
+}
+
+impl StallRow {
+    fn new(last_s: Option<f64>, tonight_s: Option<f64>, limit_s: f64) -> StallRow {
+        let rise_s = last_s.zip(tonight_s).map(|(l, t)| t - l);
+        StallRow {
+            last_s,
+            tonight_s,
+            rise_s,
+            crossed: rise_s.is_some_and(|rise| rise > limit_s),
+        }
+    }
 }
 
 /// Compare tonight's report with last night's.
@@ -214,6 +290,13 @@ pub fn compare(
             findings.new, thresholds.max_new_findings
         ));
     }
+    let disruptions = compare_disruptions(
+        (last_path, last),
+        (tonight_path, tonight),
+        thresholds,
+        &mut regressions,
+        &mut notes,
+    );
     let side = |path: &str, report: &Report| Side {
         path: path.to_string(),
         host: report.host_name().to_string(),
@@ -231,10 +314,12 @@ pub fn compare(
             max_throughput_drop_pct: thresholds.max_throughput_drop * 100.0,
             max_latency_rise_pct: thresholds.max_latency_rise * 100.0,
             max_new_findings: thresholds.max_new_findings,
+            max_stall_rise_s: thresholds.max_stall_rise_s,
         },
         figures,
         regressed: !regressions.is_empty(),
         findings,
+        disruptions,
         notes,
         regressions,
     }
@@ -367,6 +452,126 @@ fn compare_findings(last: &Report, tonight: &Report, max_new: u64) -> FindingsCo
     }
 }
 
+/// Disruption i tonight against disruption i last night, and the longest
+/// stalls; a regression line per stall risen beyond the limit and for new
+/// findings after disruptions, a note per rise of reconnects or failed IOs.
+fn compare_disruptions(
+    last: (&str, &Report),
+    tonight: (&str, &Report),
+    thresholds: Thresholds,
+    regressions: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) -> Option<DisruptionsComparison> {
+    let (last_path, last) = last;
+    let (tonight_path, tonight) = tonight;
+    let (before, now) = (&last.disruptions, &tonight.disruptions);
+    if before.is_empty() && now.is_empty() {
+        return None;
+    }
+    let limit = thresholds.max_stall_rise_s;
+    match (before.is_empty(), now.is_empty()) {
+        (true, _) => notes.push(format!(
+            "stalls not compared: {last_path} has no disruptions, {tonight_path} has {}",
+            now.len()
+        )),
+        (_, true) => notes.push(format!(
+            "stalls not compared: {tonight_path} has no disruptions, {last_path} has {}",
+            before.len()
+        )),
+        _ if before.len() != now.len() => notes.push(format!(
+            "the nights had {} and {} disruptions: those of one night only count in the longest stall",
+            before.len(),
+            now.len()
+        )),
+        _ => {}
+    }
+    let figures = |d: &Disruption| DisruptionFigures {
+        stall_s: d.stall_s,
+        recovered_after_s: d.recovered_after_s,
+        reconnects: d.reconnects,
+        failed_ios: d.failed_ios,
+        findings: d.total_findings(),
+    };
+    let mut by_index = Vec::new();
+    for i in 0..before.len().max(now.len()) {
+        let (l, t) = (before.get(i), now.get(i));
+        let index = t.or(l).map_or(i as u64 + 1, |d| d.index);
+        let stall = StallRow::new(l.map(|d| d.stall_s), t.map(|d| d.stall_s), limit);
+        if let (Some(l), Some(t), Some(rise)) = (l, t, stall.rise_s) {
+            if stall.crossed {
+                regressions.push(format!(
+                    "disruption {index} stalled {rise:.2} s longer ({:.2} s, last night {:.2} s; limit {})",
+                    t.stall_s,
+                    l.stall_s,
+                    seconds(limit)
+                ));
+            }
+            for (what, was, is) in [
+                ("reconnects", l.reconnects, t.reconnects),
+                ("failed IOs", l.failed_ios, t.failed_ios),
+            ] {
+                if is > was {
+                    notes.push(format!(
+                        "disruption {index} had more {what}: {is}, last night {was}"
+                    ));
+                }
+            }
+        }
+        by_index.push(DisruptionRow {
+            index,
+            last: l.map(figures),
+            tonight: t.map(figures),
+            stall,
+        });
+    }
+    let longest = |list: &[Disruption]| longest_stall(list).map(|d| d.stall_s);
+    let longest_row = StallRow::new(longest(before), longest(now), limit);
+    if let (true, Some(rise)) = (longest_row.crossed, longest_row.rise_s) {
+        regressions.push(format!(
+            "the longest stall rose {rise:.2} s ({:.2} s, last night {:.2} s; limit {})",
+            longest_row.tonight_s.unwrap_or_default(),
+            longest_row.last_s.unwrap_or_default(),
+            seconds(limit)
+        ));
+    }
+    let (last_findings, tonight_findings) = (
+        last.findings_after_disruptions(),
+        tonight.findings_after_disruptions(),
+    );
+    let same_run = last.run_id == tonight.run_id && last.target.uri == tonight.target.uri;
+    let new_findings = if same_run {
+        tonight_findings.saturating_sub(last_findings)
+    } else {
+        tonight_findings
+    };
+    let findings_crossed = new_findings > thresholds.max_new_findings;
+    if findings_crossed {
+        regressions.push(format!(
+            "{new_findings} new finding(s) after disruptions (limit {})",
+            thresholds.max_new_findings
+        ));
+    }
+    Some(DisruptionsComparison {
+        last_count: before.len(),
+        tonight_count: now.len(),
+        crossed: findings_crossed
+            || longest_row.crossed
+            || by_index.iter().any(|row| row.stall.crossed),
+        by_index,
+        longest_stall: longest_row,
+        last_findings,
+        tonight_findings,
+        new_findings,
+        new_findings_crossed: findings_crossed,
+    })
+}
+
+/// `2 s`, `0.5 s`: a limit in seconds, without needless decimals.
+fn seconds(value: f64) -> String {
+    let text = format!("{value:.2}");
+    format!("{} s", text.trim_end_matches('0').trim_end_matches('.'))
+}
+
 fn label(name: &str) -> String {
     let (direction, figure) = name.split_once('_').unwrap_or(("", name));
     let figure = match figure {
@@ -482,6 +687,10 @@ impl Comparison {
                 ""
             }
         );
+        if let Some(disruptions) = &self.disruptions {
+            out.push('\n');
+            out.push_str(&disruptions.to_text(self.thresholds.max_stall_rise_s));
+        }
         if !self.notes.is_empty() {
             out.push('\n');
             for note in &self.notes {
@@ -494,10 +703,18 @@ impl Comparison {
         } else {
             let _ = writeln!(
                 out,
-                "OK: no threshold crossed (throughput drop up to {:.0}%, p99 latency rise up to {:.0}%, new findings up to {})",
+                "OK: no threshold crossed (throughput drop up to {:.0}%, p99 latency rise up to {:.0}%, new findings up to {}{})",
                 self.thresholds.max_throughput_drop_pct,
                 self.thresholds.max_latency_rise_pct,
-                self.thresholds.max_new_findings
+                self.thresholds.max_new_findings,
+                if self.disruptions.is_some() {
+                    format!(
+                        ", stall rise up to {}",
+                        seconds(self.thresholds.max_stall_rise_s)
+                    )
+                } else {
+                    String::new()
+                }
             );
         }
         out
@@ -508,11 +725,88 @@ impl Comparison {
     }
 }
 
+impl DisruptionsComparison {
+    /// The stalls table and the findings after disruptions, for people.
+    fn to_text(&self, limit_s: f64) -> String {
+        let stall = |s: Option<f64>| s.map_or("-".to_string(), |s| format!("{s:.2} s"));
+        let pair = |f: fn(&DisruptionFigures) -> u64, row: &DisruptionRow| match (
+            row.last.as_ref(),
+            row.tonight.as_ref(),
+        ) {
+            (Some(l), Some(t)) => format!("{} → {}", f(l), f(t)),
+            (Some(l), None) => format!("{} → -", f(l)),
+            (None, Some(t)) => format!("- → {}", f(t)),
+            (None, None) => "-".to_string(),
+        };
+        let verdict = |row: &StallRow| {
+            if row.crossed {
+                "CROSSED"
+            } else if row.rise_s.is_some() {
+                "ok"
+            } else {
+                ""
+            }
+        };
+        let stall_cells = |row: &StallRow| {
+            vec![
+                stall(row.last_s),
+                stall(row.tonight_s),
+                row.rise_s.map_or("-".to_string(), |r| format!("{r:+.2} s")),
+                format!("+{}", seconds(limit_s)),
+                verdict(row).to_string(),
+            ]
+        };
+        let mut rows: Vec<Vec<String>> = self
+            .by_index
+            .iter()
+            .map(|row| {
+                let mut cells = vec![format!("disruption {}", row.index)];
+                cells.extend(stall_cells(&row.stall));
+                cells.push(pair(|f| f.reconnects, row));
+                cells.push(pair(|f| f.failed_ios, row));
+                cells.push(pair(|f| f.findings, row));
+                cells
+            })
+            .collect();
+        let mut longest = vec!["longest stall".to_string()];
+        longest.extend(stall_cells(&self.longest_stall));
+        rows.push(longest);
+        let mut out = text_table(
+            &[
+                "stall",
+                "last",
+                "tonight",
+                "change",
+                "limit",
+                "",
+                "reconnects",
+                "failed IOs",
+                "findings after",
+            ],
+            &rows,
+            &[false, true, true, true, true, false, true, true, true],
+        );
+        let _ = writeln!(
+            out,
+            "findings after disruptions: {} last night, {} tonight; new {}{}",
+            self.last_findings,
+            self.tonight_findings,
+            self.new_findings,
+            if self.new_findings_crossed {
+                "  CROSSED"
+            } else {
+                ""
+            }
+        );
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::report::parse;
-    use crate::report::tests::sample_json;
+    use crate::report::tests::{sample, sample_disruption, sample_json};
 
     fn night(edit: impl FnOnce(&mut serde_json::Value)) -> Report {
         let mut json = sample_json();
@@ -681,5 +975,149 @@ mod tests {
         assert!(names.contains(&"write_p99_9_us") && names.contains(&"read_iops"));
         assert_eq!(json["thresholds"]["max_latency_rise_pct"], 25.0);
         assert_eq!(json["regressed"], false);
+    }
+
+    /// A clean night with disruptions of these stalls, 5 s apart.
+    fn disrupted_night(stalls: &[f64]) -> Report {
+        clean_night(|j| {
+            let list: Vec<serde_json::Value> = stalls
+                .iter()
+                .enumerate()
+                .map(|(i, &stall)| sample_disruption(i as u64 + 1, 2.0 + 5.0 * i as f64, stall))
+                .collect();
+            j["disruptions"] = serde_json::json!(list);
+        })
+    }
+
+    #[test]
+    fn a_stall_longer_than_last_nights_by_more_than_the_limit_is_a_regression() {
+        let last = disrupted_night(&[1.0, 1.25]);
+        let tonight = disrupted_night(&[1.5, 4.0]);
+        let comparison = compare(("a", &last), ("b", &tonight), Thresholds::default());
+        let disruptions = comparison.disruptions.as_ref().expect("compared");
+        let crossed: Vec<bool> = disruptions
+            .by_index
+            .iter()
+            .map(|row| row.stall.crossed)
+            .collect();
+        assert_eq!(crossed, [false, true]);
+        assert_eq!(disruptions.by_index[1].stall.rise_s, Some(2.75));
+        assert!(disruptions.longest_stall.crossed);
+        assert!(comparison.regressed);
+        assert_eq!(
+            comparison.regressions,
+            [
+                "disruption 2 stalled 2.75 s longer (4.00 s, last night 1.25 s; limit 2 s)",
+                "the longest stall rose 2.75 s (4.00 s, last night 1.25 s; limit 2 s)"
+            ]
+        );
+        let text = comparison.to_text();
+        assert!(text.contains("disruption 2"), "{text}");
+        assert!(text.contains("+2.75 s"), "{text}");
+        // A 3 s limit lets it through.
+        let lenient = Thresholds {
+            max_stall_rise_s: 3.0,
+            ..Thresholds::default()
+        };
+        assert!(!compare(("a", &last), ("b", &tonight), lenient).regressed);
+    }
+
+    #[test]
+    fn a_small_rise_of_the_stalls_is_no_regression() {
+        let last = disrupted_night(&[1.0, 1.25]);
+        let tonight = disrupted_night(&[2.5, 3.0]);
+        let comparison = compare(("a", &last), ("b", &tonight), Thresholds::default());
+        assert!(!comparison.regressed, "{:?}", comparison.regressions);
+        let disruptions = comparison.disruptions.as_ref().unwrap();
+        assert_eq!(disruptions.longest_stall.rise_s, Some(1.75));
+        assert!(!disruptions.crossed);
+        assert!(
+            comparison.to_text().contains("stall rise up to 2 s"),
+            "{}",
+            comparison.to_text()
+        );
+        // Shorter stalls never are.
+        let faster = disrupted_night(&[0.5, 0.5]);
+        assert!(!compare(("a", &tonight), ("b", &faster), Thresholds::default()).regressed);
+    }
+
+    #[test]
+    fn more_reconnects_and_failed_ios_are_notes_not_regressions() {
+        let last = disrupted_night(&[1.0]);
+        let mut tonight = disrupted_night(&[1.0]);
+        tonight.disruptions[0].reconnects = 4;
+        tonight.disruptions[0].failed_ios = 40;
+        let comparison = compare(("a", &last), ("b", &tonight), Thresholds::default());
+        assert!(!comparison.regressed);
+        assert_eq!(
+            comparison.notes,
+            [
+                "disruption 1 had more reconnects: 4, last night 1",
+                "disruption 1 had more failed IOs: 40, last night 3"
+            ]
+        );
+        assert!(comparison.to_text().contains("1 → 4"));
+    }
+
+    #[test]
+    fn a_night_with_more_disruptions_is_judged_by_its_longest_stall() {
+        let last = disrupted_night(&[1.0]);
+        let tonight = disrupted_night(&[1.0, 3.5]);
+        let comparison = compare(("a", &last), ("b", &tonight), Thresholds::default());
+        let disruptions = comparison.disruptions.as_ref().unwrap();
+        assert_eq!(disruptions.by_index.len(), 2);
+        assert!(disruptions.by_index[1].last.is_none());
+        assert!(
+            !disruptions.by_index[1].stall.crossed,
+            "nothing to compare with"
+        );
+        assert_eq!(
+            comparison.regressions,
+            ["the longest stall rose 2.50 s (3.50 s, last night 1.00 s; limit 2 s)"]
+        );
+        assert!(
+            comparison
+                .notes
+                .iter()
+                .any(|n| n.contains("had 1 and 2 disruptions")),
+            "{:?}",
+            comparison.notes
+        );
+        // A night without disruptions is not compared, and says so.
+        let calm = clean_night(|_| {});
+        let comparison = compare(("last.json", &calm), ("b", &tonight), Thresholds::default());
+        assert!(!comparison.regressed);
+        assert!(
+            comparison.notes.contains(
+                &"stalls not compared: last.json has no disruptions, b has 2".to_string()
+            )
+        );
+        // Neither night: no section at all.
+        let json: serde_json::Value = serde_json::from_str(
+            &compare(("a", &calm), ("b", &calm), Thresholds::default()).to_json(),
+        )
+        .unwrap();
+        assert!(json.get("disruptions").is_none());
+    }
+
+    #[test]
+    fn findings_after_a_disruption_are_new_findings() {
+        let last = disrupted_night(&[1.0]);
+        let mut tonight = disrupted_night(&[1.0]);
+        tonight.run_id = "0000000000000002".to_string();
+        let lost = sample().findings[0].clone();
+        tonight.disruptions[0].findings = vec![lost];
+        tonight.disruptions[0]
+            .findings_by_class
+            .insert("lost_write".to_string(), 1);
+        let comparison = compare(("a", &last), ("b", &tonight), Thresholds::default());
+        assert_eq!(
+            comparison.regressions,
+            ["1 new finding(s) after disruptions (limit 0)"]
+        );
+        let json: serde_json::Value = serde_json::from_str(&comparison.to_json()).unwrap();
+        assert_eq!(json["disruptions"]["new_findings"], 1);
+        assert_eq!(json["disruptions"]["by_index"][0]["tonight"]["findings"], 1);
+        assert_eq!(json["thresholds"]["max_stall_rise_s"], 2.0);
     }
 }

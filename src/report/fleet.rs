@@ -1,13 +1,14 @@
 //! A fleet view over many reports (one per host and target, typically
 //! fetched back by the soak playbook): hosts, targets, findings per host and
-//! class, the worst latencies and lowest throughputs, one verdict.
+//! class, the worst latencies and lowest throughputs, the disruptions and
+//! the longest stall of each target, one verdict.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::{Report, classes_in_order, text_table};
+use super::{Report, classes_in_order, longest_stall, text_table};
 use crate::metrics::DirectionSummary;
 use crate::units::{format_latency_us, format_rate};
 
@@ -48,6 +49,12 @@ pub struct FleetReport {
     /// The metrics' read throughput, or the verify's where the report has
     /// no metrics.
     pub read_bytes_per_s: f64,
+    /// Scheduled disruptions of the run (`--disrupt`).
+    pub disruptions: usize,
+    /// The longest of their stalls; `null` without disruptions.
+    pub longest_stall_s: Option<f64>,
+    /// Findings of the verifies after the disruptions.
+    pub disruption_findings: u64,
 }
 
 /// One host: every report that names it.
@@ -70,14 +77,16 @@ pub struct Worst {
     pub read_max_us: Option<Extreme>,
     pub lowest_write_bytes_per_s: Option<Extreme>,
     pub lowest_read_bytes_per_s: Option<Extreme>,
+    pub longest_stall_s: Option<Extreme>,
 }
 
-/// What a figure measures: latency (worse when higher) or throughput
-/// (worse when lower).
+/// What a figure measures: latency in µs or a stall in seconds (worse
+/// when higher), or throughput (worse when lower).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Measure {
     Latency,
     Throughput,
+    Stall,
 }
 
 impl Measure {
@@ -85,6 +94,14 @@ impl Measure {
         match self {
             Measure::Latency => format_latency_us(value),
             Measure::Throughput => format_rate(value),
+            Measure::Stall => format!("{value:.2} s"),
+        }
+    }
+
+    fn worse(self, a: f64, b: f64) -> bool {
+        match self {
+            Measure::Latency | Measure::Stall => a > b,
+            Measure::Throughput => a < b,
         }
     }
 }
@@ -106,12 +123,13 @@ impl Column {
         match self.measure {
             Measure::Throughput => format!("lowest {} throughput", self.header),
             Measure::Latency => format!("worst {}", self.header),
+            Measure::Stall => self.header.to_string(),
         }
     }
 }
 
 /// The figures of every report, in table order.
-pub static COLUMNS: [Column; 6] = [
+pub static COLUMNS: [Column; 7] = [
     Column {
         header: "write",
         measure: Measure::Throughput,
@@ -154,6 +172,13 @@ pub static COLUMNS: [Column; 6] = [
         worst: |w| &w.read_max_us,
         worst_mut: |w| &mut w.read_max_us,
     },
+    Column {
+        header: "longest stall",
+        measure: Measure::Stall,
+        value: |r| r.longest_stall_s,
+        worst: |w| &w.longest_stall_s,
+        worst_mut: |w| &mut w.longest_stall_s,
+    },
 ];
 
 /// The column named `header`; a name not in [`COLUMNS`] is a bug.
@@ -191,6 +216,9 @@ pub fn merge(reports: &[(String, Report)]) -> Fleet {
             write: r.write_metrics().cloned(),
             read: r.read_metrics().cloned(),
             read_bytes_per_s: r.read_bytes_per_s(),
+            disruptions: r.disruptions.len(),
+            longest_stall_s: longest_stall(&r.disruptions).map(|d| d.stall_s),
+            disruption_findings: r.findings_after_disruptions(),
         })
         .collect();
 
@@ -223,13 +251,7 @@ pub fn merge(reports: &[(String, Report)]) -> Fleet {
         *(column.worst_mut)(&mut worst) = rows
             .iter()
             .filter_map(|r| (column.value)(r).map(|v| (v, r)))
-            .reduce(|a, b| {
-                let worse = match column.measure {
-                    Measure::Latency => b.0 > a.0,
-                    Measure::Throughput => b.0 < a.0,
-                };
-                if worse { b } else { a }
-            })
+            .reduce(|a, b| if column.measure.worse(b.0, a.0) { b } else { a })
             .map(|(value, r)| Extreme {
                 value,
                 host: r.host.clone(),
@@ -251,6 +273,17 @@ pub fn merge(reports: &[(String, Report)]) -> Fleet {
     }
 }
 
+impl FleetReport {
+    /// `3`, or `3 (2 findings after)`; `-` without disruptions.
+    pub fn disruptions_text(&self) -> String {
+        match (self.disruptions, self.disruption_findings) {
+            (0, _) => "-".to_string(),
+            (n, 0) => n.to_string(),
+            (n, found) => format!("{n} ({found} findings after)"),
+        }
+    }
+}
+
 impl Fleet {
     /// One line: the fleet's verdict.
     pub fn verdict(&self) -> String {
@@ -267,8 +300,14 @@ impl Fleet {
                 .map(|h| h.host.as_str())
                 .collect();
             let total: u64 = self.findings_by_class.values().sum();
+            let after: u64 = self.reports.iter().map(|r| r.disruption_findings).sum();
             format!(
-                "FINDINGS: {total} finding(s) in {} of {} report(s), on {}",
+                "FINDINGS: {total} finding(s){} in {} of {} report(s), on {}",
+                if after > 0 {
+                    format!(" and {after} after disruptions")
+                } else {
+                    String::new()
+                },
                 self.reports_with_findings,
                 self.report_count,
                 hosts.join(", ")
@@ -300,11 +339,13 @@ impl Fleet {
                         .iter()
                         .map(|c| (c.value)(r).map_or("-".to_string(), |v| c.measure.format(v))),
                 );
+                row.push(r.disruptions_text());
                 row
             })
             .collect();
         let mut header = vec!["host", "target", "run", "verdict", "findings"];
         header.extend(COLUMNS.iter().map(|c| c.header));
+        header.push("disruptions");
         let mut right = vec![false; header.len()];
         right[4..].fill(true);
         out.push_str(&text_table(&header, &rows, &right));
@@ -447,5 +488,56 @@ mod tests {
         assert_eq!(json["schema"], FLEET_SCHEMA);
         assert_eq!(json["worst"]["write_p99_us"]["path"], "slow.json");
         assert!(json["reports"][2]["write"].is_null());
+    }
+
+    #[test]
+    fn each_target_shows_its_disruptions_and_longest_stall() {
+        use crate::report::tests::sample_disruption;
+        let fleet = merge(&[
+            report("calm", clean),
+            report("flappy", |j| {
+                clean(j);
+                j["disruptions"] = serde_json::json!([
+                    sample_disruption(1, 10.0, 1.5),
+                    sample_disruption(2, 20.0, 7.25),
+                    sample_disruption(3, 30.0, 2.0),
+                ]);
+            }),
+            report("steady", |j| {
+                clean(j);
+                j["disruptions"] = serde_json::json!([sample_disruption(1, 10.0, 0.5)]);
+                j["disruptions"][0]["findings_by_class"] = serde_json::json!({"lost_write": 2});
+                j["clean"] = serde_json::json!(false);
+            }),
+        ]);
+        let figures: Vec<(usize, Option<f64>, u64)> = fleet
+            .reports
+            .iter()
+            .map(|r| (r.disruptions, r.longest_stall_s, r.disruption_findings))
+            .collect();
+        assert_eq!(
+            figures,
+            [(0, None, 0), (3, Some(7.25), 0), (1, Some(0.5), 2)]
+        );
+        let longest = fleet
+            .worst
+            .longest_stall_s
+            .as_ref()
+            .expect("a longest stall");
+        assert_eq!((longest.host.as_str(), longest.value), ("flappy", 7.25));
+        let text = fleet.to_text();
+        assert!(
+            text.lines().any(|l| l.starts_with("longest stall")
+                && l.ends_with("7.25 s  flappy disk.img (flappy.json)")),
+            "{text}"
+        );
+        assert!(text.contains("1 (2 findings after)"), "{text}");
+        assert_eq!(
+            fleet.verdict(),
+            "FINDINGS: 0 finding(s) and 2 after disruptions in 1 of 3 report(s), on steady"
+        );
+        let json: serde_json::Value = serde_json::from_str(&fleet.to_json()).unwrap();
+        assert_eq!(json["reports"][1]["disruptions"], 3);
+        assert!(json["reports"][0]["longest_stall_s"].is_null());
     }
 }

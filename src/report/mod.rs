@@ -16,3 +16,4 @@ mod summary;
 
 pub use read::*;
 pub use schema::*;
+pub use summary::disruptions_summary;

@@ -257,6 +257,30 @@ pub(crate) mod tests {
         parse(&sample_json().to_string()).expect("sample parses")
     }
 
+    /// Disruption `index` of a run as `--disrupt` records it: the command
+    /// at `started_at_s`, the target answering after `stall_s`, one
+    /// reconnect and 3 failed IOs, a clean verify after it.
+    pub fn sample_disruption(index: u64, started_at_s: f64, stall_s: f64) -> serde_json::Value {
+        serde_json::json!({
+            "index": index,
+            "command": "systemctl restart iscsi-target",
+            "recover_command": "multipath -r",
+            "started_at_s": started_at_s,
+            "command_s": stall_s - 0.25,
+            "recover_s": 0.125,
+            "answered_at_s": started_at_s + stall_s,
+            "stall_s": stall_s,
+            "baseline_write_bytes_per_s": 400e6,
+            "recovered_after_s": stall_s + 1.5,
+            "failed_ios": 3,
+            "reconnects": 1,
+            "verify_checked_blocks": 262144,
+            "verify_s": 0.5,
+            "findings_by_class": {},
+            "findings": []
+        })
+    }
+
     #[test]
     fn a_report_of_the_contract_is_read_back() {
         let report = sample();

@@ -349,6 +349,16 @@ impl Report {
             .map_or(self.throughput_bytes_per_s, |r| r.bytes_per_s)
     }
 
+    /// Findings of the verifies after the disruptions, all added up (a
+    /// block lost across a disruption may be counted again by the final
+    /// verify).
+    pub fn findings_after_disruptions(&self) -> u64 {
+        self.disruptions
+            .iter()
+            .map(Disruption::total_findings)
+            .sum()
+    }
+
     /// "host" as the report names it, or a stand-in for older reports.
     pub fn host_name(&self) -> &str {
         if self.host.is_empty() {
@@ -357,6 +367,23 @@ impl Report {
             &self.host
         }
     }
+}
+
+impl Disruption {
+    /// Findings of the verify after this disruption, by class (also those
+    /// not kept in detail).
+    pub fn total_findings(&self) -> u64 {
+        let counted: u64 = self.findings_by_class.values().sum();
+        counted.max(self.findings.len() as u64)
+    }
+}
+
+/// The disruption with the longest stall (the first of equals); `None`
+/// without disruptions.
+pub fn longest_stall(disruptions: &[Disruption]) -> Option<&Disruption> {
+    disruptions
+        .iter()
+        .reduce(|a, b| if b.stall_s > a.stall_s { b } else { a })
 }
 
 /// The host name, for fleet views.

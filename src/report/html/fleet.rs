@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use super::svg::{self, Bar};
 use super::{READ_COLOR, WRITE_COLOR, chip, class_chip, class_color, escape, page, verdict_header};
 use crate::report::classes_in_order;
-use crate::report::fleet::{COLUMNS, Column, Fleet, FleetReport, column};
+use crate::report::fleet::{COLUMNS, Column, Fleet, FleetReport, Measure, column};
 use crate::units::{format_latency_us, format_rate};
 
 pub fn fleet_page(fleet: &Fleet) -> String {
@@ -36,7 +36,7 @@ pub fn fleet_page(fleet: &Fleet) -> String {
 
 fn reports_table(fleet: &Fleet) -> String {
     let mut out = String::from(
-        "<section id=\"reports\">\n<h2>Hosts and targets</h2>\n<table id=\"reports-table\">\n<tr><th>host</th><th>target</th><th>run</th><th>verdict</th><th class=\"num\">findings</th>",
+        "<section id=\"reports\">\n<h2>Hosts and targets</h2>\n<div class=\"wide\">\n<table id=\"reports-table\">\n<tr><th>host</th><th>target</th><th>run</th><th>verdict</th><th class=\"num\">findings</th>",
     );
     for column in &COLUMNS {
         let _ = write!(out, "<th class=\"num\">{}</th>", escape(column.header));
@@ -45,7 +45,7 @@ fn reports_table(fleet: &Fleet) -> String {
     for r in &fleet.reports {
         let _ = write!(
             out,
-            "<tr class=\"report\" data-clean=\"{}\"><td class=\"nowrap\">{}</td><td class=\"mono\" title=\"{}\">{}</td><td class=\"mono\">{}</td><td>{}</td><td class=\"num\">{}</td>",
+            "<tr class=\"report\" data-clean=\"{}\"><td class=\"nowrap\">{}</td><td class=\"mono target\" title=\"{}\">{}</td><td class=\"mono\">{}</td><td>{}</td><td class=\"num\">{}</td>",
             r.clean,
             escape(&r.host),
             escape(&r.path),
@@ -63,9 +63,25 @@ fn reports_table(fleet: &Fleet) -> String {
             let worst = (column.worst)(&fleet.worst)
                 .as_ref()
                 .is_some_and(|e| e.path == r.path);
+            // Under the longest stall, the disruptions it is the longest of.
+            let under = match (column.measure, r.disruptions) {
+                (Measure::Stall, n) if n > 0 => format!(
+                    "<span class=\"under {}\">{}</span>",
+                    if r.disruption_findings > 0 {
+                        "bad"
+                    } else {
+                        "note"
+                    },
+                    escape(&match r.disruption_findings {
+                        0 => format!("of {n} disruptions"),
+                        found => format!("of {n} disruptions, {found} findings after"),
+                    })
+                ),
+                _ => String::new(),
+            };
             let _ = write!(
                 out,
-                "<td class=\"num{}\">{}</td>",
+                "<td class=\"num{}\">{}{under}</td>",
                 if worst && value.is_some() {
                     " worst"
                 } else {
@@ -76,7 +92,7 @@ fn reports_table(fleet: &Fleet) -> String {
         }
         out.push_str("</tr>\n");
     }
-    out.push_str("</table>\n<p class=\"note\">In red: the fleet's worst value of a column. Read throughput is the metrics' where recorded, else the verify's.</p>\n</section>\n");
+    out.push_str("</table>\n</div>\n<p class=\"note\">In red: the fleet's worst value of a column. Read throughput is the metrics' where recorded, else the verify's. Longest stall: of the run's disruptions (--disrupt).</p>\n</section>\n");
     out
 }
 
@@ -237,5 +253,37 @@ mod tests {
                 "#{id}"
             );
         }
+    }
+
+    #[test]
+    fn each_report_row_shows_its_longest_stall_and_how_many_disruptions() {
+        use crate::report::tests::sample_disruption;
+        let mut calm = sample_json();
+        calm["host"] = serde_json::json!("calm");
+        let mut disrupted = sample_json();
+        disrupted["disruptions"] = serde_json::json!([
+            sample_disruption(1, 10.0, 1.5),
+            sample_disruption(2, 20.0, 4.25)
+        ]);
+        let reports = vec![
+            ("a.json".to_string(), parse(&calm.to_string()).unwrap()),
+            ("b.json".to_string(), parse(&disrupted.to_string()).unwrap()),
+        ];
+        let html = fleet_page(&fleet::merge(&reports));
+        let doc = well_formed(&html);
+        let stalls: Vec<String> = doc
+            .descendants()
+            .filter(|n| n.attribute("class") == Some("report"))
+            .map(|row| {
+                let cell = row.children().rfind(|c| c.has_tag_name("td")).unwrap();
+                cell.descendants()
+                    .filter(|n| n.is_text())
+                    .filter_map(|n| n.text())
+                    .collect::<Vec<_>>()
+                    .join("|")
+            })
+            .collect();
+        assert_eq!(stalls, ["-", "4.25 s|of 2 disruptions"]);
+        assert!(html.contains("<th class=\"num\">longest stall</th>"));
     }
 }

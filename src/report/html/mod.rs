@@ -96,6 +96,8 @@ header .subject { font-size: 15px; opacity: 0.95; word-break: break-all; }
 section { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 14px 20px 18px; margin-top: 16px; }
 h2 { font-size: 16px; margin: 0 0 10px; }
 p.note { color: var(--muted); margin: 6px 0; }
+span.note { color: var(--muted); }
+h2.sub { font-size: 14px; margin: 16px 0 8px; }
 dl.facts { display: grid; grid-template-columns: max-content 1fr max-content 1fr; gap: 4px 16px; margin: 0; }
 dl.facts dt { color: var(--muted); }
 dl.facts dd { margin: 0; word-break: break-all; }
@@ -104,6 +106,11 @@ th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid var(--line
 th { font-weight: 600; color: var(--muted); font-size: 12px; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.worst { color: var(--bad); font-weight: 700; }
+#reports-table th { white-space: normal; }
+#reports-table th, #reports-table td { padding: 4px 5px; }
+#reports-table td.target { word-break: break-all; min-width: 12em; }
+div.wide { overflow-x: auto; }
+td .under { display: block; white-space: normal; font-size: 11px; font-weight: 400; }
 tr.more td { background: #fafbfc; border-bottom: 1px solid var(--line); padding: 6px 8px 10px 24px; }
 .chip { display: inline-block; padding: 1px 8px; border-radius: 10px; color: #fff; font-size: 12px; font-weight: 600; white-space: nowrap; }
 .chips .chip { margin: 0 6px 6px 0; }

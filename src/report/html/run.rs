@@ -1,16 +1,16 @@
-//! The page of one run: verdict, facts, throughput and latency over time,
-//! the map of the target with its findings, and the findings with their hex
-//! diffs.
+//! The page of one run: verdict, facts, throughput and latency over time
+//! (each disruption's stall shaded), the disruptions, the map of the target
+//! with its findings, and the findings with their hex diffs.
 
 use std::fmt::Write as _;
 
-use super::svg::{self, Series};
+use super::svg::{self, Band, Series};
 use super::{
     READ_COLOR, WRITE_COLOR, class_chip, class_color, escape, incident_color, page, verdict_header,
 };
 use crate::metrics::{DirectionSummary, MetricsSummary, TimelinePoint};
 use crate::report::incidents as words;
-use crate::report::{FindingRecord, Report, classes_in_order};
+use crate::report::{Disruption, FindingRecord, Report, classes_in_order, longest_stall};
 use crate::units::{format_count, format_latency_us, format_rate, format_size};
 
 /// Findings shown in the table; the JSON report has them all.
@@ -19,8 +19,13 @@ pub const MAX_FINDINGS_SHOWN: usize = 500;
 /// The whole page for `report`.
 pub fn run_page(report: &Report) -> String {
     let total = report.total_findings();
+    let after_disruptions = report.findings_after_disruptions();
     let headline = if report.clean {
         "CLEAN: every checked block holds exactly what was written".to_string()
+    } else if after_disruptions > 0 {
+        format!(
+            "{total} FINDING(S) in the final verify, {after_disruptions} after disruptions: block(s) that are not what was written"
+        )
     } else {
         format!("{total} FINDING(S): block(s) that are not what was written")
     };
@@ -34,6 +39,9 @@ pub fn run_page(report: &Report) -> String {
     body.push_str(&facts(report));
     body.push_str(&incidents_section(report));
     body.push_str(&performance(report));
+    if !report.disruptions.is_empty() {
+        body.push_str(&disruptions(&report.disruptions));
+    }
     body.push_str(&map(report));
     body.push_str(&findings_table(report));
     if !report.notes.is_empty() {
@@ -51,7 +59,7 @@ pub fn run_page(report: &Report) -> String {
             if report.clean {
                 "clean".to_string()
             } else {
-                format!("{total} finding(s)")
+                format!("{} finding(s)", total + after_disruptions)
             }
         ),
         &body,
@@ -171,6 +179,12 @@ fn performance(report: &Report) -> String {
         dashed,
         points: timeline.iter().map(|p| (at(p), value(p))).collect(),
     };
+    let bands = stall_bands(&report.disruptions);
+    if !bands.is_empty() {
+        out.push_str(
+            "<p class=\"note\">Shaded: the stall of each disruption, from its start until the target answered again, numbered as in <a href=\"#disruptions\">Disruptions</a>.</p>\n",
+        );
+    }
     let has_write = metrics.write.is_some();
     let has_read = metrics.read.is_some();
     let mut throughput = Vec::new();
@@ -196,20 +210,137 @@ fn performance(report: &Report) -> String {
         "chart-throughput",
         "Throughput per second",
         &throughput,
+        &bands,
         svg::axis_rate,
     ));
     out.push_str(&svg::line_chart(
         "chart-iops",
         "IOPS",
         &iops,
+        &bands,
         svg::axis_count,
     ));
     out.push_str(&svg::line_chart(
         "chart-latency",
         "Latency per second (p99 solid, p50 dashed)",
         &latency,
+        &bands,
         format_latency_us,
     ));
+    out.push_str("</section>\n");
+    out
+}
+
+/// Each disruption's stall on the time charts: from its start until the
+/// target answered.
+fn stall_bands(disruptions: &[Disruption]) -> Vec<Band> {
+    disruptions
+        .iter()
+        .map(|d| Band {
+            from: d.started_at_s,
+            to: d.answered_at_s.max(d.started_at_s),
+            label: d.index.to_string(),
+            title: format!(
+                "disruption {}: started at {:.1} s, the target answered at {:.1} s; longest stall {:.2} s",
+                d.index, d.started_at_s, d.answered_at_s, d.stall_s
+            ),
+        })
+        .collect()
+}
+
+/// The disruptions: one row each, then the findings of the verifies after
+/// them.
+fn disruptions(disruptions: &[Disruption]) -> String {
+    let mut out = String::from("<section id=\"disruptions\">\n<h2>Disruptions</h2>\n");
+    let worst = longest_stall(disruptions).expect("called with disruptions");
+    let found: u64 = disruptions.iter().map(Disruption::total_findings).sum();
+    let _ = writeln!(
+        out,
+        "<p class=\"note\">{} disruption(s); the longest stall {:.2} s (disruption {}). After each, every block written before it was verified: {}</p>",
+        disruptions.len(),
+        worst.stall_s,
+        worst.index,
+        if found == 0 {
+            "<span class=\"ok\">no findings</span>.".to_string()
+        } else {
+            format!("<span class=\"bad\">{found} finding(s)</span>.")
+        }
+    );
+    out.push_str(
+        "<table id=\"disruptions-table\">\n<tr><th class=\"num\">#</th><th>command</th><th class=\"num\">at</th><th class=\"num\">stall</th><th class=\"num\">answered at</th><th class=\"num\">recovered after</th><th class=\"num\">reconnects</th><th class=\"num\">failed IOs</th><th class=\"num\">verified after</th><th>findings after</th></tr>\n",
+    );
+    for d in disruptions {
+        let command = match &d.recover_command {
+            Some(recover) => format!(
+                "{} <span class=\"note\">then</span> {}",
+                escape(&d.command),
+                escape(recover)
+            ),
+            None => escape(&d.command),
+        };
+        let recovered = match d.recovered_after_s {
+            Some(s) => format!("{s:.1} s"),
+            None => "<span class=\"note\" title=\"not before the next disruption or the end of the run\">not back</span>"
+                .to_string(),
+        };
+        let findings = if d.total_findings() == 0 {
+            "<span class=\"ok\">none</span>".to_string()
+        } else {
+            classes_in_order(d.findings_by_class.keys())
+                .iter()
+                .map(|class| class_chip(class, d.findings_by_class.get(class).copied()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let _ = writeln!(
+            out,
+            "<tr class=\"disruption\" data-index=\"{}\"><td class=\"num\">{}</td><td class=\"mono\" title=\"command ran {:.1} s{}\">{command}</td><td class=\"num\">{:.1} s</td><td class=\"num{}\">{:.2} s</td><td class=\"num\">{:.1} s</td><td class=\"num\">{recovered}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\" title=\"in {:.2} s\">{} blocks</td><td class=\"chips\">{findings}</td></tr>",
+            d.index,
+            d.index,
+            d.command_s,
+            d.recover_s
+                .map_or(String::new(), |s| format!(", recover {s:.1} s")),
+            d.started_at_s,
+            if d.index == worst.index && disruptions.len() > 1 {
+                " worst"
+            } else {
+                ""
+            },
+            d.stall_s,
+            d.answered_at_s,
+            d.reconnects,
+            d.failed_ios,
+            d.verify_s,
+            d.verify_checked_blocks,
+        );
+    }
+    out.push_str("</table>\n");
+    if found > 0 {
+        out.push_str("<h2 class=\"sub\">Findings after disruptions</h2>\n");
+        out.push_str(
+            "<table id=\"disruption-findings-table\">\n<tr><th class=\"num\">after</th><th class=\"num\">block</th><th class=\"num\">offset</th><th>class</th><th>read again</th><th class=\"num\">expected gen</th><th class=\"num\">found gen</th><th class=\"num\">found block</th><th>detail</th></tr>\n",
+        );
+        let mut shown = 0;
+        for d in disruptions {
+            for finding in d.findings.iter().take(MAX_FINDINGS_SHOWN - shown) {
+                finding_row(&mut out, finding, Some(d.index));
+                shown += 1;
+            }
+        }
+        out.push_str("</table>\n");
+        let kept: usize = disruptions.iter().map(|d| d.findings.len()).sum();
+        if (found as usize) > shown {
+            let _ = writeln!(
+                out,
+                "<p class=\"note\">Showing {shown} of {found} finding(s){}.</p>",
+                if kept > shown {
+                    "; the JSON report has every finding it kept"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
     out.push_str("</section>\n");
     out
 }
@@ -422,6 +553,8 @@ fn findings_table(report: &Report) -> String {
     if report.findings.is_empty() {
         out.push_str(if report.clean {
             "<p class=\"ok\">None: every checked block holds exactly what was written.</p>\n"
+        } else if report.total_findings() == 0 {
+            "<p class=\"note\">None in the final verify: the run's findings were found before it (after a disruption, or by a soak's earlier verifies).</p>\n"
         } else {
             "<p class=\"note\">The report counts findings but kept none in detail.</p>\n"
         });
@@ -440,32 +573,49 @@ fn findings_table(report: &Report) -> String {
         "<table id=\"findings-table\">\n<tr><th class=\"num\">block</th><th class=\"num\">offset</th><th>class</th><th>read again</th><th class=\"num\">expected gen</th><th class=\"num\">found gen</th><th class=\"num\">found block</th><th>detail</th></tr>\n",
     );
     for finding in report.findings.iter().take(MAX_FINDINGS_SHOWN) {
-        let dash = || "-".to_string();
-        let _ = writeln!(
-            out,
-            "<tr class=\"finding\" data-class=\"{}\"><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
-            escape(&finding.class),
-            finding.block,
-            finding.offset,
-            class_chip(&finding.class, None),
-            if finding.persistent {
-                "<span class=\"bad\">persistent</span>"
-            } else {
-                "transient"
-            },
-            finding.expected_generation,
-            finding
-                .found_generation
-                .map_or_else(dash, |g| g.to_string()),
-            finding.found_block.map_or_else(dash, |b| b.to_string()),
-            escape(&finding.detail)
-        );
-        if let Some(more) = finding_details(finding) {
-            let _ = writeln!(out, "<tr class=\"more\"><td colspan=\"8\">{more}</td></tr>");
-        }
+        finding_row(&mut out, finding, None);
     }
     out.push_str("</table>\n</section>\n");
     out
+}
+
+/// A finding's row, and the row of its details under it; `after`: the
+/// disruption whose verify found it, in a first column.
+fn finding_row(out: &mut String, finding: &FindingRecord, after: Option<u64>) {
+    let dash = || "-".to_string();
+    let _ = write!(
+        out,
+        "<tr class=\"finding\" data-class=\"{}\">",
+        escape(&finding.class)
+    );
+    if let Some(index) = after {
+        let _ = write!(out, "<td class=\"num\">{index}</td>");
+    }
+    let _ = writeln!(
+        out,
+        "<td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+        finding.block,
+        finding.offset,
+        class_chip(&finding.class, None),
+        if finding.persistent {
+            "<span class=\"bad\">persistent</span>"
+        } else {
+            "transient"
+        },
+        finding.expected_generation,
+        finding
+            .found_generation
+            .map_or_else(dash, |g| g.to_string()),
+        finding.found_block.map_or_else(dash, |b| b.to_string()),
+        escape(&finding.detail)
+    );
+    if let Some(more) = finding_details(finding) {
+        let _ = writeln!(
+            out,
+            "<tr class=\"more\"><td colspan=\"{}\">{more}</td></tr>",
+            if after.is_some() { 9 } else { 8 }
+        );
+    }
 }
 
 /// The extra row under a finding: hex diff, torn split, failing sectors.
@@ -554,7 +704,7 @@ mod tests {
     use super::*;
     use crate::report::html::tests::well_formed;
     use crate::report::parse;
-    use crate::report::tests::{sample, sample_json};
+    use crate::report::tests::{sample, sample_disruption, sample_json};
 
     fn by_id<'a>(doc: &'a roxmltree::Document<'a>, id: &str) -> roxmltree::Node<'a, 'a> {
         doc.descendants()
@@ -749,5 +899,97 @@ mod tests {
             .count();
         assert_eq!(rows, MAX_FINDINGS_SHOWN);
         assert!(text_of(by_id(&doc, "findings")).contains("Showing 500 of 520 finding(s)"));
+    }
+
+    #[test]
+    fn each_stall_is_shaded_on_every_chart_and_each_disruption_has_a_row() {
+        let mut json = sample_json();
+        json["disruptions"] = serde_json::json!([
+            sample_disruption(1, 4.0, 2.5),
+            sample_disruption(2, 12.0, 0.75),
+        ]);
+        let lost = json["findings"][0].clone();
+        json["disruptions"][1]["findings"] = serde_json::json!([lost]);
+        json["disruptions"][1]["findings_by_class"] = serde_json::json!({"lost_write": 1});
+        json["disruptions"][1]["recovered_after_s"] = serde_json::Value::Null;
+        let html = run_page(&parse(&json.to_string()).unwrap());
+        let doc = well_formed(&html);
+        assert!(
+            text_of(by_id(&doc, "verdict"))
+                .contains("4 FINDING(S) in the final verify, 1 after disruptions")
+        );
+        for chart in ["chart-throughput", "chart-iops", "chart-latency"] {
+            let bands: Vec<(&str, &str)> = by_id(&doc, chart)
+                .descendants()
+                .filter(|n| n.attribute("class") == Some("band"))
+                .map(|n| {
+                    (
+                        n.attribute("data-label").unwrap(),
+                        n.attribute("width").unwrap(),
+                    )
+                })
+                .collect();
+            // 30 points end at 29.5 s: 1078 drawing units for 29.5 s.
+            assert_eq!(bands, [("1", "91.4"), ("2", "27.4")], "{chart}");
+        }
+        let rows: Vec<Vec<String>> = by_id(&doc, "disruptions-table")
+            .descendants()
+            .filter(|n| n.attribute("class") == Some("disruption"))
+            .map(|row| {
+                row.children()
+                    .filter(|c| c.has_tag_name("td"))
+                    .map(text_of)
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                [
+                    "1",
+                    "systemctl restart iscsi-target then multipath -r",
+                    "4.0 s",
+                    "2.50 s",
+                    "6.5 s",
+                    "4.0 s",
+                    "1",
+                    "3",
+                    "262144 blocks",
+                    "none"
+                ],
+                [
+                    "2",
+                    "systemctl restart iscsi-target then multipath -r",
+                    "12.0 s",
+                    "0.75 s",
+                    "12.8 s",
+                    "not back",
+                    "1",
+                    "3",
+                    "262144 blocks",
+                    "lost_write 1"
+                ]
+            ]
+        );
+        let after: Vec<String> = by_id(&doc, "disruption-findings-table")
+            .descendants()
+            .filter(|n| n.attribute("class") == Some("finding"))
+            .map(|row| text_of(row.first_element_child().unwrap()))
+            .collect();
+        assert_eq!(after, ["2"], "the finding is named after disruption 2");
+    }
+
+    #[test]
+    fn a_run_without_disruptions_has_no_bands_and_no_disruptions_section() {
+        let html = run_page(&sample());
+        let doc = well_formed(&html);
+        assert!(
+            !doc.descendants()
+                .any(|n| n.attribute("class") == Some("band"))
+        );
+        assert!(
+            !doc.descendants()
+                .any(|n| n.attribute("id") == Some("disruptions"))
+        );
     }
 }

@@ -19,11 +19,29 @@ pub struct Series<'a> {
     pub points: Vec<(f64, Option<f64>)>,
 }
 
-/// A line chart over time (`x` in seconds), y from 0.
+/// A stretch of time shaded behind the lines of a line chart (a
+/// disruption's stall), its label at the top and its title on hover.
+pub struct Band {
+    pub from: f64,
+    pub to: f64,
+    pub label: String,
+    pub title: String,
+}
+
+/// Fill of the shaded bands: light, opaque (the grid and the lines are
+/// drawn over it), unlike any class colour.
+const BAND_FILL: &str = "#fbe3bf";
+const BAND_INK: &str = "#9a5b00";
+/// The narrowest band drawn, in drawing units: a stall of a second in a
+/// night-long chart stays visible.
+const BAND_MIN_WIDTH: f64 = 3.0;
+
+/// A line chart over time (`x` in seconds), y from 0, with `bands` shaded.
 pub fn line_chart(
     id: &str,
     title: &str,
     series: &[Series<'_>],
+    bands: &[Band],
     y_label: fn(f64) -> String,
 ) -> String {
     const HEIGHT: f64 = 230.0;
@@ -36,6 +54,7 @@ pub fn line_chart(
     let x_max = series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.0))
+        .chain(bands.iter().map(|b| b.to))
         .fold(0.0f64, f64::max)
         .max(1.0);
     let y_max_data = series
@@ -83,6 +102,24 @@ pub fn line_chart(
             }
         );
         legend_x -= 16.0;
+    }
+    // Bands, under the grid and the lines.
+    for band in bands {
+        let left = x(band.from.max(0.0));
+        let width = (x(band.to) - left).max(BAND_MIN_WIDTH);
+        let _ = writeln!(
+            out,
+            "<rect class=\"band\" data-label=\"{label}\" x=\"{left:.1}\" y=\"{TOP:.1}\" width=\"{width:.1}\" height=\"{plot_h:.1}\" fill=\"{BAND_FILL}\"><title>{}</title></rect>",
+            escape(&band.title),
+            label = escape(&band.label),
+        );
+        let _ = writeln!(
+            out,
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" font-weight=\"600\" fill=\"{BAND_INK}\" text-anchor=\"middle\">{}</text>",
+            left + width / 2.0,
+            TOP + 11.0,
+            escape(&band.label)
+        );
     }
     // Grid and y labels.
     let mut tick = 0.0;
@@ -660,6 +697,39 @@ mod tests {
     }
 
     #[test]
+    fn bands_are_shaded_where_they_are_and_never_vanish() {
+        let series = [Series {
+            name: "write",
+            color: "#000",
+            dashed: false,
+            points: (0..=100).map(|t| (t as f64, Some(1.0))).collect(),
+        }];
+        let band = |from: f64, to: f64, label: &str| Band {
+            from,
+            to,
+            label: label.to_string(),
+            title: format!("stall {label}"),
+        };
+        let chart = line_chart(
+            "c",
+            "throughput",
+            &series,
+            &[band(10.0, 20.0, "1"), band(50.0, 50.001, "2")],
+            axis_count,
+        );
+        // The plot is 1078 wide for 100 s: 10 s are 107.8.
+        assert!(
+            chart.contains("data-label=\"1\" x=\"185.8\" y=\"30.0\" width=\"107.8\""),
+            "{chart}"
+        );
+        assert!(chart.contains("data-label=\"2\" x=\"617.0\" y=\"30.0\" width=\"3.0\""));
+        assert!(chart.contains("<title>stall 1</title>"));
+        // Drawn before the grid and the line, so they stay on top.
+        assert!(chart.find("class=\"band\"").unwrap() < chart.find("<polyline").unwrap());
+        assert!(chart.find("class=\"band\"").unwrap() < chart.find("stroke=\"#e3e7eb\"").unwrap());
+    }
+
+    #[test]
     fn a_line_breaks_where_values_are_missing() {
         let chart = line_chart(
             "c",
@@ -675,6 +745,7 @@ mod tests {
                     (3.5, Some(3.0)),
                 ],
             }],
+            &[],
             axis_count,
         );
         assert_eq!(chart.matches("<polyline").count(), 1);
