@@ -78,12 +78,14 @@ pub struct WriteOptions {
     /// writing it again (the old connection's volatile cache may have died
     /// with it), never by a flush on the new one.
     pub loss: Option<Arc<LossCounters>>,
-    /// Asked between bursts whether to pause (a disruption that ended).
+    /// Asked before each new write whether to pause (a disruption that
+    /// ended).
     pub pause: Option<PauseHook>,
 }
 
-/// A pause between bursts, asked for from outside the writer: a scheduled
-/// disruption of the target that has ended (see [`crate::disrupt`]).
+/// A pause asked for from outside the writer: a scheduled disruption of
+/// the target that has ended (see [`crate::disrupt`]). Once it is due, no
+/// new write is submitted (a burst under way waits) until it is over.
 pub trait Pause: Send + Sync {
     /// Stop submitting and settle now?
     fn due(&self) -> bool;
@@ -320,6 +322,7 @@ pub fn write(
             if writer.failure.is_some() {
                 break;
             }
+            writes_since_flush = 0;
         }
         // Keep a batch planned ahead of the writes going out: its intents
         // become durable in the background while the batch before it runs.
@@ -354,11 +357,30 @@ pub fn write(
                 break;
             }
         }
-        for write in this_burst {
+        let mut writes = this_burst.into_iter();
+        let mut held = false;
+        while let Some(write) = writes.next() {
+            writer.wait_for_room(write.op)?;
+            if writer.failure.is_some() {
+                break;
+            }
+            if pause.is_some_and(|p| p.due()) {
+                // A disruption ended: no new write goes out before its
+                // verify (one could hide a durable write the disruption
+                // lost). The rest of the burst waits for the pause.
+                let rest: Vec<Planned> = std::iter::once(write).chain(writes).collect();
+                writer.planned_entries += rest.iter().map(|w| w.generations.len()).sum::<usize>();
+                planned.push_front(rest);
+                held = true;
+                break;
+            }
             writer.submit(write)?;
             if writer.failure.is_some() {
                 break;
             }
+        }
+        if held {
+            continue;
         }
         writer.read_back_if_due()?;
 
@@ -555,9 +577,9 @@ impl Writer<'_> {
         Ok(())
     }
 
-    fn submit(&mut self, write: Planned) -> Result<()> {
-        let op = write.op;
-        // Room in the queue, and no earlier write of these blocks in flight.
+    /// Reap until the queue has room and no IO of `op`'s blocks is in
+    /// flight (or an IO failed).
+    fn wait_for_room(&mut self, op: WriteOp) -> Result<()> {
         while self.engine.in_flight() >= self.engine.queue_depth()
             || (op.first_block..op.end()).any(|b| self.blocks_in_flight.contains(&b))
         {
@@ -565,6 +587,15 @@ impl Writer<'_> {
             if self.failure.is_some() {
                 return Ok(());
             }
+        }
+        Ok(())
+    }
+
+    fn submit(&mut self, write: Planned) -> Result<()> {
+        let op = write.op;
+        self.wait_for_room(op)?;
+        if self.failure.is_some() {
+            return Ok(());
         }
         // Its intent is durable before the write goes out (write-ahead).
         self.manifest.journal_wait(write.journal_end)?;
@@ -712,15 +743,12 @@ impl Writer<'_> {
     /// Send the blocks `op` of the write in `slot` again, byte for byte,
     /// on the connection in use now.
     fn rewrite(&mut self, slot: u64, op: WriteOp) -> Result<()> {
-        let index = (slot - self.submitted_base) as usize;
-        while self.engine.in_flight() >= self.engine.queue_depth()
-            || (op.first_block..op.end()).any(|b| self.blocks_in_flight.contains(&b))
-        {
-            self.reap(1)?;
-            if self.failure.is_some() {
-                return Ok(());
-            }
+        self.wait_for_room(op)?;
+        if self.failure.is_some() {
+            return Ok(());
         }
+        // Reaping may have released durable writes ahead of it (FUA).
+        let index = (slot - self.submitted_base) as usize;
         let format = self.manifest.format();
         let block_size = format.block_size as usize;
         let mut buf = self.io_buffer(op);
@@ -1404,5 +1432,125 @@ mod tests {
         let (durable, expected, outcome, _) = write_across_a_power_cut(false, u64::MAX);
         assert_eq!(durable, expected);
         assert_eq!(outcome.rewrites, 0);
+    }
+
+    /// Due from its `at`-th question until the writer resumes; remembers
+    /// how many blocks were written when the writer paused.
+    struct PauseAt {
+        asked: std::sync::atomic::AtomicU64,
+        at: u64,
+        resumed: std::sync::atomic::AtomicBool,
+        written_at_pause: std::sync::Mutex<Vec<u64>>,
+    }
+
+    impl Pause for PauseAt {
+        fn due(&self) -> bool {
+            use std::sync::atomic::Ordering::SeqCst;
+            !self.resumed.load(SeqCst) && self.asked.fetch_add(1, SeqCst) + 1 >= self.at
+        }
+
+        fn paused(&self, manifest: &Manifest, pending: HashMap<u64, (u32, u32)>) -> Result<()> {
+            assert!(pending.values().all(|&(oldest, newest)| oldest <= newest));
+            self.written_at_pause
+                .lock()
+                .unwrap()
+                .push(manifest.count_written());
+            Ok(())
+        }
+
+        fn resumed(&self) {
+            self.resumed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_pause_due_in_the_middle_of_a_burst_is_taken_before_the_next_write() {
+        let mut scratch = scratch();
+        // Asked at the top of the loop, then before each write: the third
+        // question comes after the first write of the first burst.
+        let pause = Arc::new(PauseAt {
+            asked: Default::default(),
+            at: 3,
+            resumed: Default::default(),
+            written_at_pause: Default::default(),
+        });
+        let options = WriteOptions {
+            pause: Some(PauseHook(pause.clone())),
+            ..WriteOptions::default()
+        };
+        let outcome = scratch.write(&mut workload(Some(1)), &options);
+        let written_at_pause = pause.written_at_pause.lock().unwrap().clone();
+        assert_eq!(written_at_pause.len(), 1, "paused once");
+        assert!(
+            (1..BURST as u64).contains(&written_at_pause[0]),
+            "the burst went on after the pause was due: {written_at_pause:?} block(s) written at the pause"
+        );
+        // The rest of the burst went out after the pause: nothing skipped.
+        assert_eq!(outcome.writes, BLOCKS);
+        assert_eq!(scratch.manifest.count_written(), BLOCKS);
+    }
+
+    /// Moves the target to a new connection (as a reconnect would) at its
+    /// `at`-th question: the writer asks before each write; never due.
+    struct ReconnectAt {
+        asked: std::sync::atomic::AtomicU64,
+        at: u64,
+        loss: Arc<LossCounters>,
+    }
+
+    impl Pause for ReconnectAt {
+        fn due(&self) -> bool {
+            if self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == self.at {
+                self.loss.next_epoch();
+            }
+            false
+        }
+
+        fn paused(&self, _: &Manifest, _: HashMap<u64, (u32, u32)>) -> Result<()> {
+            unreachable!("never due")
+        }
+
+        fn resumed(&self) {}
+    }
+
+    #[test]
+    fn writes_sent_again_after_a_reconnect_never_take_a_block_back_to_an_older_generation() {
+        let mut scratch = scratch();
+        let loss = Arc::new(LossCounters::default());
+        // Two passes and no flush before the end: the first pass goes out
+        // on the first connection, the second on the next (asked once at
+        // the top of the loop and once per write: 5 questions a burst).
+        let bursts = BLOCKS / BURST as u64;
+        let reconnect = ReconnectAt {
+            asked: Default::default(),
+            at: bursts * (BURST as u64 + 1) + 1,
+            loss: Arc::clone(&loss),
+        };
+        let options = WriteOptions {
+            loss: Some(loss),
+            pause: Some(PauseHook(Arc::new(reconnect))),
+            ..WriteOptions::default()
+        };
+        let outcome = scratch.write(&mut workload(Some(2)), &options);
+        let image = std::fs::read(&scratch.image).unwrap();
+        for (block, bytes) in image.chunks_exact(BLOCK_SIZE as usize).enumerate() {
+            let generations: BTreeSet<u32> = bytes
+                .chunks_exact(SECTOR_BYTES)
+                .map(|sector| match decode_sector(sector) {
+                    SectorContent::Stamp(stamp) => stamp.generation,
+                    _ => panic!("block {block}: not a stamp"),
+                })
+                .collect();
+            assert_eq!(
+                generations,
+                BTreeSet::from([2]),
+                "block {block} holds an older write than its newest ({} rewrites)",
+                outcome.rewrites
+            );
+        }
+        // The second pass, sent on the new connection, superseded the
+        // first block by block: nothing needed sending again.
+        assert_eq!(outcome.rewrites, 0, "{outcome:?}");
     }
 }

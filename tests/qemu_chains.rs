@@ -6,9 +6,13 @@
 //! - Damaged qcow2 metadata (swapped and cleared L2 entries in an overlay)
 //!   reported as exactly the findings it must cause.
 //! - The queue depth a bursty write keeps at the servers.
+//! - Every `sh` block of docs/WORKFLOWS.md run as written, the power-cut
+//!   lab (qcow2 on a volatile nbdkit cache, cut again and again under a
+//!   soak) and the firmware-update stand-in included.
 //!
-//! Needs qemu-img and qemu-nbd (and nbdkit for the depth test): each test
-//! skips with a message where they are missing, and fails under CI=true.
+//! Needs qemu-img and qemu-nbd (and nbdkit for the depth test and the
+//! workflows): each test skips with a message where they are missing, and
+//! fails under CI=true.
 
 mod common;
 #[path = "common/nbd_server.rs"]
@@ -701,11 +705,13 @@ fn sh_blocks(markdown: &str) -> String {
     script
 }
 
-/// Stops, when dropped, the qemu-nbd whose pid is in `pid_file`, if it is
-/// still running: the one a failing script started and never stopped
-/// (`qemu-nbd --fork` is not our child, so no other guard has it).
+/// Stops, when dropped, the server whose pid is in `pid_file`, if it is
+/// still running: one a failing script started and never stopped
+/// (`qemu-nbd --fork` and nbdkit's daemon are not our children, so no
+/// other guard has them).
 struct ForkedServer {
     pid_file: std::path::PathBuf,
+    program: &'static str,
 }
 
 impl Drop for ForkedServer {
@@ -716,9 +722,9 @@ impl Drop for ForkedServer {
         else {
             return;
         };
-        // Only if that pid is still a qemu-nbd: never a recycled pid.
+        // Only if that pid is still the server: never a recycled pid.
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if comm.trim() != "qemu-nbd" {
+        if comm.trim() != self.program {
             return;
         }
         if let Some(pid) = rustix::process::Pid::from_raw(pid) {
@@ -729,7 +735,8 @@ impl Drop for ForkedServer {
 
 #[test]
 fn workflows_in_docs_run_as_written() {
-    if !have_qemu() {
+    // The power-cut lab puts nbdkit's cache under qcow2.
+    if !have_qemu() || !require(Need::Nbdkit) {
         return;
     }
     let doc_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/WORKFLOWS.md");
@@ -740,26 +747,46 @@ fn workflows_in_docs_run_as_written() {
         verifies >= 5,
         "the workflows verify {verifies} times:\n{script}"
     );
+    // Each soak ends with a verify of its own.
+    let soaks = script.matches("blockstamp soak").count();
+    assert!(soaks >= 2, "the workflows soak {soaks} times:\n{script}");
 
     let env = TestEnv::new();
-    let _server = ForkedServer {
-        pid_file: env.path("qemu-nbd.pid"),
-    };
+    let _servers = [
+        ForkedServer {
+            pid_file: env.path("qemu-nbd.pid"),
+            program: "qemu-nbd",
+        },
+        ForkedServer {
+            pid_file: env.path("cache.pid"),
+            program: "nbdkit",
+        },
+    ];
     let binary = Path::new(env!("CARGO_BIN_EXE_blockstamp"));
     let path = format!(
         "{}:{}",
         binary.parent().expect("binary dir").display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    // Bounded: a hung step fails the test instead of hanging it.
+    // Bounded: a hung step fails the test instead of hanging it. The
+    // soaks take about 40 s of it.
+    let started = std::time::Instant::now();
     let output = Command::new("timeout")
-        .args(["120", "bash", "-euo", "pipefail", "-c", &script])
+        .args(["240", "bash", "-euo", "pipefail", "-c", &script])
         .current_dir(env.dir.path())
         .env("PATH", path)
         .env("SIZE", "8M")
         .env("PORT", free_port().to_string())
+        .env("LAB_DURATION", "30s")
+        .env("LAB_CUT_EVERY", "5s")
+        .env("UPDATE_DURATION", "8s")
+        .env("UPDATE_AT", "2s")
         .output()
         .expect("run bash");
+    eprintln!(
+        "the workflows ran in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -767,7 +794,11 @@ fn workflows_in_docs_run_as_written() {
         "the workflows of docs/WORKFLOWS.md failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
         output.status
     );
-    assert_eq!(stdout.matches("CLEAN:").count(), verifies, "{stdout}");
+    assert_eq!(
+        stdout.matches("CLEAN:").count(),
+        verifies + soaks,
+        "{stdout}"
+    );
     // Every JSON report the workflows wrote says clean.
     let mut reports = 0;
     for entry in std::fs::read_dir(env.dir.path()).expect("list scratch dir") {
@@ -779,5 +810,47 @@ fn workflows_in_docs_run_as_written() {
             reports += 1;
         }
     }
-    assert!(reports >= 4, "{reports} JSON reports written");
+    assert!(reports >= 6, "{reports} JSON reports written");
+
+    // The power-cut lab: at least 5 cuts under qcow2, each followed by a
+    // reconnect, an acceptable qemu-img check and a verify of every block
+    // written so far, without a finding.
+    let lab: Value = serde_json::from_str(
+        &std::fs::read_to_string(env.path("lab-report.json")).expect("read lab-report.json"),
+    )
+    .expect("lab report is JSON");
+    let cuts = lab["disruptions"].as_array().expect("disruptions");
+    assert!(
+        cuts.len() >= 5,
+        "{} cuts: {:#}",
+        cuts.len(),
+        lab["disruptions"]
+    );
+    for cut in cuts {
+        assert!(cut["reconnects"].as_u64().unwrap() >= 1, "{cut:#}");
+        assert!(
+            cut["verify_checked_blocks"].as_u64().unwrap() > 0,
+            "{cut:#}"
+        );
+        assert_eq!(cut["findings"], serde_json::json!([]), "{cut:#}");
+    }
+    let checks = std::fs::read_to_string(env.path("powercut.log")).expect("read powercut.log");
+    let checks: Vec<&str> = checks.lines().collect();
+    assert_eq!(checks.len(), cuts.len(), "{checks:?}");
+    for (i, line) in checks.iter().enumerate() {
+        let ok = [0, 3].map(|status| format!("cut {}: qemu-img check exit {status}", i + 1));
+        assert!(ok.contains(&line.to_string()), "{line}");
+    }
+    // The firmware-update stand-in: one disruption, the export back.
+    let update: Value = serde_json::from_str(
+        &std::fs::read_to_string(env.path("update-report.json")).expect("read update-report.json"),
+    )
+    .expect("update report is JSON");
+    let disruptions = update["disruptions"].as_array().expect("disruptions");
+    assert_eq!(disruptions.len(), 1, "{:#}", update["disruptions"]);
+    assert!(disruptions[0]["reconnects"].as_u64().unwrap() >= 1);
+    assert!(
+        disruptions[0]["stall_s"].as_f64().unwrap() >= 1.0,
+        "{update:#}"
+    );
 }

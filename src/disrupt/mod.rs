@@ -7,11 +7,14 @@
 //!    writer keeps going; a target that goes away is reopened by the
 //!    reconnecting target (`--reconnect-timeout`), and IOs it lost are
 //!    issued again.
-//! 2. Once the commands are done, the first IO completion says the target
-//!    answers again. The longest time without any completion since the
-//!    disruption began is its stall.
-//! 3. The writer then pauses between bursts ([`crate::writer::Pause`]):
-//!    with nothing in flight, every block written so far is verified — a
+//! 2. Once the commands are done, the writer submits no new write (one
+//!    could overwrite, and so hide, a durable write the disruption lost):
+//!    it pauses ([`crate::writer::Pause`]) as soon as the IOs in flight
+//!    have completed. The first IO completion after the commands (one of
+//!    those, or the verify's first read) says the target answers again;
+//!    the longest time without any completion since the disruption began
+//!    is its stall.
+//! 3. With nothing in flight, every block written so far is verified — a
 //!    write not yet durable may read old or new, every other must read
 //!    exactly: a durable write lost across the disruption is a `lost_write`
 //!    of this disruption. Then the writer makes its writes durable again
@@ -103,8 +106,12 @@ struct State {
     /// A disruption is under way (from its command to the writer's resume;
     /// a duration reached meanwhile waits for it).
     busy: bool,
-    /// The target answered after a disruption: the writer should pause.
+    /// The commands of a disruption ended: the writer should pause.
     due: bool,
+    /// When they ended (run time).
+    commands_ended: Duration,
+    /// The target answered after them (`current` has the figures).
+    answered: bool,
     /// The writer paused and resumed after the disruption in `current`.
     resumed: bool,
     failure: Option<String>,
@@ -224,6 +231,7 @@ impl Disruptions {
             let mut state = self.state();
             state.busy = true;
             state.resumed = false;
+            state.answered = false;
             state.verify_time = Duration::ZERO;
             state.current = Some(Disruption {
                 index: number,
@@ -271,13 +279,23 @@ impl Disruptions {
             let current = state.current.as_mut().expect("a disruption under way");
             current.command_s = ran.as_secs_f64();
             current.recover_s = recovered.map(|r| r.as_secs_f64());
+            state.commands_ended = commands_ended;
+            state.due = true;
+            self.changed.notify_all();
         }
         // The target answers when an IO completes after the commands.
         let deadline = Instant::now() + self.answer_timeout;
-        while self.metrics.last_completion() <= commands_ended {
-            if self.state().shutdown {
-                // The run ended meanwhile: its last flush came back.
-                break;
+        loop {
+            {
+                let mut state = self.state();
+                if state.answered {
+                    break;
+                }
+                if self.metrics.last_completion() > commands_ended || state.shutdown {
+                    // (At a shutdown the run's last flush came back.)
+                    self.note_answer(&mut state);
+                    break;
+                }
             }
             if Instant::now() >= deadline {
                 return Err(format!(
@@ -286,21 +304,6 @@ impl Disruptions {
                 ));
             }
             std::thread::sleep(TICK);
-        }
-        let answered = self.metrics.last_completion().max(commands_ended);
-        let stall = self.metrics.longest_stall();
-        self.metrics.mark(TimelineEvent::DisruptionAnswered {
-            index: number,
-            t_s: answered.as_secs_f64(),
-            stall_s: stall.as_secs_f64(),
-        });
-        {
-            let mut state = self.state();
-            let current = state.current.as_mut().expect("a disruption under way");
-            current.answered_at_s = answered.as_secs_f64();
-            current.stall_s = stall.as_secs_f64();
-            state.due = true;
-            self.changed.notify_all();
         }
         // Wait for the writer's pause (the verify) and resume.
         let mut state = self.state();
@@ -376,6 +379,26 @@ impl Disruptions {
         !ended
     }
 
+    /// The target answered after the commands of the disruption under
+    /// way: its answer time and stall, once.
+    fn note_answer(&self, state: &mut State) {
+        if state.answered {
+            return;
+        }
+        state.answered = true;
+        let answered = self.metrics.last_completion().max(state.commands_ended);
+        let stall = self.metrics.longest_stall();
+        if let Some(current) = state.current.as_mut() {
+            current.answered_at_s = answered.as_secs_f64();
+            current.stall_s = stall.as_secs_f64();
+            self.metrics.mark(TimelineEvent::DisruptionAnswered {
+                index: current.index,
+                t_s: answered.as_secs_f64(),
+                stall_s: stall.as_secs_f64(),
+            });
+        }
+    }
+
     fn loss_figures(&self) -> (u64, u64) {
         self.loss
             .as_ref()
@@ -440,6 +463,10 @@ impl Disruptions {
         let found: u64 = report.findings_by_class.values().sum();
         let mut state = self.state();
         state.verify_time += took;
+        if state.due && self.metrics.last_completion() > state.commands_ended {
+            // Nothing was in flight: the verify's reads were the answer.
+            self.note_answer(&mut state);
+        }
         let Some(current) = state.current.as_mut() else {
             return Ok(());
         };
@@ -469,8 +496,16 @@ impl Pause for Disruptions {
     }
 
     fn paused(&self, manifest: &Manifest, pending: HashMap<u64, (u32, u32)>) -> Result<()> {
-        if let Some(why) = self.state().failure.clone() {
-            return Err(Error::run(why));
+        {
+            let mut state = self.state();
+            if let Some(why) = state.failure.clone() {
+                return Err(Error::run(why));
+            }
+            // The IOs in flight completed after the commands: the target
+            // answered then, not when the verify's reads end.
+            if self.metrics.last_completion() > state.commands_ended {
+                self.note_answer(&mut state);
+            }
         }
         self.check(manifest, pending)
     }

@@ -268,6 +268,7 @@ mod tests {
         let mut json = sample_json();
         json["findings"] = serde_json::json!([]);
         json["findings_by_class"] = serde_json::json!({});
+        json["incidents"] = serde_json::json!([]);
         json["clean"] = serde_json::json!(true);
         let list: Vec<serde_json::Value> = stalls
             .iter()
