@@ -5,10 +5,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{DisruptFlags, TargetLossFlags, VerifyFlags, WriteFlags};
+use crate::cli::{DisruptFlags, OnFindingFlags, TargetLossFlags, VerifyFlags, WriteFlags};
 use crate::disrupt::{DisruptPlan, Schedule};
 use crate::engine::EngineChoice;
 use crate::error::{Error, Result};
+use crate::on_finding::OnFindingPlan;
 use crate::storage::LossPolicy;
 use crate::units::{parse_duration, parse_fraction, parse_size};
 use crate::verify::VerifyOptions;
@@ -45,6 +46,8 @@ pub struct WriteConfig {
     pub options: WriteOptions,
     /// `--prometheus FILE`: the textfile kept up to date while writing.
     pub prometheus: Option<PathBuf>,
+    /// `--stop-on-finding`: end the writing at the first confirmed finding.
+    pub stop_on_finding: bool,
 }
 
 /// `--reconnect-timeout` when not given, for `soak` and runs with
@@ -197,6 +200,9 @@ impl WriteConfig {
                             "bad --verify-backlog 0: read back after at least one write",
                         ));
                     }
+                    // Stopping on a finding needs something that finds
+                    // while writing: the rolling read-back, as in a soak.
+                    None if flags.stop_on_finding => Some(STOP_ON_FINDING_BACKLOG),
                     other => other,
                 },
                 // No progress or metrics until a command asks; the system
@@ -205,9 +211,14 @@ impl WriteConfig {
                 ..WriteOptions::default()
             },
             prometheus: flags.prometheus.clone(),
+            stop_on_finding: flags.stop_on_finding,
         })
     }
 }
+
+/// `--verify-backlog` that `--stop-on-finding` turns on when not given
+/// (the soak's default).
+pub const STOP_ON_FINDING_BACKLOG: u64 = 1024;
 
 /// What to do when the target is lost: `--reconnect-timeout` (0: nothing,
 /// the run ends; not given: `default`) and `--nbd-timeout`.
@@ -308,6 +319,8 @@ pub struct VerifyConfig {
     pub show: usize,
     pub engine: EngineChoice,
     pub options: VerifyOptions,
+    /// `--on-finding`: the command run on confirmed findings, checked.
+    pub on_finding: Option<OnFindingPlan>,
 }
 
 impl VerifyConfig {
@@ -320,6 +333,7 @@ impl VerifyConfig {
             show: 10,
             engine: EngineChoice::Auto,
             options: VerifyOptions::default(),
+            on_finding: None,
         }
     }
 
@@ -373,12 +387,14 @@ impl VerifyConfig {
         if let Some(path) = &flags.junit {
             crate::outfile::check_path("--junit", path)?;
         }
+        let on_finding = on_finding_plan(&flags.on_finding)?;
         Ok(VerifyConfig {
             json: flags.json.clone(),
             junit: flags.junit.clone(),
             show: flags.show,
             engine,
             options,
+            on_finding,
         })
     }
 }
@@ -442,5 +458,45 @@ pub fn disrupt_plan(flags: &DisruptFlags) -> Result<Option<DisruptPlan>> {
         recover: flags.recover.clone(),
         schedule,
         command_timeout: duration("--disrupt-timeout", &flags.disrupt_timeout)?,
+    }))
+}
+
+/// `--on-finding` and its companions, checked: a command, and a time limit
+/// above zero.
+pub fn on_finding_plan(flags: &OnFindingFlags) -> Result<Option<OnFindingPlan>> {
+    let Some(command) = &flags.on_finding else {
+        for (flag, given) in [
+            ("--on-finding-each", flags.on_finding_each),
+            ("--on-finding-timeout", flags.on_finding_timeout.is_some()),
+        ] {
+            if given {
+                return Err(Error::usage(format!(
+                    "{flag} needs --on-finding CMD, the command to run on a finding"
+                )));
+            }
+        }
+        return Ok(None);
+    };
+    if command.trim().is_empty() {
+        return Err(Error::usage(
+            "bad --on-finding: the command is empty; give a shell command, e.g. --on-finding 'collect-array-logs'",
+        ));
+    }
+    let timeout = match &flags.on_finding_timeout {
+        Some(text) => {
+            let timeout = parse_duration(text).map_err(|e| usage("--on-finding-timeout", e))?;
+            if timeout.is_zero() {
+                return Err(Error::usage(format!(
+                    "bad --on-finding-timeout {text}: give a time above zero, e.g. 5m"
+                )));
+            }
+            timeout
+        }
+        None => crate::on_finding::DEFAULT_TIMEOUT,
+    };
+    Ok(Some(OnFindingPlan {
+        command: command.clone(),
+        timeout,
+        each: flags.on_finding_each,
     }))
 }

@@ -8,9 +8,10 @@
 //! classifies each block; `report` tells the user (and reads reports back
 //! for the HTML page, night-over-night comparisons and fleets). `metrics`
 //! records throughput and latency on the way (and exports them as a
-//! Prometheus textfile); `outfile` replaces the files other systems read
-//! whole; `rng` is the seedable randomness everything draws from. `app` has one file per command, the
-//! glue on top. `sim` holds the simulators (fault layer, power cut, the
+//! Prometheus textfile); `on_finding` acts on a finding the moment it is
+//! confirmed (the user's command, a stop); `outfile` replaces the files
+//! other systems read whole; `rng` is the seedable randomness everything
+//! draws from. `app` has one file per command, the glue on top. `sim` holds the simulators (fault layer, power cut, the
 //! selftest scenario), which the data path never imports.
 //!
 //! The contract users and scripts build on (commands, exit codes, finding
@@ -27,6 +28,7 @@ pub mod error;
 pub mod exit;
 pub mod manifest;
 pub mod metrics;
+pub mod on_finding;
 pub mod outfile;
 pub mod progress;
 pub mod recovery;

@@ -81,6 +81,27 @@ pub struct WriteOptions {
     /// Asked before each new write whether to pause (a disruption that
     /// ended).
     pub pause: Option<PauseHook>,
+    /// Where the rolling verify's findings are re-read as soon as they are
+    /// found (before any later write of their blocks), and who is told of
+    /// the persistent ones. None: left unconfirmed.
+    pub confirm: Option<RollingConfirm>,
+    /// Stop submitting once this fires, as for `stop`, but the outcome says
+    /// `stopped_on_finding` (`--stop-on-finding`: a finding, not a signal).
+    pub finding_stop: StopToken,
+}
+
+/// The target the rolling verify's findings are re-read on, and the watch
+/// told of the persistent ones.
+#[derive(Clone)]
+pub struct RollingConfirm {
+    pub target: Arc<dyn crate::storage::Target>,
+    pub watch: Option<crate::verify::Watcher>,
+}
+
+impl std::fmt::Debug for RollingConfirm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RollingConfirm({:?})", self.watch)
+    }
 }
 
 /// A pause asked for from outside the writer: a scheduled disruption of
@@ -129,6 +150,8 @@ impl Default for WriteOptions {
             clock: Arc::new(SystemClock),
             loss: None,
             pause: None,
+            confirm: None,
+            finding_stop: StopToken::new(),
         }
     }
 }
@@ -145,6 +168,8 @@ pub struct WriteOutcome {
     pub elapsed: Duration,
     pub passes_completed: u64,
     pub interrupted: bool,
+    /// `finding_stop` fired: the writing ended at a confirmed finding.
+    pub stopped_on_finding: bool,
     /// Writes sent again because the connection they completed on was
     /// replaced before a flush covered them.
     pub rewrites: u64,
@@ -308,11 +333,13 @@ pub fn write(
 
     loop {
         let interrupted = options.stop.stop_requested();
+        let on_finding = options.finding_stop.stop_requested();
         let pause = options.pause.as_ref().map(|p| p.0.as_ref());
         let time_up = options.duration.is_some_and(|d| clock.now() - started >= d)
             && !pause.is_some_and(|p| p.busy() || p.due());
-        if interrupted || time_up {
+        if interrupted || on_finding || time_up {
             writer.outcome.interrupted = interrupted;
+            writer.outcome.stopped_on_finding = on_finding;
             break;
         }
         if let Some(pause) = pause
@@ -901,13 +928,9 @@ impl Writer<'_> {
                     corruption: None,
                 };
                 let block = op.first_block + i as u64;
-                self.outcome.rolling_findings.push(Finding::from_read(
-                    block,
-                    format.block_size,
-                    generation,
-                    &[],
-                    classified,
-                ));
+                let finding =
+                    Finding::from_read(block, format.block_size, generation, &[], classified);
+                self.file_rolling_finding(finding);
             }
         } else {
             for (i, bytes) in completion.buf.chunks_exact(block_size).enumerate() {
@@ -916,17 +939,28 @@ impl Writer<'_> {
                 if let Some(classified) =
                     classify(&format, Expectation { block, generation }, bytes)
                 {
-                    self.outcome.rolling_findings.push(Finding::from_read(
-                        block,
-                        format.block_size,
-                        generation,
-                        bytes,
-                        classified,
-                    ));
+                    let finding =
+                        Finding::from_read(block, format.block_size, generation, bytes, classified);
+                    self.file_rolling_finding(finding);
                 }
             }
         }
         self.engine.recycle(completion.buf);
+    }
+
+    /// Keep a rolling-verify finding, confirmed first: nothing writes its
+    /// block before this returns (the read-back held it, and nothing is
+    /// submitted meanwhile), so the re-read sees what the medium holds.
+    fn file_rolling_finding(&mut self, mut finding: crate::verify::Finding) {
+        if let Some(confirm) = &self.options.confirm {
+            finding.confirm(confirm.target.as_ref(), &self.manifest.format());
+            if finding.persistent
+                && let Some(watch) = &confirm.watch
+            {
+                watch.confirmed(&finding);
+            }
+        }
+        self.outcome.rolling_findings.push(finding);
     }
 
     /// The connection the write in `slot` was last sent on.
@@ -1464,6 +1498,50 @@ mod tests {
         }
     }
 
+    /// Writes to an image file, with one block corrupted by every write
+    /// that reaches it (a byte of its payload flipped on the way).
+    struct CorruptingTarget {
+        inner: Arc<dyn Target>,
+        block: u64,
+    }
+
+    impl Target for CorruptingTarget {
+        fn info(&self) -> &crate::storage::TargetInfo {
+            self.inner.info()
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+            self.inner.read_at(buf, offset)
+        }
+        fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> std::io::Result<()> {
+            let at = self.block * BLOCK_SIZE as u64;
+            if (offset..offset + buf.len() as u64).contains(&at) {
+                let mut bytes = buf.to_vec();
+                bytes[(at - offset) as usize + 1000] ^= 0xff;
+                return self.inner.write_at(&bytes, offset, fua);
+            }
+            self.inner.write_at(buf, offset, fua)
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            self.inner.flush()
+        }
+    }
+
+    /// A watch that fires `stop` at every confirmed finding it is told of.
+    struct StopOnFinding {
+        stop: StopToken,
+        told: std::sync::Mutex<Vec<(u64, &'static str)>>,
+    }
+
+    impl crate::verify::FindingWatch for StopOnFinding {
+        fn wants(&self, _: &crate::verify::Finding, _: &'static str) -> bool {
+            true
+        }
+        fn confirmed(&self, finding: &crate::verify::Finding, source: &'static str) {
+            self.told.lock().unwrap().push((finding.block, source));
+            self.stop.stop();
+        }
+    }
+
     #[test]
     fn a_pause_due_in_the_middle_of_a_burst_is_taken_before_the_next_write() {
         let mut scratch = scratch();
@@ -1552,5 +1630,65 @@ mod tests {
         // The second pass, sent on the new connection, superseded the
         // first block by block: nothing needed sending again.
         assert_eq!(outcome.rewrites, 0, "{outcome:?}");
+    }
+
+    #[test]
+    fn a_confirmed_rolling_finding_fires_the_finding_stop_and_the_write_ends_cleanly() {
+        let mut scratch = scratch();
+        let file: Arc<dyn Target> = Arc::new(
+            FileTarget::open(
+                &scratch.image,
+                "img",
+                &OpenRequest {
+                    write: true,
+                    create_size: None,
+                    direct: false,
+                    force: false,
+                },
+            )
+            .unwrap(),
+        );
+        let target: Arc<dyn Target> = Arc::new(CorruptingTarget {
+            inner: file,
+            block: 5,
+        });
+        let mut engine = InlineEngine::new(Arc::clone(&target), 8);
+        let finding_stop = StopToken::new();
+        let watch = Arc::new(StopOnFinding {
+            stop: finding_stop.clone(),
+            told: Default::default(),
+        });
+        let options = WriteOptions {
+            verify_backlog: Some(4),
+            confirm: Some(RollingConfirm {
+                target: Arc::clone(&target),
+                watch: Some(crate::verify::Watcher::new(watch.clone(), "rolling_verify")),
+            }),
+            finding_stop,
+            ..WriteOptions::default()
+        };
+        let outcome = write(
+            &mut scratch.manifest,
+            &mut engine,
+            &mut workload(Some(4)),
+            &options,
+        )
+        .unwrap();
+        assert!(outcome.stopped_on_finding && !outcome.interrupted);
+        assert!(outcome.writes < 4 * BLOCKS, "stopped early: {outcome:?}");
+        assert_eq!(*watch.told.lock().unwrap(), [(5, "rolling_verify")]);
+        let found: Vec<(u64, crate::verify::FindingClass, bool)> = outcome
+            .rolling_findings
+            .iter()
+            .map(|f| (f.block, f.classified.class, f.persistent))
+            .collect();
+        assert_eq!(found, [(5, crate::verify::FindingClass::Corrupt, true)]);
+        // Stopped as on a signal: every completed write recorded, the
+        // manifest closed.
+        assert_eq!(scratch.manifest.count_written(), outcome.blocks_written);
+        assert_eq!(
+            scratch.manifest.header().state,
+            crate::manifest::ManifestState::Clean
+        );
     }
 }

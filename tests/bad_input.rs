@@ -1106,3 +1106,78 @@ fn junit_and_prometheus_files_that_cannot_be_written_are_refused_before_anything
     left.sort();
     assert_eq!(left, ["disk.img", "m"]);
 }
+
+#[test]
+fn bad_on_finding_flags_are_refused_before_anything_runs() {
+    let env = written_env();
+    let on = |command: &'static str, extra: &[&'static str]| -> Vec<&'static str> {
+        let mut args = vec![command, "disk.img", "--manifest", "m"];
+        if command == "soak" {
+            args.extend(["--duration", "1s"]);
+        }
+        args.extend_from_slice(extra);
+        args
+    };
+    for command in ["verify", "run", "soak"] {
+        refuses(
+            &env,
+            &on(command, &["--on-finding", ""]),
+            2,
+            "bad --on-finding: the command is empty; give a shell command",
+        );
+    }
+    refuses(
+        &env,
+        &on("verify", &["--on-finding", "  "]),
+        2,
+        "bad --on-finding: the command is empty",
+    );
+    refuses(
+        &env,
+        &on(
+            "verify",
+            &["--on-finding", "true", "--on-finding-timeout", "0"],
+        ),
+        2,
+        "bad --on-finding-timeout 0: give a time above zero, e.g. 5m",
+    );
+    refuses(
+        &env,
+        &on(
+            "soak",
+            &["--on-finding", "true", "--on-finding-timeout", "soon"],
+        ),
+        2,
+        "--on-finding-timeout: ",
+    );
+    refuses(
+        &env,
+        &on("verify", &["--on-finding-each"]),
+        2,
+        "--on-finding-each needs --on-finding CMD",
+    );
+    refuses(
+        &env,
+        &on("run", &["--on-finding-timeout", "1m"]),
+        2,
+        "--on-finding-timeout needs --on-finding CMD",
+    );
+    // A new run refused for its --on-finding creates neither target nor
+    // manifest.
+    refuses(
+        &env,
+        &[
+            "run",
+            "new.img",
+            "--manifest",
+            "new.m",
+            "--size",
+            "1MiB",
+            "--on-finding",
+            "",
+        ],
+        2,
+        "bad --on-finding",
+    );
+    assert!(!env.path("new.img").exists() && !env.path("new.m").exists());
+}

@@ -523,8 +523,17 @@ fn every_report_field_and_finding_class_is_in_the_contract() {
     image.zero_block(9);
     image.splice_sectors(&older, 12, 0..4);
     image.sync();
-    env.run(&["verify", "disk.img", "--manifest", "m", "--json", "v.json"])
-        .assert_code(1);
+    env.run(&[
+        "verify",
+        "disk.img",
+        "--manifest",
+        "m",
+        "--json",
+        "v.json",
+        "--on-finding",
+        "echo collected",
+    ])
+    .assert_code(1);
     env.run(&[
         "soak",
         "soak.img",

@@ -39,6 +39,11 @@ pub(super) fn start(
         show: 0,
         options: crate::verify::VerifyOptions {
             metrics: Some(Arc::clone(&metrics)),
+            watch: verify
+                .options
+                .watch
+                .as_ref()
+                .map(|w| w.for_source("disruption_verify")),
             ..verify.options.clone()
         },
         ..verify.clone()

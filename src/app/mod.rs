@@ -5,6 +5,7 @@
 mod checkpoint;
 mod disruptions;
 mod inspect;
+mod on_finding;
 mod phases;
 mod report;
 mod run;

@@ -25,7 +25,7 @@ use crate::storage::{self, OpenRequest, Target};
 use crate::units::{format_rate, format_size};
 use crate::verify::{self, Classified, Finding, FindingClass};
 use crate::workload::{BurstPlan, BurstWorkload, Scatter};
-use crate::writer::{self, WriteOptions, WriteOutcome};
+use crate::writer::{self, RollingConfirm, WriteOptions, WriteOutcome};
 
 /// A write's flags resolved against the manifest it continues (if any):
 /// everything that can be checked without changing the target or the
@@ -341,6 +341,14 @@ pub(super) fn write_phase(
         progress: Some(counters),
         stop,
         loss: target.loss_counters(),
+        // Rolling-verify findings are re-read at once, before any later
+        // write of their blocks.
+        confirm: config.options.confirm.clone().or_else(|| {
+            Some(RollingConfirm {
+                target: Arc::clone(target),
+                watch: None,
+            })
+        }),
         ..config.options.clone()
     };
     let outcome = writer::write(manifest, engine.as_mut(), &mut workload, &options);
@@ -373,6 +381,10 @@ pub(super) fn write_phase(
     );
     if outcome.interrupted {
         crate::say!("stopped early by a signal; the manifest records every completed write");
+    } else if outcome.stopped_on_finding {
+        crate::say!(
+            "stopped early on a finding (--stop-on-finding); the manifest records every completed write"
+        );
     }
     if outcome.rewrites > 0 {
         crate::say!(
@@ -388,9 +400,14 @@ pub(super) fn write_phase(
         );
         for finding in outcome.rolling_findings.iter().take(10) {
             crate::say!(
-                "  block {}: {}: {}",
+                "  block {}: {} [{}]: {}",
                 finding.block,
                 finding.classified.class.name(),
+                if finding.persistent {
+                    "persistent"
+                } else {
+                    "transient"
+                },
                 finding.classified.detail
             );
         }
@@ -407,16 +424,6 @@ fn scatter_name(scatter: Scatter) -> &'static str {
         Scatter::Interleave => "interleave",
         Scatter::Sequential => "sequential",
     }
-}
-
-pub(super) fn verify_phase(
-    manifest: &Manifest,
-    target: Arc<dyn Target>,
-    checkpoint: Option<&str>,
-    config: &VerifyConfig,
-) -> Result<ExitCode> {
-    let report = verify_report(manifest, target, checkpoint, config)?;
-    emit_report(&report, config)
 }
 
 /// Verify and build the report, printing only notes.
@@ -525,6 +532,11 @@ pub(super) fn verify_expected(
             manifest.header().target.size_bytes,
         ) {
             beyond += 1;
+            if let Some(watch) = &options.watch
+                && watch.wants(&finding)
+            {
+                watch.confirmed(&finding);
+            }
             if outcome.findings.len() < options.max_findings {
                 outcome.findings.push(finding);
             }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::disruptions;
+use super::on_finding;
 use super::phases::{emit_report, prepare_write, start_recording, verify_report, write_phase};
 use crate::cli::SoakArgs;
 use crate::config::{VerifyConfig, WriteConfig};
@@ -19,6 +20,7 @@ use crate::units::parse_duration;
 use crate::writer::WriteOutcome;
 
 pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
+    let started = Instant::now();
     let mut write_config = WriteConfig::from_flags(&args.write)?;
     if args.write.target_loss.reconnect_timeout.is_none() {
         // A soak is meant to outlive a failover: it reconnects by default.
@@ -53,6 +55,13 @@ pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
         prepare_write(&args.target, &write_config, Some(verify_config.engine))?;
     recording.run_started(manifest.header().run_id);
     crate::signals::install();
+    let actions = on_finding::arm(
+        &mut verify_config,
+        Some(&mut write_config),
+        &manifest,
+        &target,
+        started,
+    );
     let schedule = disruptions::start(&mut write_config, &target, &manifest, &verify_config);
     let result = soak_loop(
         &recording,
@@ -82,6 +91,7 @@ pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
     }
     report.soak = Some(soak);
     disruptions::add_to_report(&mut report, disrupted);
+    on_finding::finish(&actions, &mut report);
     let code = emit_report(&report, &verify_config)?;
     if let Some(warning) = recording.finish() {
         eprintln!("warning: {warning}");
@@ -104,10 +114,18 @@ fn soak_loop(
     duration: Duration,
     verify_every: Duration,
 ) -> Result<(Report, SoakSection)> {
-    let interval_verify = VerifyConfig {
+    let mut interval_verify = VerifyConfig {
         json: None,
         ..verify_config.clone()
     };
+    interval_verify.options.watch = verify_config
+        .options
+        .watch
+        .as_ref()
+        .map(|w| w.for_source("interval_verify"));
+    // `--stop-on-finding`: ends the soak as a signal does, but is no signal.
+    let finding_stop = &write_config.options.finding_stop;
+    let stop_requested = || crate::signals::stop_requested() || finding_stop.stop_requested();
     let started = Instant::now();
     let mut intervals = Vec::new();
     let mut rolling = Vec::new();
@@ -118,7 +136,7 @@ fn soak_loop(
     let mut unwritten_since: Option<Report> = None;
     loop {
         let remaining = duration.saturating_sub(started.elapsed());
-        if remaining.is_zero() || crate::signals::stop_requested() {
+        if remaining.is_zero() || stop_requested() {
             break;
         }
         unwritten_since = None;
@@ -129,13 +147,11 @@ fn soak_loop(
         writes += outcome.writes;
         bytes_written += outcome.bytes_written;
         rolling_checked += outcome.rolling_checked_blocks;
+        // Confirmed by the writer as they were found.
         let found_rolling = std::mem::take(&mut outcome.rolling_findings);
         let rolling_count = found_rolling.len() as u64;
-        for mut finding in found_rolling {
-            finding.confirm(target.as_ref(), &manifest.format());
-            rolling.push(finding);
-        }
-        if crate::signals::stop_requested() || started.elapsed() >= duration {
+        rolling.extend(found_rolling);
+        if stop_requested() || started.elapsed() >= duration {
             // The final verify below closes this interval.
             intervals.push(interval(
                 intervals.len() as u64,
@@ -166,11 +182,16 @@ fn soak_loop(
         unwritten_since = Some(report);
     }
     let stopped_by_signal = crate::signals::stop_requested();
+    let stopped_on_finding = finding_stop.stop_requested() && !stopped_by_signal;
     let report = match unwritten_since {
         Some(report) => {
             if stopped_by_signal {
                 eprintln!(
                     "note: stopped on a signal during an interval verify; that verify is the final one"
+                );
+            } else if stopped_on_finding {
+                eprintln!(
+                    "note: stopped on a finding of an interval verify; that verify is the final one"
                 );
             }
             report
@@ -180,6 +201,8 @@ fn soak_loop(
                 eprintln!(
                     "note: stopping on a signal: final verify (a second signal ends at once)"
                 );
+            } else if stopped_on_finding {
+                eprintln!("note: stopped on a finding: final verify");
             }
             verify_report(manifest, Arc::clone(target), None, verify_config)?
         }

@@ -131,6 +131,11 @@ pub struct WriteFlags {
     /// every 5 s and at the end.
     #[arg(long, value_name = "FILE")]
     pub prometheus: Option<PathBuf>,
+    /// End the writing at the first confirmed (persistent) finding of the
+    /// rolling read-back or a post-disruption verify, keeping the evidence;
+    /// turns on --verify-backlog 1024 when it is not given.
+    #[arg(long)]
+    pub stop_on_finding: bool,
 }
 
 #[derive(Debug, Args)]
@@ -194,6 +199,8 @@ pub struct VerifyFlags {
     /// for CI systems).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    #[command(flatten)]
+    pub on_finding: OnFindingFlags,
 }
 
 #[derive(Debug, Args)]
@@ -300,4 +307,22 @@ pub struct SelftestArgs {
     /// Write the results as JUnit XML to FILE (a test case per row of the table).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+}
+
+/// A command run as soon as a finding is confirmed (docs/CONTRACT.md).
+#[derive(Debug, Args)]
+pub struct OnFindingFlags {
+    /// Shell command run (sh -c) as soon as the first persistent finding is
+    /// confirmed, with the finding in BLOCKSTAMP_* variables, while the
+    /// verify goes on; it never changes the verdict.
+    #[arg(long, value_name = "CMD")]
+    pub on_finding: Option<String>,
+    /// Run --on-finding once per finding class and 64 MiB region of the
+    /// target, instead of once.
+    #[arg(long)]
+    pub on_finding_each: bool,
+    /// Longest one run of --on-finding may take; past it, its process group
+    /// is killed [default: 5m].
+    #[arg(long, value_name = "DURATION")]
+    pub on_finding_timeout: Option<String>,
 }

@@ -1,7 +1,8 @@
-//! Running a user's disruption command: `sh -c CMD` in a process group of
-//! its own (so the terminal's Ctrl-C meant for blockstamp never interrupts
-//! a firmware update half-way), its output passed on to stderr line by line
-//! and its tail kept for the error message, and a time limit after which
+//! Running a user's command (a disruption, its recovery, an `--on-finding`
+//! command): `sh -c CMD` in a process group of its own (so the terminal's
+//! Ctrl-C meant for blockstamp never interrupts a firmware update
+//! half-way), its output passed on to stderr line by line and its tail
+//! kept for the error message and the report, and a time limit after which
 //! the whole group is killed.
 
 use std::io::{BufRead, BufReader, Read};
@@ -9,22 +10,97 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Lines of output kept for the message of a command that failed.
-const TAIL_LINES: usize = 5;
+/// Lines of output kept: the last one names a failure; the report of an
+/// `--on-finding` command keeps them all.
+pub const TAIL_LINES: usize = 20;
+/// Characters kept of each line of that tail.
+const TAIL_LINE_CHARS: usize = 500;
 
 /// How a command ended when it did not succeed: one line for the user.
 #[derive(Debug)]
 pub struct CommandFailed(pub String);
 
+/// How a command that started ended.
+#[derive(Debug)]
+pub struct Ran {
+    /// How it exited; `None` when it outlived its time and was killed.
+    pub status: Option<std::process::ExitStatus>,
+    /// From its start until it exited (or was killed).
+    pub duration: Duration,
+    /// Its last lines of output, stdout and stderr as they came, at most
+    /// [`TAIL_LINES`].
+    pub tail: Vec<String>,
+}
+
+impl Ran {
+    pub fn timed_out(&self) -> bool {
+        self.status.is_none()
+    }
+
+    /// One line saying how the command failed, or `None` when it exited 0.
+    /// `timeout_flag` names the flag that set its time limit.
+    pub fn failure(
+        &self,
+        what: &str,
+        command: &str,
+        timeout: Duration,
+        timeout_flag: &str,
+    ) -> Option<String> {
+        let last = self
+            .tail
+            .last()
+            .map(|line| format!(" (last output: {line})"))
+            .unwrap_or_default();
+        match self.status {
+            None => Some(format!(
+                "--{what} `{command}` did not finish within {timeout_flag} {}; it was killed{last}",
+                crate::units::format_duration(timeout)
+            )),
+            Some(status) if status.success() => None,
+            Some(status) => {
+                let how = match (
+                    status.code(),
+                    std::os::unix::process::ExitStatusExt::signal(&status),
+                ) {
+                    (Some(code), _) => format!("exited with status {code}"),
+                    (None, Some(signal)) => format!("was killed by signal {signal}"),
+                    (None, None) => format!("ended with {status}"),
+                };
+                Some(format!(
+                    "--{what} `{command}` {how} after {:.1} s{last}",
+                    self.duration.as_secs_f64()
+                ))
+            }
+        }
+    }
+}
+
 /// Run `command` with `env` set; Ok with how long it ran when it exited 0
-/// within `timeout`. `what` names it in the lines it prints ("disrupt",
-/// "recover").
+/// within `timeout` (`--disrupt-timeout`). `what` names it in the lines it
+/// prints ("disrupt", "recover").
 pub fn run(
     what: &str,
     command: &str,
     env: &[(&str, String)],
     timeout: Duration,
 ) -> Result<Duration, CommandFailed> {
+    let ran = execute(what, command, env, timeout)?;
+    match ran.failure(what, command, timeout, "--disrupt-timeout") {
+        Some(message) => Err(CommandFailed(message)),
+        None => Ok(ran.duration),
+    }
+}
+
+/// Run `command` with `env` set until it exits or `timeout` passes (then
+/// its whole process group is killed), passing its output on to stderr,
+/// each line prefixed `what: `. An error only when it could not be started
+/// or waited for.
+pub fn execute(
+    what: &str,
+    command: &str,
+    env: &[(&str, String)],
+    timeout: Duration,
+) -> Result<Ran, CommandFailed> {
     use std::os::unix::process::CommandExt;
     let started = Instant::now();
     let mut child = Command::new("sh")
@@ -61,7 +137,7 @@ pub fn run(
                 if tail.len() == TAIL_LINES {
                     tail.remove(0);
                 }
-                tail.push(line);
+                tail.push(line.chars().take(TAIL_LINE_CHARS).collect());
             }
         })
     })
@@ -85,6 +161,7 @@ pub fn run(
             }
         }
     };
+    let duration = started.elapsed();
     // The group's other processes may hold the pipes open (a server the
     // command started in the background): never wait for them.
     let deadline = Instant::now() + Duration::from_millis(200);
@@ -93,35 +170,12 @@ pub fn run(
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    let ran = started.elapsed();
-    let last = tail
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .last()
-        .cloned()
-        .map(|line| format!(" (last output: {line})"))
-        .unwrap_or_default();
-    match status {
-        None => Err(CommandFailed(format!(
-            "--{what} `{command}` did not finish within --disrupt-timeout {}; it was killed{last}",
-            crate::units::format_duration(timeout)
-        ))),
-        Some(status) if status.success() => Ok(ran),
-        Some(status) => {
-            let how = match (
-                status.code(),
-                std::os::unix::process::ExitStatusExt::signal(&status),
-            ) {
-                (Some(code), _) => format!("exited with status {code}"),
-                (None, Some(signal)) => format!("was killed by signal {signal}"),
-                (None, None) => format!("ended with {status}"),
-            };
-            Err(CommandFailed(format!(
-                "--{what} `{command}` {how} after {:.1} s{last}",
-                ran.as_secs_f64()
-            )))
-        }
-    }
+    let tail = tail.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Ok(Ran {
+        status,
+        duration,
+        tail,
+    })
 }
 
 /// Kill every process of the command's group (it may have started more).

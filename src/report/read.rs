@@ -204,6 +204,17 @@ pub(crate) mod tests {
             "direct_io": true,
             "engine": "sync",
             "notes": [],
+            "on_finding": [
+                {"command": "collect-array-logs --since 10m",
+                 "trigger": {"class": "lost_write", "block": 17, "offset": 69632,
+                             "detail": "holds generation 1 of this block, expected 2: the newer write did not persist",
+                             "source": "rolling_verify"},
+                 "started_at_s": 12.5, "exit_status": 0, "timed_out": false, "duration_s": 41.25,
+                 "output_tail": ["collected 3 log bundle(s)", "uploaded to ticket 4711"]}
+            ],
+            "stopped_on_finding": {"class": "lost_write", "block": 17, "offset": 69632,
+                                   "detail": "holds generation 1 of this block, expected 2: the newer write did not persist",
+                                   "source": "rolling_verify"},
             "metrics": {
                 "write": {"ios": 2000000, "bytes": 8192000000u64, "active_s": 20.0, "iops": 100000.0,
                           "bytes_per_s": 409600000.0,
@@ -294,6 +305,11 @@ pub(crate) mod tests {
         );
         assert_eq!(report.metrics.as_ref().unwrap().timeline.len(), 30);
         assert_eq!(report.read_bytes_per_s(), 1533916891.0);
+        let runs = report.on_finding.as_ref().expect("on_finding read");
+        assert_eq!(runs[0].exit_status, Some(0));
+        assert_eq!(runs[0].trigger.source, "rolling_verify");
+        assert_eq!(runs[0].output_tail.len(), 2);
+        assert_eq!(report.stopped_on_finding.as_ref().unwrap().block, 17);
     }
 
     #[test]

@@ -72,6 +72,14 @@ pub struct Report {
     /// per-second timeline (see `metrics`); absent when not recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsSummary>,
+    /// The runs of the `--on-finding` command, in the order they started;
+    /// absent without `--on-finding`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_finding: Option<Vec<OnFindingRun>>,
+    /// The finding `--stop-on-finding` ended the writing at; absent when it
+    /// did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_on_finding: Option<FindingTrigger>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -215,6 +223,36 @@ pub struct Interval {
     pub verify_bytes_per_s: f64,
 }
 
+/// A confirmed finding that set something off (`--on-finding`,
+/// `--stop-on-finding`), and which check found it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FindingTrigger {
+    pub class: String,
+    pub block: u64,
+    pub offset: u64,
+    #[serde(default)]
+    pub detail: String,
+    /// `verify`, `interval_verify`, `rolling_verify` or `disruption_verify`.
+    pub source: String,
+}
+
+/// One run of the `--on-finding` command.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OnFindingRun {
+    pub command: String,
+    pub trigger: FindingTrigger,
+    /// Seconds from the start of the blockstamp command to its start.
+    pub started_at_s: f64,
+    /// Its exit status; null when it did not exit by itself (killed at the
+    /// time limit, or by a signal) or could not be started.
+    pub exit_status: Option<i32>,
+    /// Killed (with its process group) at `--on-finding-timeout`.
+    pub timed_out: bool,
+    pub duration_s: f64,
+    /// Its last lines of output, stdout and stderr as they came.
+    pub output_tail: Vec<String>,
+}
+
 /// Everything about the run the report needs besides the verify outcome.
 pub struct ReportContext {
     pub run_id: u64,
@@ -290,6 +328,8 @@ impl Report {
             disruptions: Vec::new(),
             soak: None,
             metrics: None,
+            on_finding: None,
+            stopped_on_finding: None,
         }
     }
 
@@ -448,6 +488,8 @@ mod tests {
     fn optional_sections_are_left_out_not_written_as_null() {
         let mut json = sample_json();
         json.as_object_mut().unwrap().remove("metrics");
+        json.as_object_mut().unwrap().remove("on_finding");
+        json.as_object_mut().unwrap().remove("stopped_on_finding");
         json["findings"][2]
             .as_object_mut()
             .unwrap()
@@ -456,6 +498,7 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&written).unwrap();
         assert_eq!(value, json);
         assert!(!written.contains("\"soak\"") && !written.contains("\"metrics\""));
+        assert!(!written.contains("\"on_finding\"") && !written.contains("\"stopped_on_finding\""));
         // `checkpoint` is the exception: the contract writes it as null.
         assert_eq!(value["checkpoint"], serde_json::Value::Null);
     }

@@ -10,6 +10,7 @@
 pub mod classify;
 pub mod incidents;
 pub mod survivors;
+pub mod watch;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,6 +26,7 @@ use crate::stamp::{self, MAGIC, RunFormat, SECTOR_BYTES};
 use crate::storage::{self, Target};
 pub use classify::{Classified, Corruption, Expectation, FindingClass, SectorSpan, classify};
 pub use survivors::Survivors;
+pub use watch::{FindingWatch, Watcher};
 
 /// One block that is not what was expected.
 #[derive(Clone, Debug)]
@@ -42,6 +44,8 @@ pub struct Finding {
     pub found_write: Option<FoundWrite>,
     /// CRC32C of the bytes first read (None when the read failed).
     first_read_crc: Option<u32>,
+    /// The second read was made (`persistent` says what it found).
+    reread: bool,
 }
 
 /// The write sequence number and time a found stamp carries.
@@ -86,7 +90,8 @@ pub fn found_write(
 
 impl Finding {
     /// A finding from a read made outside `verify` (the writer's rolling
-    /// verify); `persistent` is left false until re-read.
+    /// verify); `persistent` is left false until re-read. Empty `bytes`:
+    /// the read failed.
     pub fn from_read(
         block: u64,
         block_size: u32,
@@ -103,13 +108,37 @@ impl Finding {
             classified,
             unreadable_sectors: Vec::new(),
             persistent: false,
-            first_read_crc: Some(crc32c::crc32c(bytes)),
+            first_read_crc: (!bytes.is_empty()).then(|| crc32c::crc32c(bytes)),
+            reread: false,
         }
     }
 
-    /// The same block read again returned the same bytes.
+    /// Read the block a second time: `persistent` when it returned the same
+    /// bytes (or, for a failed read, failed again). Done once: a finding
+    /// already re-read keeps its answer.
     pub fn confirm(&mut self, target: &dyn Target, format: &RunFormat) {
-        self.persistent = reread_matches(target, format, self);
+        if !self.reread {
+            self.persistent = reread_matches(target, format, self);
+            self.reread = true;
+        }
+    }
+}
+
+/// Confirm at once the findings `watch` wants, and tell it of those that
+/// are persistent.
+fn confirm_watched(
+    findings: &mut [Finding],
+    target: &dyn Target,
+    format: &RunFormat,
+    watch: &Watcher,
+) {
+    for finding in findings {
+        if watch.wants(finding) {
+            finding.confirm(target, format);
+            if finding.persistent {
+                watch.confirmed(finding);
+            }
+        }
     }
 }
 
@@ -128,6 +157,9 @@ pub struct VerifyOptions {
     /// Check only the blocks before this one (a target shorter than its
     /// manifest: the caller reports the rest); None: every block.
     pub block_limit: Option<u64>,
+    /// Told of each persistent finding as soon as it is confirmed
+    /// (`--on-finding`, `--stop-on-finding`).
+    pub watch: Option<Watcher>,
 }
 
 impl Default for VerifyOptions {
@@ -141,6 +173,7 @@ impl Default for VerifyOptions {
             max_findings: 100_000,
             metrics: None,
             block_limit: None,
+            watch: None,
         }
     }
 }
@@ -341,9 +374,10 @@ pub fn verify(
                     let target = Arc::clone(&target);
                     let read_ok = completion.result.is_ok();
                     let buf = completion.buf;
+                    let watch = options.watch.clone();
                     checking += 1;
                     scope.spawn(move |_| {
-                        let result = if read_ok {
+                        let mut result = if read_ok {
                             check_chunk(format, expected, &chunk, buf, survivors_ref)
                         } else {
                             // The chunk read failed: find the failing
@@ -359,6 +393,9 @@ pub fn verify(
                             result.buf = Some(buf);
                             result
                         };
+                        if let Some(watch) = &watch {
+                            confirm_watched(&mut result.findings, target.as_ref(), format, watch);
+                        }
                         let _ = sender.send(result);
                     });
                 }
@@ -384,20 +421,17 @@ pub fn verify(
         ..
     } = tally;
     findings.sort_by_key(|f| f.block);
-    // Re-read each finding once: the same bytes again means the medium
-    // holds them; different bytes point at the read path or a cache. (Not
-    // on a lost target: the re-reads would only fail.)
-    let reread = if lost.is_some() { 0 } else { findings.len() };
-    let rereads: Vec<(usize, bool)> = pool.install(|| {
-        use rayon::prelude::*;
-        findings[..reread]
-            .par_iter()
-            .enumerate()
-            .map(|(index, finding)| (index, reread_matches(target.as_ref(), format, finding)))
-            .collect()
-    });
-    for (index, persistent) in rereads {
-        findings[index].persistent = persistent;
+    // Re-read each finding once (those a watch wanted already were): the
+    // same bytes again means the medium holds them; different bytes point
+    // at the read path or a cache. (Not on a lost target: the re-reads
+    // would only fail.)
+    if lost.is_none() {
+        pool.install(|| {
+            use rayon::prelude::*;
+            findings
+                .par_iter_mut()
+                .for_each(|finding| finding.confirm(target.as_ref(), format));
+        });
     }
 
     Ok(VerifyOutcome {
@@ -525,6 +559,7 @@ pub fn check_block(
         unreadable_sectors: Vec::new(),
         persistent: false,
         first_read_crc: Some(crc32c::crc32c(bytes)),
+        reread: false,
     })
 }
 
@@ -696,6 +731,7 @@ fn check_blocks_one_by_one(
                     unreadable_sectors: failing,
                     persistent: false,
                     first_read_crc: None,
+                    reread: false,
                 });
             }
         }
