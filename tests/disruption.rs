@@ -262,9 +262,8 @@ fn soak_across_three_restarts(env: &TestEnv, uri: &str, restart: &str) {
             &env.p("r.json"),
         ],
     );
+    assert_eq!(run.code, 0, "{}", run.stderr);
     let report = json(env, "r.json");
-    assert_eq!(run.code, 0, "{}\n{:#}", run.stderr, report["soak"]);
-    run.assert_code(0);
     assert_eq!(report["clean"], true, "{report:#}");
     let written = report["blocks"]["expected_written"].as_u64().unwrap();
     assert_eq!(written, report["blocks"]["total"].as_u64().unwrap());

@@ -210,6 +210,22 @@ pub fn file_digest(path: &Path) -> Option<u32> {
     std::fs::read(path).ok().map(|bytes| crc32c::crc32c(&bytes))
 }
 
+/// The digest of a file something else may still be finishing writes to
+/// (a server serving requests a killed client sent): once two readings
+/// half a second apart agree (at most 10 s).
+pub fn settled_digest(path: &Path) -> Option<u32> {
+    let mut last = file_digest(path);
+    for _ in 0..20 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let now = file_digest(path);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
 /// Run `command` in its own process group, killing the group after `limit`.
 pub fn run_bounded(mut command: Command, limit: std::time::Duration) -> Run {
     use std::os::unix::process::CommandExt;
