@@ -220,7 +220,7 @@ impl Hasher for IntHasher {
 /// flush of the manifest's filesystem, which stalls the target's queue when
 /// both share a disk). Nothing is durable before the end then, so every
 /// write is at risk anyway and a big batch widens nothing.
-const INTENT_BATCH_ENTRIES: usize = 65536;
+const INTENT_BATCH_ENTRIES: usize = 4096;
 
 /// Completed writes kept waiting for a flush, at most: past this the writer
 /// flushes (without a journal, which bounds them otherwise, and without a
