@@ -20,11 +20,15 @@ use crate::error::{Error, Result};
 /// "Written since the latest checkpoint."
 const DIRTY_BIT: u16 = 0x8000;
 
+/// The generation bits of four little-endian entries read as one u64.
+const GENERATIONS: u64 = 0x7fff_7fff_7fff_7fff;
+
 pub(super) enum MapView {
     Read(Mmap),
     Write(MmapMut),
-    /// Read into memory: the map has holes, and a page fault on a hole of
-    /// a full filesystem (tmpfs) would kill the process with SIGBUS.
+    /// Read into memory: the map has holes on a filesystem where a page
+    /// fault on a hole needs space (tmpfs), and on a full one would kill
+    /// the process with SIGBUS.
     Copied(Vec<u8>),
 }
 
@@ -46,7 +50,10 @@ pub(super) fn map_view(
 ) -> Result<MapView> {
     // At least one page: a mapping cannot be empty.
     let length = map_region_bytes(header.block_count).max(4096) as usize;
-    if access == Access::Read && super::has_hole_before(file, MAP_OFFSET + length as u64) {
+    if access == Access::Read
+        && super::has_hole_before(file, MAP_OFFSET + length as u64)
+        && read_fault_needs_space(file)
+    {
         let mut bytes = vec![0u8; length];
         file.read_exact_at(&mut bytes, MAP_OFFSET)
             .map_err(|e| Error::run(format!("cannot read manifest {}: {e}", path.display())))?;
@@ -66,6 +73,16 @@ pub(super) fn map_view(
         }
     };
     result.map_err(|e| Error::run(format!("cannot map manifest {}: {e}", path.display())))
+}
+
+/// Whether a read fault on a hole of `file` takes space from its filesystem:
+/// on tmpfs it allocates a page charged to the mount. Elsewhere a hole
+/// (or an unwritten extent, which ext4 reports as one) reads as zeros from
+/// the page cache and needs no space: mapping it is safe, and copying a
+/// 512 MiB map of a 1 TiB target would cost a verify more than its reads.
+fn read_fault_needs_space(file: &File) -> bool {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    rustix::fs::fstatfs(file).map_or(true, |s| s.f_type as i64 == TMPFS_MAGIC)
 }
 
 impl Manifest {
@@ -137,7 +154,19 @@ impl Manifest {
     /// Blocks with a non-zero expected generation.
     pub fn count_written(&self) -> u64 {
         let length = self.header.block_count as usize * 2;
-        let mapped = self.map.bytes()[..length]
+        // Four entries at a time: this runs over every block of the target.
+        let mut words = self.map.bytes()[..length].chunks_exact(8);
+        let mut mapped = 0u64;
+        for word in &mut words {
+            let entries = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+            if entries & GENERATIONS != 0 {
+                mapped += (0..4)
+                    .filter(|i| (entries >> (16 * i)) & 0x7fff != 0)
+                    .count() as u64;
+            }
+        }
+        mapped += words
+            .remainder()
             .chunks_exact(2)
             .filter(|e| u16::from_le_bytes([e[0], e[1]]) & !DIRTY_BIT != 0)
             .count() as u64;
@@ -176,6 +205,37 @@ impl Manifest {
     pub(super) fn map_crc(&self) -> u32 {
         let length = self.header.block_count as usize * 2;
         crc32c::crc32c(&self.map.bytes()[..length])
+    }
+
+    /// Append to `out`, ascending, the blocks of `blocks` whose map entry
+    /// holds a generation (deferred entries not included). Four entries
+    /// are tested at a time: a verify of a sparse target scans the map of
+    /// every block it does not read.
+    pub(super) fn mapped_written_in(&self, blocks: std::ops::Range<u64>, out: &mut Vec<u64>) {
+        let end = blocks.end.min(self.header.block_count);
+        if blocks.start >= end {
+            return;
+        }
+        let bytes = &self.map.bytes()[blocks.start as usize * 2..end as usize * 2];
+        let mut words = bytes.chunks_exact(8);
+        let mut block = blocks.start;
+        for word in &mut words {
+            let entries = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+            if entries & GENERATIONS != 0 {
+                for i in 0..4 {
+                    if (entries >> (16 * i)) & 0x7fff != 0 {
+                        out.push(block + i);
+                    }
+                }
+            }
+            block += 4;
+        }
+        for entry in words.remainder().chunks_exact(2) {
+            if u16::from_le_bytes([entry[0], entry[1]]) & !DIRTY_BIT != 0 {
+                out.push(block);
+            }
+            block += 1;
+        }
     }
 }
 
