@@ -154,12 +154,7 @@ impl Manifest {
             } else {
                 None
             };
-            return Ok(Expected {
-                manifest: self,
-                overrides: None,
-                checkpoint: None,
-                pending,
-            });
+            return Ok(Expected::new(self, None, None, pending));
         };
         let start = self.checkpoint(name)?.undo_start;
         let entries = self.read_undo_from(start)?;
@@ -178,12 +173,12 @@ impl Manifest {
             }
             overrides.insert(block, generation);
         }
-        Ok(Expected {
-            manifest: self,
-            overrides: Some(overrides),
-            checkpoint: Some(name.to_string()),
-            pending: None,
-        })
+        Ok(Expected::new(
+            self,
+            Some(overrides),
+            Some(name.to_string()),
+            None,
+        ))
     }
 
     /// Undo entries from index `start` to the end of the log (the first
@@ -221,6 +216,31 @@ pub struct Expected<'m> {
     overrides: Option<HashMap<u64, u32>>,
     checkpoint: Option<String>,
     pending: Option<HashMap<u64, (u32, u32)>>,
+    /// The blocks whose expectation the map alone does not give (overridden
+    /// by the checkpoint, pending, or deferred), ascending.
+    exceptions: Vec<u64>,
+}
+
+impl<'m> Expected<'m> {
+    fn new(
+        manifest: &'m Manifest,
+        overrides: Option<HashMap<u64, u32>>,
+        checkpoint: Option<String>,
+        pending: Option<HashMap<u64, (u32, u32)>>,
+    ) -> Expected<'m> {
+        let mut exceptions: Vec<u64> = manifest.deferred.keys().copied().collect();
+        exceptions.extend(overrides.iter().flat_map(|o| o.keys().copied()));
+        exceptions.extend(pending.iter().flat_map(|p| p.keys().copied()));
+        exceptions.sort_unstable();
+        exceptions.dedup();
+        Expected {
+            manifest,
+            overrides,
+            checkpoint,
+            pending,
+            exceptions,
+        }
+    }
 }
 
 impl Expected<'_> {
@@ -256,6 +276,27 @@ impl Expected<'_> {
 
     pub fn block_count(&self) -> u64 {
         self.manifest.block_count()
+    }
+
+    /// The blocks of `blocks` expected to hold a stamp or with a pending
+    /// write, ascending, in `out` (replacing what it held): what a reader
+    /// must look at even where the target reports a hole. Costs a scan of
+    /// the range's map entries, and nothing per block of the target beyond.
+    pub fn stamped_or_pending_in(&self, blocks: std::ops::Range<u64>, out: &mut Vec<u64>) {
+        out.clear();
+        self.manifest.mapped_written_in(blocks.clone(), out);
+        let from = self.exceptions.partition_point(|&b| b < blocks.start);
+        let mapped = out.len();
+        out.extend(
+            self.exceptions[from..]
+                .iter()
+                .take_while(|&&b| b < blocks.end),
+        );
+        if out.len() > mapped {
+            out.sort_unstable();
+            out.dedup();
+        }
+        out.retain(|&b| self.generation(b) != 0 || self.pending(b).is_some());
     }
 
     /// Blocks expected to hold a stamp.
@@ -332,5 +373,37 @@ mod tests {
         let latest = m.expected(None).unwrap();
         assert_eq!([1, 2, 5].map(|b| latest.generation(b)), [4, 2, 1]);
         assert!(m.expected(Some("nope")).is_err());
+    }
+
+    #[test]
+    fn the_stamped_blocks_of_a_range_are_those_of_the_expected_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = new_manifest(dir.path());
+        m.begin_write().unwrap();
+        for block in [1, 6, 7, 200] {
+            m.set_generation(block, 1);
+        }
+        m.add_checkpoint("base").unwrap();
+        m.set_generation(5, 1);
+        m.set_generation(200, 2);
+        m.finish_write().unwrap();
+        drop(m);
+        let m = Manifest::open(&dir.path().join("m"), Access::Read).unwrap();
+        for (checkpoint, stamped) in [
+            (None, vec![1, 5, 6, 7, 200]),
+            (Some("base"), vec![1, 6, 7, 200]),
+        ] {
+            let expected = m.expected(checkpoint).unwrap();
+            let mut out = vec![99];
+            for range in [0..256, 2..201, 5..7, 7..8, 8..200] {
+                expected.stamped_or_pending_in(range.clone(), &mut out);
+                let want: Vec<u64> = stamped
+                    .iter()
+                    .copied()
+                    .filter(|b| range.contains(b))
+                    .collect();
+                assert_eq!(out, want, "{checkpoint:?} {range:?}");
+            }
+        }
     }
 }
