@@ -301,9 +301,20 @@ pub fn verify(
                     if let Some(p) = progress {
                         p.add(completion.buf.len() as u64);
                     }
+                    let read_ok = completion.result.is_ok();
+                    if read_ok
+                        && chunk.block_count < blocks_per_chunk
+                        && chunk.block_count * block_size <= INLINE_CHECK_BYTES
+                    {
+                        // A small read of a sparse target (a data extent):
+                        // checked here, as handing it to the pool costs more
+                        // than checking it and wakes idle threads to spin.
+                        let result = check_chunk(format, expected, &chunk, completion.buf);
+                        take_back(result, &mut tally, &mut free_buffers, &mut buffers_out);
+                        continue;
+                    }
                     let sender = sender.clone();
                     let target = Arc::clone(&target);
-                    let read_ok = completion.result.is_ok();
                     let buf = completion.buf;
                     checking += 1;
                     scope.spawn(move |_| {
@@ -414,6 +425,10 @@ enum Step {
     /// Blocks to read and check (at most a chunk).
     Read(Range<u64>),
 }
+
+/// Reads up to this size that are smaller than a chunk are checked on the
+/// reading thread.
+const INLINE_CHECK_BYTES: u64 = 64 << 10;
 
 /// Map entries scanned at a time for written blocks inside a hole.
 const HOLE_SCAN_BLOCKS: u64 = 1 << 16;
