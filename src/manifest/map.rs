@@ -82,7 +82,7 @@ pub(super) fn map_view(
 /// 512 MiB map of a 1 TiB target would cost a verify more than its reads.
 fn read_fault_needs_space(file: &File) -> bool {
     const TMPFS_MAGIC: i64 = 0x0102_1994;
-    rustix::fs::fstatfs(file).map_or(true, |s| s.f_type as i64 == TMPFS_MAGIC)
+    rustix::fs::fstatfs(file).map_or(true, |s| s.f_type == TMPFS_MAGIC)
 }
 
 impl Manifest {
