@@ -5,6 +5,7 @@
 #   scripts/bench-vs-fio.sh [DISK_DIR] [SIZE]
 #   ROUNDS=5 scripts/bench-vs-fio.sh      # alternate 5 times, print medians
 #   ROWS=sparse ROUNDS=3 scripts/bench-vs-fio.sh   # only the sparse rows
+#   BLOCKSTAMP=/path/to/blockstamp scripts/bench-vs-fio.sh   # another build
 #
 # ROWS picks the row groups: `dense` (rows 1-4: preallocated and /dev/shm
 # files at SIZE), `sparse` (rows 5-7: a fresh sparse SIZE file, and a
@@ -28,8 +29,9 @@ shm_dir=$(mktemp -d /dev/shm/bs-bench.XXXXXX)
 trap 'rm -rf "$shm_dir" "$disk_dir"/bench-*' EXIT
 
 command -v fio >/dev/null || { echo "installing fio"; apt-get install -y -qq fio >/dev/null; }
-cargo build --release --quiet
-bs=target/release/blockstamp
+# BLOCKSTAMP=path measures another build (an older one, to compare).
+bs=${BLOCKSTAMP:-target/release/blockstamp}
+[ -n "${BLOCKSTAMP:-}" ] || cargo build --release --quiet
 
 json_field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
 
