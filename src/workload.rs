@@ -14,7 +14,8 @@
 //! the rank of a block are each a few multiplications away; every order is
 //! an order of those ranks (a keyed Feistel permutation for `random`), and
 //! the bitmap has one bit per covered block. Writing 0.01% of a 1 TiB
-//! target touches 0.01% of its blocks' worth of work and memory.
+//! target (27 thousand of its 268 million blocks) costs 27 thousand
+//! choices and a 3 KiB bitmap.
 
 use std::collections::VecDeque;
 
