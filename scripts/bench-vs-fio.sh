@@ -22,6 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 disk_dir=${1:-$(mktemp -d /var/tmp/bs-bench.XXXXXX)}
+mkdir -p "$disk_dir"
 size=${2:-1G}
 rounds=${ROUNDS:-1}
 rows=${ROWS:-dense sparse}
