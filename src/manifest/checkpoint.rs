@@ -219,6 +219,9 @@ pub struct Expected<'m> {
     /// The blocks whose expectation the map alone does not give (overridden
     /// by the checkpoint, pending, or deferred), ascending.
     exceptions: Vec<u64>,
+    /// The runs of the map that may hold entries, found once for every
+    /// scan of a piece of it.
+    map_runs: std::sync::OnceLock<Vec<std::ops::Range<u64>>>,
 }
 
 impl<'m> Expected<'m> {
@@ -239,6 +242,7 @@ impl<'m> Expected<'m> {
             checkpoint,
             pending,
             exceptions,
+            map_runs: std::sync::OnceLock::new(),
         }
     }
 }
@@ -284,7 +288,11 @@ impl Expected<'_> {
     /// the range's map entries, and nothing per block of the target beyond.
     pub fn stamped_or_pending_in(&self, blocks: std::ops::Range<u64>, out: &mut Vec<u64>) {
         out.clear();
-        self.manifest.mapped_written_in(blocks.clone(), out);
+        let runs = self.map_runs.get_or_init(|| {
+            self.manifest
+                .entries_with_data(0..self.manifest.header.block_count)
+        });
+        self.manifest.mapped_written_in(blocks.clone(), runs, out);
         let from = self.exceptions.partition_point(|&b| b < blocks.start);
         let mapped = out.len();
         out.extend(
