@@ -150,6 +150,8 @@ struct ChunkResult {
     buf: Option<AlignedBuf>,
     /// The target was lost while this chunk was read: nothing in it counts.
     lost: Option<String>,
+    /// A block of the chunk that read as expected.
+    ok_block: Option<u64>,
 }
 
 /// Verify every block of the target against `expected`.
@@ -197,21 +199,29 @@ pub fn verify(
     let mut bytes_read = 0u64;
     let mut blocks_in_holes = 0u64;
     let mut chunks: std::collections::HashMap<u64, Chunk> = Default::default();
-    // Where a read last succeeded: after a failed read, a sector there that
-    // now fails too says the target failed, not the sectors read.
+    // A block that read as expected: after a failed read, a sector there
+    // that now fails too says the target failed, not the sectors read. (A
+    // block found as expected, so that probing it disturbs no finding: a
+    // stale cache would serve a finding's re-read differently.)
     let mut last_good_offset: Option<u64> = None;
 
     let (sender, receiver) = channel::<ChunkResult>();
     let mut checking = 0usize;
     let mut next_chunk = 0u64;
     let mut planned_all = false;
-    let take_back =
-        |result: ChunkResult, tally: &mut Tally, free: &mut Vec<AlignedBuf>, out: &mut usize| {
-            if let Some(buf) = tally.merge(result) {
-                free.push(buf);
-                *out -= 1;
-            }
-        };
+    let take_back = |result: ChunkResult,
+                     tally: &mut Tally,
+                     free: &mut Vec<AlignedBuf>,
+                     out: &mut usize,
+                     last_good: &mut Option<u64>| {
+        if let Some(block) = result.ok_block.filter(|_| result.lost.is_none()) {
+            *last_good = Some(block * block_size);
+        }
+        if let Some(buf) = tally.merge(result) {
+            free.push(buf);
+            *out -= 1;
+        }
+    };
 
     pool.in_place_scope(|scope| -> Result<()> {
         loop {
@@ -291,9 +301,6 @@ pub fn verify(
                         buffers_out -= 1;
                         continue;
                     }
-                    if completion.result.is_ok() {
-                        last_good_offset = Some(chunk.first_block * block_size);
-                    }
                     bytes_read += completion.buf.len() as u64;
                     if let Some(metrics) = &options.metrics {
                         metrics.record_read(completion.latency, completion.buf.len() as u64);
@@ -310,7 +317,13 @@ pub fn verify(
                         // checked here, as handing it to the pool costs more
                         // than checking it and wakes idle threads to spin.
                         let result = check_chunk(format, expected, &chunk, completion.buf);
-                        take_back(result, &mut tally, &mut free_buffers, &mut buffers_out);
+                        take_back(
+                            result,
+                            &mut tally,
+                            &mut free_buffers,
+                            &mut buffers_out,
+                            &mut last_good_offset,
+                        );
                         continue;
                     }
                     let sender = sender.clone();
@@ -340,11 +353,23 @@ pub fn verify(
                 // Every buffer is being checked: wait for one back.
                 let result = receiver.recv().expect("checking thread result");
                 checking -= 1;
-                take_back(result, &mut tally, &mut free_buffers, &mut buffers_out);
+                take_back(
+                    result,
+                    &mut tally,
+                    &mut free_buffers,
+                    &mut buffers_out,
+                    &mut last_good_offset,
+                );
             }
             while let Ok(result) = receiver.try_recv() {
                 checking -= 1;
-                take_back(result, &mut tally, &mut free_buffers, &mut buffers_out);
+                take_back(
+                    result,
+                    &mut tally,
+                    &mut free_buffers,
+                    &mut buffers_out,
+                    &mut last_good_offset,
+                );
             }
         }
         Ok(())
@@ -582,10 +607,14 @@ fn check_chunk(
     let block_size = format.block_size as usize;
     let mut findings = Vec::new();
     let mut ok = 0;
+    let mut ok_block = None;
     for (i, bytes) in buf.chunks_exact(block_size).enumerate() {
         let block = chunk.first_block + i as u64;
         match check_block(format, expected, block, bytes) {
-            None => ok += 1,
+            None => {
+                ok += 1;
+                ok_block.get_or_insert(block);
+            }
             Some(finding) => findings.push(finding),
         }
     }
@@ -595,6 +624,7 @@ fn check_chunk(
         checked: chunk.block_count,
         buf: Some(buf),
         lost: None,
+        ok_block,
     }
 }
 
@@ -735,14 +765,16 @@ fn lost_chunk(why: String) -> ChunkResult {
         checked: 0,
         buf: None,
         lost: Some(why),
+        ok_block: None,
     }
 }
 
 /// After a failed chunk read: read block by block, and for a block that
 /// fails, sector by sector, so only the failing sectors are `unreadable`.
 /// When the target turns out to be lost rather than some of its sectors
-/// unreadable (an IO fails as lost, or a sector at `last_good_offset` that
-/// read fine before fails now), nothing in the chunk counts.
+/// unreadable (an IO fails as lost, or a sector at `last_good_offset`, a
+/// block that read as expected before, fails now), nothing in the chunk
+/// counts.
 fn check_blocks_one_by_one(
     target: &dyn Target,
     format: &RunFormat,
@@ -765,12 +797,16 @@ fn check_blocks_one_by_one(
     let mut buf = AlignedBuf::new(block_size);
     let mut findings = Vec::new();
     let mut ok = 0;
+    let mut ok_block = None;
     for i in 0..chunk.block_count {
         let block = chunk.first_block + i;
         let offset = block * block_size as u64;
         match target.read_at(&mut buf, offset) {
             Ok(()) => match check_block(format, expected, block, &buf) {
-                None => ok += 1,
+                None => {
+                    ok += 1;
+                    ok_block.get_or_insert(block);
+                }
                 Some(finding) => findings.push(finding),
             },
             Err(error) if storage::is_target_lost(&error) => return lost_chunk(error.to_string()),
@@ -816,6 +852,7 @@ fn check_blocks_one_by_one(
         checked: chunk.block_count,
         buf: None,
         lost: None,
+        ok_block,
     }
 }
 
