@@ -80,8 +80,7 @@ fn verify_of_a_sparse_image_reads_its_data_extents_not_the_target() {
         read >= data && read * 4 <= data * 5,
         "read {read} bytes for {data} bytes of data extents (at most 5/4 allowed)"
     );
-    // Small reads too: the same bytes, found as fast (the extents are
-    // walked once, not once per read).
+    // Reads of one block at most: the same bytes.
     let run = env.verify("disk.img", "m", &["--read-size", "4KiB"]);
     run.assert_code(0);
     assert_eq!(bytes_read(&run.report()), read);

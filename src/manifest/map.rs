@@ -328,7 +328,7 @@ impl Manifest {
 
 #[cfg(test)]
 mod tests {
-    use crate::manifest::testing::new_manifest;
+    use crate::manifest::testing::{new_manifest, new_manifest_of};
     use crate::manifest::{Access, MAP_OFFSET, Manifest};
 
     #[test]
@@ -351,32 +351,10 @@ mod tests {
 
     #[test]
     fn scans_that_skip_the_map_files_holes_see_what_a_full_scan_sees() {
-        use crate::manifest::{NewManifest, TargetRecord};
         // A 4 GiB target: a 2 MiB map, written in a few scattered pages.
         let dir = tempfile::tempdir().unwrap();
         let block_count = 1u64 << 20;
-        let mut m = Manifest::create(
-            &dir.path().join("m"),
-            NewManifest {
-                run_id: 7,
-                seed: 1,
-                block_size: 4096,
-                random_bytes: 464,
-                dedup_permille: 0,
-                target: TargetRecord {
-                    uri: "disk.img".into(),
-                    kind: "file".into(),
-                    size_bytes: block_count * 4096,
-                    logical_sector_size: 512,
-                    physical_sector_size: 4096,
-                    model: None,
-                    serial: None,
-                    wwn: None,
-                },
-                journal_bytes: 0,
-            },
-        )
-        .unwrap();
+        let mut m = new_manifest_of(dir.path(), block_count);
         let written = [0, 5, 2047, 2048, 300_001, 777_777, block_count - 1];
         m.begin_write().unwrap();
         for (i, &block) in written.iter().enumerate() {

@@ -195,33 +195,24 @@ pub fn verify(
         class_counts: Default::default(),
         max_findings: options.max_findings,
         lost: None,
+        last_good_offset: None,
+        block_size,
     };
     let mut bytes_read = 0u64;
     let mut blocks_in_holes = 0u64;
     let mut chunks: std::collections::HashMap<u64, Chunk> = Default::default();
-    // A block that read as expected: after a failed read, a sector there
-    // that now fails too says the target failed, not the sectors read. (A
-    // block found as expected, so that probing it disturbs no finding: a
-    // stale cache would serve a finding's re-read differently.)
-    let mut last_good_offset: Option<u64> = None;
 
     let (sender, receiver) = channel::<ChunkResult>();
     let mut checking = 0usize;
     let mut next_chunk = 0u64;
     let mut planned_all = false;
-    let take_back = |result: ChunkResult,
-                     tally: &mut Tally,
-                     free: &mut Vec<AlignedBuf>,
-                     out: &mut usize,
-                     last_good: &mut Option<u64>| {
-        if let Some(block) = result.ok_block.filter(|_| result.lost.is_none()) {
-            *last_good = Some(block * block_size);
-        }
-        if let Some(buf) = tally.merge(result) {
-            free.push(buf);
-            *out -= 1;
-        }
-    };
+    let take_back =
+        |result: ChunkResult, tally: &mut Tally, free: &mut Vec<AlignedBuf>, out: &mut usize| {
+            if let Some(buf) = tally.merge(result) {
+                free.push(buf);
+                *out -= 1;
+            }
+        };
 
     pool.in_place_scope(|scope| -> Result<()> {
         loop {
@@ -317,18 +308,13 @@ pub fn verify(
                         // checked here, as handing it to the pool costs more
                         // than checking it and wakes idle threads to spin.
                         let result = check_chunk(format, expected, &chunk, completion.buf);
-                        take_back(
-                            result,
-                            &mut tally,
-                            &mut free_buffers,
-                            &mut buffers_out,
-                            &mut last_good_offset,
-                        );
+                        take_back(result, &mut tally, &mut free_buffers, &mut buffers_out);
                         continue;
                     }
                     let sender = sender.clone();
                     let target = Arc::clone(&target);
                     let buf = completion.buf;
+                    let last_good_offset = tally.last_good_offset;
                     checking += 1;
                     scope.spawn(move |_| {
                         let result = if read_ok {
@@ -353,23 +339,11 @@ pub fn verify(
                 // Every buffer is being checked: wait for one back.
                 let result = receiver.recv().expect("checking thread result");
                 checking -= 1;
-                take_back(
-                    result,
-                    &mut tally,
-                    &mut free_buffers,
-                    &mut buffers_out,
-                    &mut last_good_offset,
-                );
+                take_back(result, &mut tally, &mut free_buffers, &mut buffers_out);
             }
             while let Ok(result) = receiver.try_recv() {
                 checking -= 1;
-                take_back(
-                    result,
-                    &mut tally,
-                    &mut free_buffers,
-                    &mut buffers_out,
-                    &mut last_good_offset,
-                );
+                take_back(result, &mut tally, &mut free_buffers, &mut buffers_out);
             }
         }
         Ok(())
@@ -417,6 +391,12 @@ struct Tally {
     max_findings: usize,
     /// Why the target was lost, once it was.
     lost: Option<String>,
+    /// A block that read as expected: after a failed read, a sector there
+    /// that now fails too says the target failed, not the sectors read. (A
+    /// block found as expected, so that probing it disturbs no finding: a
+    /// stale cache would serve a finding's re-read differently.)
+    last_good_offset: Option<u64>,
+    block_size: u64,
 }
 
 impl Tally {
@@ -425,6 +405,9 @@ impl Tally {
         if let Some(why) = result.lost {
             self.lost.get_or_insert(why);
             return result.buf;
+        }
+        if let Some(block) = result.ok_block {
+            self.last_good_offset = Some(block * self.block_size);
         }
         self.counts.ok += result.ok;
         self.counts.checked += result.checked;
@@ -888,33 +871,12 @@ fn reread_matches(target: &dyn Target, format: &RunFormat, finding: &Finding) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{Manifest, NewManifest, TargetRecord};
+    use crate::manifest::Manifest;
     use crate::stamp::{WriteStamp, build_block};
 
     /// A manifest of `block_count` 4 KiB blocks with `written` at generation 1.
     fn manifest_with(dir: &std::path::Path, block_count: u64, written: &[u64]) -> Manifest {
-        let mut manifest = Manifest::create(
-            &dir.join("m"),
-            NewManifest {
-                run_id: 7,
-                seed: 1,
-                block_size: 4096,
-                random_bytes: 464,
-                dedup_permille: 0,
-                target: TargetRecord {
-                    uri: "disk.img".into(),
-                    kind: "file".into(),
-                    size_bytes: block_count * 4096,
-                    logical_sector_size: 512,
-                    physical_sector_size: 4096,
-                    model: None,
-                    serial: None,
-                    wwn: None,
-                },
-                journal_bytes: 0,
-            },
-        )
-        .unwrap();
+        let mut manifest = crate::manifest::testing::new_manifest_of(dir, block_count);
         manifest.begin_write().unwrap();
         for &block in written {
             manifest.set_generation(block, 1);
