@@ -4,6 +4,14 @@
 #
 #   scripts/bench-vs-fio.sh [DISK_DIR] [SIZE]
 #   ROUNDS=5 scripts/bench-vs-fio.sh      # alternate 5 times, print medians
+#   ROWS=sparse ROUNDS=3 scripts/bench-vs-fio.sh   # only the sparse rows
+#   BLOCKSTAMP=/path/to/blockstamp scripts/bench-vs-fio.sh   # another build
+#
+# ROWS picks the row groups: `dense` (rows 1-4: preallocated and /dev/shm
+# files at SIZE), `sparse` (rows 5-7: a fresh sparse SIZE file, and a
+# 1 TiB sparse file at 0.01% coverage, written and verified, timed whole
+# process); default: both. The sparse rows hold at most SIZE of data on
+# DISK_DIR at a time (plus ~0.6 GiB for the 1 TiB rows' manifest and data).
 #
 # DISK_DIR (default: a temp dir under /var/tmp) must be on a real filesystem
 # (O_DIRECT); the buffered comparisons run in /dev/shm. These machines are
@@ -14,14 +22,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 disk_dir=${1:-$(mktemp -d /var/tmp/bs-bench.XXXXXX)}
+mkdir -p "$disk_dir"
 size=${2:-1G}
 rounds=${ROUNDS:-1}
+rows=${ROWS:-dense sparse}
 shm_dir=$(mktemp -d /dev/shm/bs-bench.XXXXXX)
 trap 'rm -rf "$shm_dir" "$disk_dir"/bench-*' EXIT
 
 command -v fio >/dev/null || { echo "installing fio"; apt-get install -y -qq fio >/dev/null; }
-cargo build --release --quiet
-bs=target/release/blockstamp
+# BLOCKSTAMP=path measures another build (an older one, to compare).
+bs=${BLOCKSTAMP:-target/release/blockstamp}
+[ -n "${BLOCKSTAMP:-}" ] || cargo build --release --quiet
 
 json_field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
 
@@ -45,6 +56,17 @@ pretouch() { rm -f "$1"; dd if=/dev/zero of="$1" bs=1M count="$(numfmt --from=ie
 
 iops_of() { sed -n 's/.* \([0-9]*\) IOPS.*/\1/p' <<<"$1" | head -1; }
 
+# Whole-process seconds of a command (its output discarded).
+seconds() {
+  local t0; t0=$(date +%s%N)
+  "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }
+  python3 -c "print(($(date +%s%N) - $t0) / 1e9)"
+}
+
+# The 1 TiB rows: 4 KiB blocks, 0.01% of them (blockstamp's --coverage
+# 0.0001 writes exactly this many; fio is told the same number of IOs).
+tib_writes=$(python3 -c "print(round((1 << 40) / 4096 * 0.0001))")
+
 # Columns, one value per round.
 declare -A col
 add() { col[$1]="${col[$1]:-} $2"; }
@@ -52,10 +74,12 @@ add() { col[$1]="${col[$1]:-} $2"; }
 for round in $(seq "$rounds"); do
   [ "$rounds" -gt 1 ] && echo "round $round of $rounds" >&2
 
+  if [[ " $rows " == *" dense "* ]]; then
   # 1. 4 KiB random writes at queue depth 32, O_DIRECT, on disk: IOPS.
   prealloc "$disk_dir/bench-fio.img"
   out=$(fio_job w "$disk_dir/bench-fio.img" 1 randwrite)
   add disk_w_fio "$(json_field "$out" "d['jobs'][0]['write']['iops']")"
+  rm -f "$disk_dir/bench-fio.img"
   prealloc "$disk_dir/bench-bs.img"; rm -f "$disk_dir/bench-bs.m"
   add disk_w_bs "$(iops_of "$($bs write "$disk_dir/bench-bs.img" --manifest "$disk_dir/bench-bs.m" --queue-depth 32)")"
 
@@ -64,8 +88,10 @@ for round in $(seq "$rounds"); do
   fio_job wv "$disk_dir/bench-fiov.img" 1 randwrite --verify=crc32c --do_verify=0 >/dev/null
   out=$(fio_job v "$disk_dir/bench-fiov.img" 1 randwrite --verify=crc32c --verify_only=1)
   add disk_v_fio "$(json_field "$out" "d['jobs'][0]['read']['bw_bytes']/1e6")"
+  rm -f "$disk_dir/bench-fiov.img"
   $bs verify "$disk_dir/bench-bs.img" --manifest "$disk_dir/bench-bs.m" --json "$disk_dir/bench-bs.json" >/dev/null
   add disk_v_bs "$(json_field "$disk_dir/bench-bs.json" "d['throughput_bytes_per_s']/1e6")"
+  rm -f "$disk_dir/bench-bs.img"
 
   # 3. /dev/shm, buffered: write throughput with verification data.
   pretouch "$shm_dir/fio.img"
@@ -80,24 +106,62 @@ for round in $(seq "$rounds"); do
   add shm_v_fio "$(json_field "$out" "d['jobs'][0]['read']['bw_bytes']/1e6")"
   $bs verify "$shm_dir/bs.img" --manifest "$disk_dir/bench-shm.m" --json "$disk_dir/bench-shm.json" >/dev/null 2>&1
   add shm_v_bs "$(json_field "$disk_dir/bench-shm.json" "d['throughput_bytes_per_s']/1e6")"
+  rm -f "$shm_dir/fio.img" "$shm_dir/bs.img"
+  fi
+
+  if [[ " $rows " == *" sparse "* ]]; then
+  # 5. The default path: a fresh sparse file (what `blockstamp run
+  # disk.img --size 1GiB` starts from), 4 KiB random writes at QD32,
+  # O_DIRECT, whole process with the final flush (fio: --end_fsync=1).
+  rm -f "$disk_dir/bench-sp-fio.img"; truncate -s "$size" "$disk_dir/bench-sp-fio.img"
+  add sp_w_fio "$(seconds fio --name=sp --filename="$disk_dir/bench-sp-fio.img" --size="$size" \
+    --fallocate=none --bs=4k --rw=randwrite --ioengine=io_uring --iodepth=32 --direct=1 --end_fsync=1)"
+  rm -f "$disk_dir/bench-sp-fio.img" "$disk_dir/bench-sp-bs.img" "$disk_dir/bench-sp-bs.m"
+  add sp_w_bs "$(seconds $bs write "$disk_dir/bench-sp-bs.img" --manifest "$disk_dir/bench-sp-bs.m" \
+    --size "$size" --queue-depth 32)"
+  rm -f "$disk_dir/bench-sp-bs.img" "$disk_dir/bench-sp-bs.m"
+
+  # 6. A 1 TiB sparse file, 0.01% of its 4 KiB blocks written at random.
+  # fio writes verification headers (crc32c) for row 7.
+  rm -f "$disk_dir/bench-tib-fio.img"; truncate -s 1T "$disk_dir/bench-tib-fio.img"
+  tib_fio=(fio --name=tib --filename="$disk_dir/bench-tib-fio.img" --size=1T --fallocate=none
+    --bs=4k --rw=randwrite --ioengine=io_uring --iodepth=32 --direct=1 --number_ios="$tib_writes"
+    --randrepeat=1 --verify=crc32c --verify_state_save=0)
+  add tib_w_fio "$(seconds "${tib_fio[@]}" --do_verify=0 --end_fsync=1)"
+  rm -f "$disk_dir/bench-tib-bs.img" "$disk_dir/bench-tib-bs.m"
+  add tib_w_bs "$(seconds $bs write "$disk_dir/bench-tib-bs.img" --manifest "$disk_dir/bench-tib-bs.m" \
+    --size 1TiB --coverage 0.0001 --queue-depth 32)"
+
+  # 7. Verify of those 1 TiB images: fio re-reads and checks its writes
+  # (the same offsets, replayed from its seed); blockstamp reads the
+  # image's data extents and judges every block.
+  add tib_v_fio "$(seconds "${tib_fio[@]}" --verify_only=1)"
+  add tib_v_bs "$(seconds $bs verify "$disk_dir/bench-tib-bs.img" --manifest "$disk_dir/bench-tib-bs.m")"
+  rm -f "$disk_dir/bench-tib-fio.img" "$disk_dir/bench-tib-bs.img" "$disk_dir/bench-tib-bs.m"
+  fi
 done
 
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{v[NR]=$1} END {m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; printf "%.0f", m}'; }
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk -v digits="${2:-0}" '{v[NR]=$1} END {m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; printf "%.*f", digits, m}'; }
 
 label=$([ "$rounds" -gt 1 ] && echo "median of $rounds" || echo "one run")
-printf '\n%-46s %12s %12s %8s\n' "measurement (size $size, $label)" blockstamp fio ratio
-row() { # title key
+printf '\n%-52s %12s %12s %8s\n' "measurement (size $size, $label)" blockstamp fio ratio
+row() { # title key [digits]
+  [ -n "${col[${2}_bs]:-}" ] || return 0
   local ours theirs
-  ours=$(median "${col[${2}_bs]}"); theirs=$(median "${col[${2}_fio]}")
-  printf '%-46s %12s %12s %8s\n' "$1" "$ours" "$theirs" "$(python3 -c "print(f'{$ours/$theirs:.2f}x')")"
+  ours=$(median "${col[${2}_bs]}" "${3:-0}"); theirs=$(median "${col[${2}_fio]}" "${3:-0}")
+  printf '%-52s %12s %12s %8s\n' "$1" "$ours" "$theirs" "$(python3 -c "print(f'{$ours/$theirs:.2f}x')")"
 }
 row "disk  4 KiB randwrite QD32 O_DIRECT (IOPS)" disk_w
 row "disk  verify read-back (MB/s)" disk_v
 row "shm   4 KiB randwrite QD32 buffered (MB/s)" shm_w
 row "shm   verify read-back (MB/s)" shm_v
+row "sparse $size randwrite QD32 O_DIRECT (s, lower wins)" sp_w 2
+row "sparse 1 TiB at 0.01%: write (s, lower wins)" tib_w 2
+row "sparse 1 TiB at 0.01%: verify (s, lower wins)" tib_v 2
 if [ "$rounds" -gt 1 ]; then
   echo
-  for key in disk_w disk_v shm_w shm_v; do
-    printf '%-8s blockstamp:%s\n%-8s fio:%s\n' "$key" "$(printf ' %.0f' ${col[${key}_bs]})" "" "$(printf ' %.0f' ${col[${key}_fio]})"
+  for key in disk_w disk_v shm_w shm_v sp_w tib_w tib_v; do
+    [ -n "${col[${key}_bs]:-}" ] || continue
+    printf '%-8s blockstamp:%s\n%-8s fio:%s\n' "$key" "$(printf ' %.2f' ${col[${key}_bs]})" "" "$(printf ' %.2f' ${col[${key}_fio]})"
   done
 fi

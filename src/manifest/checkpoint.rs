@@ -144,20 +144,15 @@ impl Manifest {
         )))
     }
 
-    /// The expected state: the latest, or as of a checkpoint.
     /// The latest state while a writer holds the manifest, with the blocks
     /// whose latest writes it does not yet know durable: for each, the
     /// oldest and newest such generation (the one before the oldest, or any
     /// up to the newest, may be found; see [`Expected::pending`]).
     pub fn expected_while_writing(&self, pending: HashMap<u64, (u32, u32)>) -> Expected<'_> {
-        Expected {
-            manifest: self,
-            overrides: None,
-            checkpoint: None,
-            pending: Some(pending).filter(|p| !p.is_empty()),
-        }
+        Expected::new(self, None, None, Some(pending).filter(|p| !p.is_empty()))
     }
 
+    /// The expected state: the latest, or as of a checkpoint.
     pub fn expected(&self, checkpoint: Option<&str>) -> Result<Expected<'_>> {
         let Some(name) = checkpoint else {
             // After a crash, writes the storage never promised to keep may
@@ -167,12 +162,7 @@ impl Manifest {
             } else {
                 None
             };
-            return Ok(Expected {
-                manifest: self,
-                overrides: None,
-                checkpoint: None,
-                pending,
-            });
+            return Ok(Expected::new(self, None, None, pending));
         };
         let start = self.checkpoint(name)?.undo_start;
         let entries = self.read_undo_from(start)?;
@@ -191,12 +181,12 @@ impl Manifest {
             }
             overrides.insert(block, generation);
         }
-        Ok(Expected {
-            manifest: self,
-            overrides: Some(overrides),
-            checkpoint: Some(name.to_string()),
-            pending: None,
-        })
+        Ok(Expected::new(
+            self,
+            Some(overrides),
+            Some(name.to_string()),
+            None,
+        ))
     }
 
     /// Undo entries from index `start` to the end of the log (the first
@@ -234,6 +224,35 @@ pub struct Expected<'m> {
     overrides: Option<HashMap<u64, u32>>,
     checkpoint: Option<String>,
     pending: Option<HashMap<u64, (u32, u32)>>,
+    /// The blocks whose expectation the map alone does not give (overridden
+    /// by the checkpoint, pending, or deferred), ascending.
+    exceptions: Vec<u64>,
+    /// The runs of the map that may hold entries, found once for every
+    /// scan of a piece of it.
+    map_runs: std::sync::OnceLock<Vec<std::ops::Range<u64>>>,
+}
+
+impl<'m> Expected<'m> {
+    fn new(
+        manifest: &'m Manifest,
+        overrides: Option<HashMap<u64, u32>>,
+        checkpoint: Option<String>,
+        pending: Option<HashMap<u64, (u32, u32)>>,
+    ) -> Expected<'m> {
+        let mut exceptions: Vec<u64> = manifest.deferred.keys().copied().collect();
+        exceptions.extend(overrides.iter().flat_map(|o| o.keys().copied()));
+        exceptions.extend(pending.iter().flat_map(|p| p.keys().copied()));
+        exceptions.sort_unstable();
+        exceptions.dedup();
+        Expected {
+            manifest,
+            overrides,
+            checkpoint,
+            pending,
+            exceptions,
+            map_runs: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 impl Expected<'_> {
@@ -275,6 +294,31 @@ impl Expected<'_> {
     /// on the target is numbered below it.
     pub fn next_write_seq(&self) -> u64 {
         self.manifest.header.next_write_seq
+    }
+
+    /// The blocks of `blocks` expected to hold a stamp or with a pending
+    /// write, ascending, in `out` (replacing what it held): what a reader
+    /// must look at even where the target reports a hole. Costs a scan of
+    /// the range's map entries, and nothing per block of the target beyond.
+    pub fn stamped_or_pending_in(&self, blocks: std::ops::Range<u64>, out: &mut Vec<u64>) {
+        out.clear();
+        let runs = self.map_runs.get_or_init(|| {
+            self.manifest
+                .entries_with_data(0..self.manifest.header.block_count)
+        });
+        self.manifest.mapped_written_in(blocks.clone(), runs, out);
+        let from = self.exceptions.partition_point(|&b| b < blocks.start);
+        let mapped = out.len();
+        out.extend(
+            self.exceptions[from..]
+                .iter()
+                .take_while(|&&b| b < blocks.end),
+        );
+        if out.len() > mapped {
+            out.sort_unstable();
+            out.dedup();
+        }
+        out.retain(|&b| self.generation(b) != 0 || self.pending(b).is_some());
     }
 
     /// Blocks expected to hold a stamp.
@@ -351,5 +395,37 @@ mod tests {
         let latest = m.expected(None).unwrap();
         assert_eq!([1, 2, 5].map(|b| latest.generation(b)), [4, 2, 1]);
         assert!(m.expected(Some("nope")).is_err());
+    }
+
+    #[test]
+    fn the_stamped_blocks_of_a_range_are_those_of_the_expected_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = new_manifest(dir.path());
+        m.begin_write().unwrap();
+        for block in [1, 6, 7, 200] {
+            m.set_generation(block, 1);
+        }
+        m.add_checkpoint("base").unwrap();
+        m.set_generation(5, 1);
+        m.set_generation(200, 2);
+        m.finish_write().unwrap();
+        drop(m);
+        let m = Manifest::open(&dir.path().join("m"), Access::Read).unwrap();
+        for (checkpoint, stamped) in [
+            (None, vec![1, 5, 6, 7, 200]),
+            (Some("base"), vec![1, 6, 7, 200]),
+        ] {
+            let expected = m.expected(checkpoint).unwrap();
+            let mut out = vec![99];
+            for range in [0..256, 2..201, 5..7, 7..8, 8..200] {
+                expected.stamped_or_pending_in(range.clone(), &mut out);
+                let want: Vec<u64> = stamped
+                    .iter()
+                    .copied()
+                    .filter(|b| range.contains(b))
+                    .collect();
+                assert_eq!(out, want, "{checkpoint:?} {range:?}");
+            }
+        }
     }
 }

@@ -544,8 +544,8 @@ fn sync_point(path: &Path) {
 }
 
 #[cfg(test)]
-mod testing {
-    //! A small manifest for the unit tests of each region.
+pub(crate) mod testing {
+    //! A small manifest for the unit tests of each region (and of verify).
 
     use super::*;
 
@@ -562,7 +562,12 @@ mod testing {
         }
     }
 
-    pub(super) fn new_manifest(dir: &Path) -> Manifest {
+    pub(crate) fn new_manifest(dir: &Path) -> Manifest {
+        new_manifest_of(dir, 256)
+    }
+
+    /// A manifest of `block_count` 4 KiB blocks, at `dir`/m.
+    pub(crate) fn new_manifest_of(dir: &Path, block_count: u64) -> Manifest {
         Manifest::create(
             &dir.join("m"),
             NewManifest {
@@ -571,7 +576,7 @@ mod testing {
                 block_size: 4096,
                 random_bytes: 464,
                 dedup_permille: 0,
-                target: record(1 << 20),
+                target: record(block_count * 4096),
                 journal_bytes: 0,
             },
         )

@@ -6,12 +6,20 @@
 //! engine; each completed chunk is checked on the rayon pool while the next
 //! reads are in flight. Memory is bounded by the chunks in flight and in
 //! checking, not by the target's size.
+//!
+//! On a target that reports its holes (a sparse image), only what must be
+//! looked at is read ([`ReadPlan`]): the data extents, and the blocks the run
+//! wrote that now lie in a hole (each one a finding to classify), coalesced
+//! while the bytes read stay within 5/4 of the bytes needed. A block in a hole
+//! that the run never wrote reads as zeros, which is what it must hold: it is
+//! counted as checked without a read.
 
 pub mod classify;
 pub mod incidents;
 pub mod survivors;
 pub mod watch;
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::channel;
@@ -225,6 +233,8 @@ struct ChunkResult {
     buf: Option<AlignedBuf>,
     /// The target was lost while this chunk was read: nothing in it counts.
     lost: Option<String>,
+    /// A block of the chunk that read as expected.
+    ok_block: Option<u64>,
 }
 
 /// Verify every block of the target against `expected`.
@@ -242,10 +252,15 @@ pub fn verify(
         limit.min(expected.block_count())
     });
     let blocks_per_chunk = (options.chunk_bytes as u64 / block_size).max(1);
-    let chunk_count = block_count.div_ceil(blocks_per_chunk);
-    let holes = target.data_ranges();
     let survivors = Survivors::new(expected.next_write_seq());
     let survivors_ref = &survivors;
+    let mut plan = ReadPlan::new(
+        expected,
+        block_count,
+        blocks_per_chunk,
+        target.data_ranges().as_deref(),
+        block_size,
+    );
 
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(options.threads.max(1))
@@ -265,17 +280,17 @@ pub fn verify(
         class_counts: Default::default(),
         max_findings: options.max_findings,
         lost: None,
+        last_good_offset: None,
+        block_size,
     };
     let mut bytes_read = 0u64;
     let mut blocks_in_holes = 0u64;
     let mut chunks: std::collections::HashMap<u64, Chunk> = Default::default();
-    // Where a read last succeeded: after a failed read, a sector there that
-    // now fails too says the target failed, not the sectors read.
-    let mut last_good_offset: Option<u64> = None;
 
     let (sender, receiver) = channel::<ChunkResult>();
     let mut checking = 0usize;
     let mut next_chunk = 0u64;
+    let mut planned_all = false;
     let take_back =
         |result: ChunkResult, tally: &mut Tally, free: &mut Vec<AlignedBuf>, out: &mut usize| {
             if let Some(buf) = tally.merge(result) {
@@ -288,33 +303,36 @@ pub fn verify(
         loop {
             // Keep reads in flight.
             while tally.lost.is_none()
-                && next_chunk < chunk_count
+                && !planned_all
                 && engine.in_flight() < engine.queue_depth()
                 && buffers_out < max_buffers
             {
-                let first_block = next_chunk * blocks_per_chunk;
-                let chunk = Chunk {
-                    first_block,
-                    block_count: blocks_per_chunk.min(block_count - first_block),
+                let chunk = match plan.next_step() {
+                    None => {
+                        planned_all = true;
+                        break;
+                    }
+                    Some(Step::Skip(blocks)) => {
+                        // Never written and not allocated: reads as zeros.
+                        let skipped = blocks.end - blocks.start;
+                        tally.counts.checked += skipped;
+                        tally.counts.ok += skipped;
+                        blocks_in_holes += skipped;
+                        if let Some(p) = progress {
+                            p.bytes.fetch_add(skipped * block_size, Ordering::Relaxed);
+                        }
+                        continue;
+                    }
+                    Some(Step::Read(blocks)) => Chunk {
+                        first_block: blocks.start,
+                        block_count: blocks.end - blocks.start,
+                    },
                 };
                 let chunk_index = next_chunk;
                 next_chunk += 1;
+                let first_block = chunk.first_block;
                 let range =
                     first_block * block_size..(first_block + chunk.block_count) * block_size;
-                if in_hole(holes.as_deref(), &range)
-                    && (first_block..first_block + chunk.block_count)
-                        .all(|b| expected.generation(b) == 0)
-                {
-                    // Never written and not allocated: reads as zeros.
-                    tally.counts.checked += chunk.block_count;
-                    tally.counts.ok += chunk.block_count;
-                    blocks_in_holes += chunk.block_count;
-                    if let Some(p) = progress {
-                        p.bytes
-                            .fetch_add(range.end - range.start, Ordering::Relaxed);
-                    }
-                    continue;
-                }
                 let mut buf = free_buffers.pop().unwrap_or_else(|| {
                     engine.take_buffer((blocks_per_chunk * block_size) as usize)
                 });
@@ -335,8 +353,7 @@ pub fn verify(
                 .kick()
                 .map_err(|e| Error::run(format!("read engine failed: {e}")))?;
 
-            let idle =
-                (next_chunk >= chunk_count || tally.lost.is_some()) && engine.in_flight() == 0;
+            let idle = (planned_all || tally.lost.is_some()) && engine.in_flight() == 0;
             if idle && checking == 0 {
                 break;
             }
@@ -360,9 +377,6 @@ pub fn verify(
                         buffers_out -= 1;
                         continue;
                     }
-                    if completion.result.is_ok() {
-                        last_good_offset = Some(chunk.first_block * block_size);
-                    }
                     bytes_read += completion.buf.len() as u64;
                     if let Some(metrics) = &options.metrics {
                         metrics.record_read(completion.latency, completion.buf.len() as u64);
@@ -370,11 +384,27 @@ pub fn verify(
                     if let Some(p) = progress {
                         p.add(completion.buf.len() as u64);
                     }
+                    let read_ok = completion.result.is_ok();
+                    if read_ok
+                        && chunk.block_count < blocks_per_chunk
+                        && chunk.block_count * block_size <= INLINE_CHECK_BYTES
+                    {
+                        // A small read of a sparse target (a data extent):
+                        // checked here, as handing it to the pool costs more
+                        // than checking it and wakes idle threads to spin.
+                        let mut result =
+                            check_chunk(format, expected, &chunk, completion.buf, survivors_ref);
+                        if let Some(watch) = &options.watch {
+                            confirm_watched(&mut result.findings, target.as_ref(), format, watch);
+                        }
+                        take_back(result, &mut tally, &mut free_buffers, &mut buffers_out);
+                        continue;
+                    }
                     let sender = sender.clone();
                     let target = Arc::clone(&target);
-                    let read_ok = completion.result.is_ok();
                     let buf = completion.buf;
                     let watch = options.watch.clone();
+                    let last_good_offset = tally.last_good_offset;
                     checking += 1;
                     scope.spawn(move |_| {
                         let mut result = if read_ok {
@@ -453,6 +483,12 @@ struct Tally {
     max_findings: usize,
     /// Why the target was lost, once it was.
     lost: Option<String>,
+    /// A block that read as expected: after a failed read, a sector there
+    /// that now fails too says the target failed, not the sectors read. (A
+    /// block found as expected, so that probing it disturbs no finding: a
+    /// stale cache would serve a finding's re-read differently.)
+    last_good_offset: Option<u64>,
+    block_size: u64,
 }
 
 impl Tally {
@@ -461,6 +497,9 @@ impl Tally {
         if let Some(why) = result.lost {
             self.lost.get_or_insert(why);
             return result.buf;
+        }
+        if let Some(block) = result.ok_block {
+            self.last_good_offset = Some(block * self.block_size);
         }
         self.counts.ok += result.ok;
         self.counts.checked += result.checked;
@@ -477,12 +516,159 @@ impl Tally {
     }
 }
 
-fn in_hole(holes: Option<&[std::ops::Range<u64>]>, range: &std::ops::Range<u64>) -> bool {
-    match holes {
-        Some(data) => !data
-            .iter()
-            .any(|d| d.start < range.end && range.start < d.end),
-        None => false,
+/// What verify does with a run of blocks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Step {
+    /// Blocks in a hole the run never wrote: they read as zeros, which is
+    /// what they must hold.
+    Skip(Range<u64>),
+    /// Blocks to read and check (at most a chunk).
+    Read(Range<u64>),
+}
+
+/// Reads up to this size that are smaller than a chunk are checked on the
+/// reading thread.
+const INLINE_CHECK_BYTES: u64 = 64 << 10;
+
+/// Map entries scanned at a time for written blocks inside a hole.
+const HOLE_SCAN_BLOCKS: u64 = 1 << 16;
+
+/// The reads of a verify, in block order. Without holes: the target in
+/// chunks. With them: the blocks that must be looked at — those overlapping
+/// a data extent, and those the manifest says hold a stamp (or have a
+/// pending write) wherever they lie — coalesced into reads of at most a
+/// chunk, a gap joining a read only while the read's blocks stay within
+/// 5/4 of the blocks needed in it. One pass over the extents and, inside
+/// holes, one pass over the map: linear in both, never per chunk × extent.
+struct ReadPlan<'e, 'm> {
+    expected: &'e Expected<'m>,
+    block_count: u64,
+    max_read_blocks: u64,
+    /// Data extents in blocks (rounded outwards), ascending, disjoint and
+    /// apart; `None`: the target reports no holes.
+    data: Option<Vec<Range<u64>>>,
+    /// First extent not entirely before the block being planned.
+    data_index: usize,
+    /// The part of a hole whose map was scanned last, and the blocks found
+    /// in it that must be read.
+    scanned: Range<u64>,
+    found: Vec<u64>,
+    found_index: usize,
+    /// First block not yet planned.
+    next: u64,
+}
+
+impl<'e, 'm> ReadPlan<'e, 'm> {
+    fn new(
+        expected: &'e Expected<'m>,
+        block_count: u64,
+        max_read_blocks: u64,
+        data_bytes: Option<&[Range<u64>]>,
+        block_size: u64,
+    ) -> ReadPlan<'e, 'm> {
+        let data = data_bytes.map(|ranges| {
+            let mut blocks: Vec<Range<u64>> = ranges
+                .iter()
+                .map(|r| r.start / block_size..r.end.div_ceil(block_size).min(block_count))
+                .filter(|r| r.start < r.end)
+                .collect();
+            blocks.sort_by_key(|r| r.start);
+            let mut merged: Vec<Range<u64>> = Vec::with_capacity(blocks.len());
+            for range in blocks {
+                match merged.last_mut() {
+                    Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
+                    _ => merged.push(range),
+                }
+            }
+            merged
+        });
+        ReadPlan {
+            expected,
+            block_count,
+            max_read_blocks: max_read_blocks.max(1),
+            data,
+            data_index: 0,
+            scanned: 0..0,
+            found: Vec::new(),
+            found_index: 0,
+            next: 0,
+        }
+    }
+
+    fn next_step(&mut self) -> Option<Step> {
+        let start = self.next;
+        if start >= self.block_count {
+            return None;
+        }
+        if self.data.is_none() {
+            let end = (start + self.max_read_blocks).min(self.block_count);
+            self.next = end;
+            return Some(Step::Read(start..end));
+        }
+        let Some(first) = self.next_needed(start) else {
+            self.next = self.block_count;
+            return Some(Step::Skip(start..self.block_count));
+        };
+        if first.start > start {
+            self.next = first.start;
+            return Some(Step::Skip(start..first.start));
+        }
+        let limit = start + self.max_read_blocks;
+        let mut end = first.end.min(limit);
+        let mut needed = end - start;
+        while end < limit {
+            let Some(more) = self.next_needed(end).filter(|more| more.start < limit) else {
+                break;
+            };
+            let more_end = more.end.min(limit);
+            let more_needed = needed + (more_end - more.start);
+            // Bytes read ≤ 5/4 of the bytes needed.
+            if (more_end - start) * 4 > more_needed * 5 {
+                break;
+            }
+            end = more_end;
+            needed = more_needed;
+        }
+        self.next = end;
+        Some(Step::Read(start..end))
+    }
+
+    /// The first run of blocks at or after `from` that must be read,
+    /// starting no earlier than `from`. `from` never decreases between calls.
+    fn next_needed(&mut self, from: u64) -> Option<Range<u64>> {
+        let data = self.data.as_deref().unwrap_or_default();
+        while self.data_index < data.len() && data[self.data_index].end <= from {
+            self.data_index += 1;
+        }
+        let extent = data.get(self.data_index).map(|d| d.start.max(from)..d.end);
+        let hole_end = extent.as_ref().map_or(self.block_count, |d| d.start);
+        match self.stamped_in_hole(from, hole_end) {
+            Some(block) => Some(block..block + 1),
+            None => extent,
+        }
+    }
+
+    /// The first block of `from..hole_end` (a hole) that the manifest says
+    /// holds a stamp or has a pending write.
+    fn stamped_in_hole(&mut self, from: u64, hole_end: u64) -> Option<u64> {
+        let mut at = from;
+        while at < hole_end {
+            if !self.scanned.contains(&at) {
+                let end = (at + HOLE_SCAN_BLOCKS).min(hole_end);
+                self.expected
+                    .stamped_or_pending_in(at..end, &mut self.found);
+                self.found_index = 0;
+                self.scanned = at..end;
+            }
+            while self.found.get(self.found_index).is_some_and(|&b| b < at) {
+                self.found_index += 1;
+            }
+            if let Some(&block) = self.found.get(self.found_index) {
+                return Some(block);
+            }
+            at = self.scanned.end;
+        }
+        None
     }
 }
 
@@ -497,12 +683,14 @@ fn check_chunk(
     let block_size = format.block_size as usize;
     let mut findings = Vec::new();
     let mut ok = 0;
+    let mut ok_block = None;
     for (i, bytes) in buf.chunks_exact(block_size).enumerate() {
         let block = chunk.first_block + i as u64;
         match check_block(format, expected, block, bytes) {
             None => {
                 ok += 1;
                 survivors.record_block(format, bytes);
+                ok_block.get_or_insert(block);
             }
             Some(finding) => findings.push(finding),
         }
@@ -513,6 +701,7 @@ fn check_chunk(
         checked: chunk.block_count,
         buf: Some(buf),
         lost: None,
+        ok_block,
     }
 }
 
@@ -655,14 +844,16 @@ fn lost_chunk(why: String) -> ChunkResult {
         checked: 0,
         buf: None,
         lost: Some(why),
+        ok_block: None,
     }
 }
 
 /// After a failed chunk read: read block by block, and for a block that
 /// fails, sector by sector, so only the failing sectors are `unreadable`.
 /// When the target turns out to be lost rather than some of its sectors
-/// unreadable (an IO fails as lost, or a sector at `last_good_offset` that
-/// read fine before fails now), nothing in the chunk counts.
+/// unreadable (an IO fails as lost, or a sector at `last_good_offset`, a
+/// block that read as expected before, fails now), nothing in the chunk
+/// counts.
 fn check_blocks_one_by_one(
     target: &dyn Target,
     format: &RunFormat,
@@ -686,6 +877,7 @@ fn check_blocks_one_by_one(
     let mut buf = AlignedBuf::new(block_size);
     let mut findings = Vec::new();
     let mut ok = 0;
+    let mut ok_block = None;
     for i in 0..chunk.block_count {
         let block = chunk.first_block + i;
         let offset = block * block_size as u64;
@@ -694,6 +886,7 @@ fn check_blocks_one_by_one(
                 None => {
                     ok += 1;
                     survivors.record_block(format, &buf);
+                    ok_block.get_or_insert(block);
                 }
                 Some(finding) => findings.push(finding),
             },
@@ -742,6 +935,7 @@ fn check_blocks_one_by_one(
         checked: chunk.block_count,
         buf: None,
         lost: None,
+        ok_block,
     }
 }
 
@@ -777,7 +971,156 @@ fn reread_matches(target: &dyn Target, format: &RunFormat, finding: &Finding) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::Manifest;
     use crate::stamp::{WriteStamp, build_block};
+
+    /// A manifest of `block_count` 4 KiB blocks with `written` at generation 1.
+    fn manifest_with(dir: &std::path::Path, block_count: u64, written: &[u64]) -> Manifest {
+        let mut manifest = crate::manifest::testing::new_manifest_of(dir, block_count);
+        manifest.begin_write().unwrap();
+        for &block in written {
+            manifest.set_generation(block, 1);
+        }
+        manifest.finish_write().unwrap();
+        manifest
+    }
+
+    fn plan_steps(
+        manifest: &Manifest,
+        max_read_blocks: u64,
+        data_bytes: Option<&[Range<u64>]>,
+    ) -> Vec<Step> {
+        let expected = manifest.expected(None).unwrap();
+        let mut plan = ReadPlan::new(
+            &expected,
+            manifest.block_count(),
+            max_read_blocks,
+            data_bytes,
+            4096,
+        );
+        std::iter::from_fn(|| plan.next_step()).collect()
+    }
+
+    #[test]
+    fn a_sparse_target_reads_its_extents_and_the_written_blocks_in_its_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        // Written: 3 and 4 (in an extent), 40 (in a hole: must be read),
+        // 200 (in an extent). Extents in bytes, not block-aligned at 100.
+        let manifest = manifest_with(dir.path(), 256, &[3, 4, 40, 200]);
+        let data = [
+            3 * 4096..5 * 4096,
+            100 * 4096 + 512..101 * 4096,
+            200 * 4096..201 * 4096,
+        ];
+        assert_eq!(
+            plan_steps(&manifest, 256, Some(&data)),
+            vec![
+                Step::Skip(0..3),
+                Step::Read(3..5),
+                Step::Skip(5..40),
+                Step::Read(40..41),
+                Step::Skip(41..100),
+                Step::Read(100..101),
+                Step::Skip(101..200),
+                Step::Read(200..201),
+                Step::Skip(201..256),
+            ]
+        );
+        // Without holes: the whole target, a chunk at a time.
+        assert_eq!(
+            plan_steps(&manifest, 100, None),
+            vec![
+                Step::Read(0..100),
+                Step::Read(100..200),
+                Step::Read(200..256)
+            ]
+        );
+        // A hole with nothing written in it: nothing to read at all.
+        let other = tempfile::tempdir().unwrap();
+        let empty = manifest_with(other.path(), 256, &[]);
+        assert_eq!(plan_steps(&empty, 16, Some(&[])), vec![Step::Skip(0..256)]);
+    }
+
+    #[test]
+    fn small_gaps_are_read_through_while_the_reads_stay_within_five_fourths() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = manifest_with(dir.path(), 64, &[]);
+        let extent = |blocks: Range<u64>| blocks.start * 4096..blocks.end * 4096;
+        // 4 needed, a gap of 1: 5 read for 4 needed (5/4) is allowed;
+        // then a gap of 2 before 1 more: 8 for 5 is not.
+        let data = [extent(0..2), extent(3..5), extent(7..8)];
+        assert_eq!(
+            plan_steps(&manifest, 64, Some(&data)),
+            vec![
+                Step::Read(0..5),
+                Step::Skip(5..7),
+                Step::Read(7..8),
+                Step::Skip(8..64)
+            ]
+        );
+        // A read never exceeds a chunk.
+        assert_eq!(
+            plan_steps(&manifest, 4, Some(&[extent(0..10)])),
+            vec![
+                Step::Read(0..4),
+                Step::Read(4..8),
+                Step::Read(8..10),
+                Step::Skip(10..64)
+            ]
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// The steps cover the target once, in order; every block in an
+        /// extent or written is read; no read exceeds a chunk, starts or
+        /// ends on a block it need not read, or reads more than 5/4 of
+        /// what it needs.
+        #[test]
+        fn the_read_plan_reads_what_it_must_and_little_else(
+            block_count in 1u64..600,
+            extents in proptest::collection::vec((0u64..600 * 4096, 1u64..40_000), 0..12),
+            written in proptest::collection::vec(0u64..600, 0..40),
+            max_read_blocks in 1u64..64,
+            holes in proptest::prelude::any::<bool>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let written: Vec<u64> = written.into_iter().filter(|&b| b < block_count).collect();
+            let manifest = manifest_with(dir.path(), block_count, &written);
+            let size = block_count * 4096;
+            let data: Vec<Range<u64>> = extents
+                .iter()
+                .map(|&(start, len)| start.min(size)..(start + len).min(size))
+                .collect();
+            let steps = plan_steps(&manifest, max_read_blocks, holes.then_some(&data[..]));
+            let needed = |block: u64| {
+                !holes
+                    || written.contains(&block)
+                    || data.iter().any(|d| d.start < (block + 1) * 4096 && block * 4096 < d.end)
+            };
+            let mut next = 0;
+            for step in &steps {
+                match step {
+                    Step::Skip(blocks) => {
+                        proptest::prop_assert_eq!(blocks.start, next);
+                        proptest::prop_assert!(blocks.start < blocks.end);
+                        proptest::prop_assert!(blocks.clone().all(|b| !needed(b)), "{:?}", step);
+                        next = blocks.end;
+                    }
+                    Step::Read(blocks) => {
+                        proptest::prop_assert_eq!(blocks.start, next);
+                        proptest::prop_assert!(blocks.end - blocks.start <= max_read_blocks);
+                        proptest::prop_assert!(needed(blocks.start) && needed(blocks.end - 1));
+                        let useful = blocks.clone().filter(|&b| needed(b)).count() as u64;
+                        proptest::prop_assert!((blocks.end - blocks.start) * 4 <= useful * 5, "{:?}", step);
+                        next = blocks.end;
+                    }
+                }
+            }
+            proptest::prop_assert_eq!(next, block_count);
+        }
+    }
 
     fn block_of(format: &RunFormat, block: u64, generation: u32) -> Vec<u8> {
         let mut bytes = vec![0u8; format.block_size as usize];
