@@ -47,6 +47,37 @@ fn a_short_soak_verifies_every_interval_and_reports_them() {
 }
 
 #[test]
+fn a_soak_on_an_image_file_keeps_io_uring_as_it_reconnects_only_when_asked() {
+    use common::need::{Need, require};
+    if !require(Need::IoUring) {
+        return;
+    }
+    let env = TestEnv::new();
+    let soak = |extra: &[&str]| {
+        let mut args = vec![
+            "soak",
+            "disk.img",
+            "--manifest",
+            "m",
+            "--size",
+            "8MiB",
+            "--duration",
+            "1s",
+        ];
+        args.extend_from_slice(extra);
+        let run = env.run(&args);
+        run.assert_code(0);
+        run.stdout
+    };
+    // The default for a file: no reopening target, so io_uring drives it.
+    let out = soak(&[]);
+    assert!(out.contains("engine uring"), "{out}");
+    // Asked for: the reopening target has no descriptor for io_uring.
+    let out = soak(&["--reconnect-timeout", "10s"]);
+    assert!(out.contains("engine sync"), "{out}");
+}
+
+#[test]
 fn sigint_stops_a_soak_cleanly_with_a_final_verify() {
     let env = TestEnv::new();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_blockstamp"))

@@ -22,8 +22,13 @@ use crate::writer::WriteOutcome;
 pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let mut write_config = WriteConfig::from_flags(&args.write)?;
-    if args.write.target_loss.reconnect_timeout.is_none() {
-        // A soak is meant to outlive a failover: it reconnects by default.
+    if args.write.target_loss.reconnect_timeout.is_none()
+        && crate::storage::is_nbd_uri(&args.target.target)
+    {
+        // A soak over NBD is meant to outlive a server restart: it
+        // reconnects by default. A file or device is reopened only when
+        // asked (or with --disrupt): the reopening target drives IO through
+        // the sync engine, as io_uring holds a descriptor a reopen replaces.
         write_config.target_loss.reconnect_timeout = Some(crate::config::DEFAULT_SOAK_RECONNECT);
     }
     let mut verify_config = VerifyConfig::from_flags(&args.verify)?;

@@ -142,7 +142,7 @@ pub struct WriteFlags {
 pub struct TargetLossFlags {
     /// When the target is lost (its NBD server gone or silent, its device
     /// vanished), keep reopening it for this long, then carry on; 0 ends the
-    /// run at once (exit 3) [default: 0; 2m for soak and with --disrupt].
+    /// run at once (exit 3) [default: 0; 2m for soak over NBD and with --disrupt].
     #[arg(long, value_name = "DURATION")]
     pub reconnect_timeout: Option<String>,
     /// An NBD request unanswered for this long counts as the server lost.
