@@ -236,12 +236,12 @@ pub fn format_count(value: f64) -> String {
     }
 }
 
-/// `2023-11-14 22:13:20 UTC`: Unix seconds as a UTC date and time (the
-/// time a stamp carries), without a time-zone database.
-pub fn format_unix_time(unix_s: u64) -> String {
+/// Unix seconds as a UTC calendar date and time: (year, month, day, hour,
+/// minute, second), without a time-zone database (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_utc(unix_s: u64) -> (i64, i64, i64, u64, u64, u64) {
     let days = (unix_s / 86_400) as i64;
     let seconds = unix_s % 86_400;
-    // Howard Hinnant's civil_from_days.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
@@ -252,12 +252,27 @@ pub fn format_unix_time(unix_s: u64) -> String {
     let day = day_of_year - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = year_of_era + era * 400 + (month <= 2) as i64;
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+    (
+        year,
+        month,
+        day,
         seconds / 3600,
         seconds / 60 % 60,
-        seconds % 60
+        seconds % 60,
     )
+}
+
+/// `2023-11-14 22:13:20 UTC`: Unix seconds as a UTC date and time (the
+/// time a stamp carries).
+pub fn format_unix_time(unix_s: u64) -> String {
+    let (year, month, day, hour, minute, second) = civil_utc(unix_s);
+    format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02} UTC")
+}
+
+/// `2024-05-01T12:34:56Z`: Unix seconds as an ISO 8601 UTC time.
+pub fn iso8601_utc(unix_s: u64) -> String {
+    let (year, month, day, hour, minute, second) = civil_utc(unix_s);
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z")
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use std::path::Path;
 
 use super::{FindingRecord, Interval, Report, SoakSection};
 use crate::error::{Error, Result};
+use crate::units::iso8601_utc;
 use crate::verify::FindingClass;
 
 /// Findings named in a failure's one-line message.
@@ -540,33 +541,6 @@ fn finite(time_s: f64) -> f64 {
     } else {
         0.0
     }
-}
-
-/// `2024-05-01T12:34:56Z`: Unix seconds as an ISO 8601 UTC time (the civil
-/// calendar from a day count, after Howard Hinnant's `civil_from_days`).
-pub fn iso8601_utc(unix_s: u64) -> String {
-    let days = (unix_s / 86_400) as i64;
-    let second_of_day = unix_s % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        second_of_day / 3_600,
-        second_of_day % 3_600 / 60,
-        second_of_day % 60
-    )
 }
 
 #[cfg(test)]
