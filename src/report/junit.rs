@@ -280,7 +280,7 @@ fn disruption_cases(report: &Report, classname: &str) -> Vec<TestCase> {
         .disruptions
         .iter()
         .map(|d| {
-            let found: u64 = d.findings_by_class.values().sum();
+            let found = d.total_findings();
             let outcome = if found == 0 {
                 Outcome::Passed
             } else {
