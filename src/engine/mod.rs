@@ -27,6 +27,26 @@ pub enum IoKind {
     Read { offset: u64 },
     /// Make every write completed before this was submitted durable.
     Flush,
+    /// Discard `len` bytes at `offset` (the buffer is unused).
+    Discard { offset: u64, len: u64 },
+    /// Zero `len` bytes at `offset` (the buffer is unused).
+    Zero {
+        offset: u64,
+        len: u64,
+        zero: crate::storage::ZeroFlags,
+    },
+}
+
+impl IoKind {
+    /// Carry out a discard or write-zeroes through the target's own calls
+    /// (engines without a kernel path of their own for them).
+    pub fn space_op(self, target: &dyn Target) -> Option<io::Result<()>> {
+        match self {
+            IoKind::Discard { offset, len } => Some(target.discard(offset, len)),
+            IoKind::Zero { offset, len, zero } => Some(target.write_zeroes(offset, len, zero)),
+            _ => None,
+        }
+    }
 }
 
 /// One IO with its buffer. `id` is the caller's, returned in the completion.

@@ -8,7 +8,9 @@ use std::path::Path;
 
 use rustix::fs::{Advice, SeekFrom};
 
-use super::{OpenRequest, Target, TargetIdentity, TargetInfo, TargetKind};
+use super::{
+    DiscardReads, OpenRequest, SpaceOps, Target, TargetIdentity, TargetInfo, TargetKind, ZeroFlags,
+};
 use crate::error::{Error, Result};
 
 /// A disk image in a regular file.
@@ -164,6 +166,43 @@ impl Target for FileTarget {
     fn data_ranges(&self) -> Option<Vec<std::ops::Range<u64>>> {
         data_ranges(&self.file, self.info.size_bytes)
     }
+
+    /// A hole punched in a file reads as zeros on every Linux filesystem
+    /// that punches holes at all.
+    fn space_ops(&self) -> SpaceOps {
+        SpaceOps {
+            discard: true,
+            write_zeroes: true,
+            fast_zero: false,
+            discard_granularity: 0,
+            max_bytes: 0,
+            discard_reads: Some(DiscardReads::Zeroes),
+        }
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        punch_hole(&self.file, offset, len)
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64, zero: ZeroFlags) -> io::Result<()> {
+        if zero.unmap {
+            return punch_hole(&self.file, offset, len);
+        }
+        use rustix::fs::FallocateFlags as F;
+        match rustix::fs::fallocate(&self.file, F::ZERO_RANGE | F::KEEP_SIZE, offset, len) {
+            Ok(()) => Ok(()),
+            // No ZERO_RANGE here (tmpfs): a punched hole reads as zeros too.
+            Err(rustix::io::Errno::OPNOTSUPP) => punch_hole(&self.file, offset, len),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Deallocate `len` bytes at `offset` of `file`, keeping its size.
+pub(crate) fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    use rustix::fs::FallocateFlags as F;
+    rustix::fs::fallocate(file, F::PUNCH_HOLE | F::KEEP_SIZE, offset, len)?;
+    Ok(())
 }
 
 /// The allocated extents of a file, found with SEEK_DATA / SEEK_HOLE.

@@ -110,6 +110,98 @@ pub trait Target: Send + Sync {
     fn loss_counters(&self) -> Option<Arc<LossCounters>> {
         None
     }
+
+    /// Which of discard and write-zeroes this target carries out, and what
+    /// it promises a read of a discarded range returns.
+    fn space_ops(&self) -> SpaceOps {
+        SpaceOps::default()
+    }
+
+    /// Give `len` bytes at `offset` back to the storage (trim, unmap, hole
+    /// punch). What a later read returns is [`SpaceOps::discard_reads`].
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Err(unsupported("discard"))
+    }
+
+    /// Make `len` bytes at `offset` read as zeros; with `zero.unmap` the
+    /// target may deallocate them to do it (else they stay allocated).
+    fn write_zeroes(&self, offset: u64, len: u64, zero: ZeroFlags) -> io::Result<()> {
+        let _ = (offset, len, zero);
+        Err(unsupported("write-zeroes"))
+    }
+}
+
+/// How a write-zeroes is asked for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ZeroFlags {
+    /// The target may deallocate the range (NBD without `NO_HOLE`, a hole
+    /// punch on a file, an unmapping write-zeroes on a device).
+    pub unmap: bool,
+    /// Ask the target to fail rather than zero slowly (NBD `FAST_ZERO`);
+    /// the target then zeroes without it.
+    pub fast: bool,
+}
+
+/// What a read of a discarded block may return: the promise the verify of
+/// a discarded block holds the target to (docs/CONTRACT.md, discard).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscardReads {
+    /// Zeros, always.
+    Zeroes,
+    /// What the block held before the discard (the target ignores it).
+    Previous,
+    /// Either, per block (NBD promises nothing more).
+    Any,
+}
+
+impl DiscardReads {
+    pub fn parse(text: &str) -> Result<DiscardReads, String> {
+        match text {
+            "zeroes" | "zeros" => Ok(DiscardReads::Zeroes),
+            "previous" => Ok(DiscardReads::Previous),
+            "any" => Ok(DiscardReads::Any),
+            _ => Err(format!(
+                "bad --discard-reads '{text}': use zeroes, previous or any"
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DiscardReads::Zeroes => "zeroes",
+            DiscardReads::Previous => "previous",
+            DiscardReads::Any => "any",
+        }
+    }
+}
+
+/// A target's discard and write-zeroes support.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpaceOps {
+    /// Discards are carried out (or accepted: see `discard_reads`).
+    pub discard: bool,
+    /// Write-zeroes is carried out.
+    pub write_zeroes: bool,
+    /// The target offers a fast-zero request (NBD `FAST_ZERO`).
+    pub fast_zero: bool,
+    /// Discards act on whole units of this many bytes (0: not told).
+    pub discard_granularity: u64,
+    /// Largest discard or write-zeroes the target takes at once, bytes
+    /// (0: no limit); longer ones are split.
+    pub max_bytes: u64,
+    /// What the target promises a read of a discarded range returns, where
+    /// it says (None: it does not; the verify then accepts either).
+    pub discard_reads: Option<DiscardReads>,
+}
+
+/// The error of a space operation a target does not carry out.
+pub fn unsupported(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("the target does not support {what}"),
+    )
 }
 
 /// What a reconnecting target counts: its connections so far (the epoch:

@@ -216,6 +216,23 @@ impl Target for Reconnecting {
     fn loss_counters(&self) -> Option<Arc<LossCounters>> {
         Some(Arc::clone(&self.counters))
     }
+
+    fn space_ops(&self) -> crate::storage::SpaceOps {
+        self.current().1.space_ops()
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.retrying(|target| target.discard(offset, len))
+    }
+
+    fn write_zeroes(
+        &self,
+        offset: u64,
+        len: u64,
+        zero: crate::storage::ZeroFlags,
+    ) -> io::Result<()> {
+        self.retrying(|target| target.write_zeroes(offset, len, zero))
+    }
 }
 
 #[cfg(test)]

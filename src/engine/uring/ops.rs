@@ -76,6 +76,10 @@ enum Step {
     Failed(io::Error),
 }
 
+/// fallocate modes of discards and write-zeroes (always keeping the size).
+const PUNCH_HOLE: i32 = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+const ZERO_RANGE: i32 = libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE;
+
 /// Decide what a completion result `res` means for an IO of `len` bytes of
 /// which `done` had moved before, after `retries` retries.
 fn next_step(kind: IoKind, len: usize, done: usize, res: i32, retries: u32) -> Step {
@@ -147,6 +151,23 @@ impl UringEngine {
             IoKind::Flush => with_file!(file, |fd| opcode::Fsync::new(fd)
                 .flags(types::FsyncFlags::DATASYNC)
                 .build()),
+            // A discard or write-zeroes: fallocate on the file or device.
+            // On a file a punched hole reads as zeros; on a block device
+            // the kernel turns PUNCH_HOLE into an unmapping write-zeroes
+            // and ZERO_RANGE into one that keeps the blocks allocated.
+            IoKind::Discard { offset, len } => {
+                with_file!(file, |fd| opcode::Fallocate::new(fd, len)
+                    .offset(offset)
+                    .mode(PUNCH_HOLE)
+                    .build())
+            }
+            IoKind::Zero { offset, len, zero } => {
+                let mode = if zero.unmap { PUNCH_HOLE } else { ZERO_RANGE };
+                with_file!(file, |fd| opcode::Fallocate::new(fd, len)
+                    .offset(offset)
+                    .mode(mode)
+                    .build())
+            }
         };
         let entry = entry.user_data(slot as u64);
         if op.retries > 0 {
@@ -257,6 +278,16 @@ impl UringEngine {
             debug_assert!(false, "completion for unknown slot {slot}");
             return;
         };
+        if res == -libc::EOPNOTSUPP
+            && let IoKind::Zero { zero, .. } = &mut op.kind
+            && !zero.unmap
+        {
+            // No FALLOC_FL_ZERO_RANGE on this filesystem (tmpfs): on a
+            // file a punched hole reads as zeros too.
+            zero.unmap = true;
+            self.resubmit.push(slot);
+            return;
+        }
         match next_step(op.kind, op.buf.len(), op.done, res, op.retries) {
             Step::Done => self.retire(slot, Ok(())),
             Step::Failed(error) => self.retire(slot, Err(error)),
