@@ -23,6 +23,8 @@ fn plan(block_count: u64, coverage: f64, scatter: Scatter) -> BurstPlan {
         coverage,
         passes: None,
         seed: 7,
+        discard: 0.0,
+        zero: 0.0,
     }
 }
 

@@ -10,7 +10,7 @@ use crate::disrupt::{DisruptPlan, Schedule};
 use crate::engine::EngineChoice;
 use crate::error::{Error, Result};
 use crate::on_finding::OnFindingPlan;
-use crate::storage::LossPolicy;
+use crate::storage::{DiscardReads, LossPolicy};
 use crate::units::{parse_duration, parse_fraction, parse_size};
 use crate::verify::VerifyOptions;
 use crate::workload::Scatter;
@@ -35,6 +35,11 @@ pub struct WriteConfig {
     /// Bytes per write (inclusive range); None: one block.
     pub io_size: Option<(u64, u64)>,
     pub overwrite: f64,
+    /// Fractions of operations that discard or zero instead of writing.
+    pub discard: f64,
+    pub zero: f64,
+    /// `--discard-reads`: what a discarded block may read as.
+    pub discard_reads: Option<DiscardReads>,
     pub compress_ratio: f64,
     pub dedup_ratio: f64,
     pub engine: EngineChoice,
@@ -152,6 +157,20 @@ impl WriteConfig {
             ));
         }
         let overwrite = parse_fraction(&flags.overwrite).map_err(|e| usage("--overwrite", e))?;
+        let discard = parse_fraction(&flags.discard).map_err(|e| usage("--discard", e))?;
+        let zero = parse_fraction(&flags.write_zeroes).map_err(|e| usage("--write-zeroes", e))?;
+        if discard + zero > 1.0 + 1e-9 {
+            return Err(Error::usage(format!(
+                "bad --discard {} with --write-zeroes {}: together they are more than every operation",
+                flags.discard, flags.write_zeroes
+            )));
+        }
+        let discard_reads = flags
+            .discard_reads
+            .as_deref()
+            .map(DiscardReads::parse)
+            .transpose()
+            .map_err(Error::usage)?;
         let compress_ratio = parse_ratio(
             &flags.compress_ratio,
             "--compress-ratio",
@@ -174,6 +193,9 @@ impl WriteConfig {
             scatter,
             io_size,
             overwrite,
+            discard,
+            zero,
+            discard_reads,
             compress_ratio,
             dedup_ratio,
             engine,
@@ -364,6 +386,12 @@ impl VerifyConfig {
         options.chunk_bytes = read_size as usize;
         let engine = parse_engine(&flags.read_engine, "--read-engine")?;
         options.max_findings = flags.max_findings;
+        options.discard_reads = flags
+            .discard_reads
+            .as_deref()
+            .map(DiscardReads::parse)
+            .transpose()
+            .map_err(Error::usage)?;
         if let Some(path) = &flags.json
             && path.is_empty()
         {

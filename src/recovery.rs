@@ -12,7 +12,7 @@ use crate::buf::AlignedBuf;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::manifest::journal::generation_before_pending;
-use crate::manifest::{Manifest, next_generation};
+use crate::manifest::{BlockKind, BlockState, Manifest, Pending, next_generation};
 use crate::stamp::{self, WriteStamp};
 use crate::storage::Target;
 use crate::verify::{Expectation, classify};
@@ -44,9 +44,14 @@ pub fn recover(
         ..Default::default()
     };
     let mut buf = AlignedBuf::new(block_size as usize);
-    let mut blocks: Vec<(u64, (u32, u32))> = pending.into_iter().collect();
-    blocks.sort_unstable();
-    for (block, (oldest, newest)) in blocks {
+    let mut blocks: Vec<(u64, Pending)> = pending.into_iter().collect();
+    blocks.sort_unstable_by_key(|&(block, _)| block);
+    for (block, pending) in blocks {
+        let Pending {
+            oldest,
+            newest,
+            zeros,
+        } = pending;
         let offset = block * block_size;
         target.read_at(&mut buf, offset).map_err(|e| {
             Error::run(format!(
@@ -61,6 +66,19 @@ pub fn recover(
         while generation != newest {
             generation = next_generation(generation);
             candidates.push(generation);
+        }
+        if zeros && buf.iter().all(|&b| b == 0) {
+            // A pending zeroing or discard (or what the block held before
+            // its pending writes) left zeros: expect zeros from now on.
+            manifest.set_state(
+                block,
+                BlockState {
+                    kind: BlockKind::Zeroed,
+                    generation: newest,
+                },
+            );
+            recovery.kept_new += 1;
+            continue;
         }
         let held = candidates.iter().rev().copied().find(|&g| {
             if g == 0 {

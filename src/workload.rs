@@ -21,14 +21,27 @@ use std::collections::VecDeque;
 
 use crate::rng::{SplitMix64, mix64};
 
-/// One write IO: `block_count` consecutive blocks from `first_block`.
+pub use crate::manifest::OpKind;
+
+/// One IO: `block_count` consecutive blocks from `first_block`, written,
+/// zeroed or discarded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WriteOp {
     pub first_block: u64,
     pub block_count: u32,
+    pub kind: OpKind,
 }
 
 impl WriteOp {
+    /// A write of `block_count` blocks from `first_block`.
+    pub fn write(first_block: u64, block_count: u32) -> WriteOp {
+        WriteOp {
+            first_block,
+            block_count,
+            kind: OpKind::Write,
+        }
+    }
+
     pub fn end(&self) -> u64 {
         self.first_block + self.block_count as u64
     }
@@ -97,6 +110,10 @@ pub struct BurstPlan {
     /// Passes over the covered blocks; `None`: until stopped (time-based).
     pub passes: Option<u64>,
     pub seed: u64,
+    /// Fraction of operations that discard their blocks instead (`--discard`).
+    pub discard: f64,
+    /// Fraction of operations that zero their blocks instead (`--write-zeroes`).
+    pub zero: f64,
 }
 
 /// Recently written extents kept for overwrites.
@@ -172,10 +189,8 @@ impl BurstWorkload {
         } else {
             low + (self.rng.next_u64() % (high - low + 1) as u64) as u32
         };
-        let mut op = WriteOp {
-            first_block: block,
-            block_count: 1,
-        };
+        let mut op = WriteOp::write(block, 1);
+        op.kind = self.pick_kind();
         while op.block_count < wanted && self.available(op.end()) {
             op.block_count += 1;
         }
@@ -189,6 +204,23 @@ impl BurstWorkload {
         self.remember(op);
         burst.push(op);
         Placement::Placed
+    }
+
+    /// Write, zero or discard, in the plan's proportions. Draws nothing
+    /// from the generator when the workload only writes, so a seed replays
+    /// the bursts it always did.
+    fn pick_kind(&mut self) -> OpKind {
+        if self.plan.discard <= 0.0 && self.plan.zero <= 0.0 {
+            return OpKind::Write;
+        }
+        let draw = self.rng.unit();
+        if draw < self.plan.discard {
+            OpKind::Discard
+        } else if draw < self.plan.discard + self.plan.zero {
+            OpKind::Zero
+        } else {
+            OpKind::Write
+        }
     }
 
     fn remember(&mut self, op: WriteOp) {
@@ -250,8 +282,9 @@ impl Workload for BurstWorkload {
             if self.plan.overwrite > 0.0
                 && !self.recent.is_empty()
                 && self.rng.unit() < self.plan.overwrite
-                && let Some(op) = self.overwrite(burst)
+                && let Some(mut op) = self.overwrite(burst)
             {
+                op.kind = self.pick_kind();
                 burst.push(op);
                 continue;
             }
@@ -531,6 +564,8 @@ mod tests {
             coverage: 1.0,
             passes: Some(1),
             seed: 3,
+            discard: 0.0,
+            zero: 0.0,
         }
     }
 
@@ -755,6 +790,8 @@ mod tests {
                 coverage,
                 passes: Some(passes),
                 seed,
+                discard: 0.0,
+                zero: 0.0,
             };
             let mut workload = BurstWorkload::new(p);
             let covered = workload.coverage().clone();
@@ -791,6 +828,8 @@ mod tests {
                 coverage,
                 passes: Some(2),
                 seed,
+                discard: 0.0,
+                zero: 0.0,
             };
             let first = drain(&mut BurstWorkload::new(p.clone()));
             proptest::prop_assert_eq!(&first, &drain(&mut BurstWorkload::new(p.clone())));

@@ -33,11 +33,12 @@ use std::time::Duration;
 use crate::clock::{Clock, SystemClock};
 use crate::engine::{Completion, Engine, Io, IoKind};
 use crate::error::{Error, Result};
-use crate::manifest::journal::FIRST_WRITE;
-use crate::manifest::{Manifest, next_generation};
+use crate::manifest::journal::{BEFORE_ZEROS, FIRST_WRITE};
+use crate::manifest::{BlockKind, BlockState, Manifest, OpKind, Pending};
 use crate::signals::StopToken;
 use crate::stamp::{self, WriteStamp};
 use crate::storage::LossCounters;
+use crate::storage::ZeroFlags;
 use crate::workload::{Workload, WriteOp};
 
 /// When writes are made durable (the README states the promise per policy).
@@ -88,6 +89,9 @@ pub struct WriteOptions {
     /// Stop submitting once this fires, as for `stop`, but the outcome says
     /// `stopped_on_finding` (`--stop-on-finding`: a finding, not a signal).
     pub finding_stop: StopToken,
+    /// The target offers fast write-zeroes (NBD `FAST_ZERO`): some of the
+    /// workload's zeroings ask for it.
+    pub fast_zero: bool,
 }
 
 /// The target the rolling verify's findings are re-read on, and the watch
@@ -120,7 +124,7 @@ pub trait Pause: Send + Sync {
     /// has not yet made durable, with the oldest and newest such generation
     /// (the generation before the oldest, or any up to the newest, may be
     /// found). An error ends the write phase with it.
-    fn paused(&self, manifest: &Manifest, pending: HashMap<u64, (u32, u32)>) -> Result<()>;
+    fn paused(&self, manifest: &Manifest, pending: HashMap<u64, Pending>) -> Result<()>;
     /// Called once every write is durable again, before the next burst.
     fn resumed(&self);
 }
@@ -152,6 +156,7 @@ impl Default for WriteOptions {
             pause: None,
             confirm: None,
             finding_stop: StopToken::new(),
+            fast_zero: false,
         }
     }
 }
@@ -162,6 +167,11 @@ pub struct WriteOutcome {
     pub writes: u64,
     pub blocks_written: u64,
     pub bytes_written: u64,
+    /// Write-zeroes and discards completed, and the blocks they covered.
+    pub zeroings: u64,
+    pub blocks_zeroed: u64,
+    pub discards: u64,
+    pub blocks_discarded: u64,
     pub flushes: u64,
     /// Syncs of the manifest journal (one per batch of intents).
     pub journal_syncs: u64,
@@ -238,7 +248,10 @@ struct Submitted {
     /// sent on.
     epoch: u64,
     op: WriteOp,
+    /// Each block's new state value (see [`BlockState::value`]).
     generations: Vec<u32>,
+    /// Each block's intent flags ([`FIRST_WRITE`], [`BEFORE_ZEROS`]).
+    flags: Vec<u32>,
     write_seq: u64,
     write_time_s: u32,
 }
@@ -246,10 +259,13 @@ struct Submitted {
 /// A write whose generations are decided and whose intent is logged.
 struct Planned {
     op: WriteOp,
+    /// Each block's state value after this operation (for a write, the
+    /// generation it stamps).
     generations: Vec<u32>,
-    /// Indices (into `generations`) of blocks never written before: their
-    /// intents say so (see [`crate::manifest::journal::FIRST_WRITE`]).
-    first_writes: Vec<usize>,
+    /// Each block's intent flags: never written before
+    /// ([`crate::manifest::journal::FIRST_WRITE`]), or it may have read
+    /// zeros before ([`crate::manifest::journal::BEFORE_ZEROS`]).
+    flags: Vec<u32>,
     /// Journal position just after this write's entries.
     journal_end: u64,
     /// Its intents are still to be logged.
@@ -484,28 +500,33 @@ impl Writer<'_> {
             }
             let mut writes = Vec::with_capacity(burst.len());
             for op in burst.iter().copied() {
-                let mut first_writes = Vec::new();
+                let mut flags = Vec::with_capacity(op.block_count as usize);
                 let generations: Vec<u32> = (op.first_block..op.end())
-                    .enumerate()
-                    .map(|(i, block)| {
-                        let current = self
-                            .planned_generation
-                            .get(&block)
-                            .copied()
-                            .unwrap_or_else(|| self.manifest.generation(block));
-                        if current == 0 {
-                            first_writes.push(i);
+                    .map(|block| {
+                        let current = BlockState::from_value(
+                            self.planned_generation
+                                .get(&block)
+                                .copied()
+                                .unwrap_or_else(|| self.manifest.value(block)),
+                        );
+                        let mut flag = 0;
+                        if current.generation == 0 {
+                            flag |= FIRST_WRITE;
                         }
-                        let generation = next_generation(current);
-                        self.planned_generation.insert(block, generation);
-                        generation
+                        if current.kind != BlockKind::Data {
+                            flag |= BEFORE_ZEROS;
+                        }
+                        flags.push(flag);
+                        let next = current.after(op.kind).value();
+                        self.planned_generation.insert(block, next);
+                        next
                     })
                     .collect();
                 entries += generations.len();
                 writes.push(Planned {
                     op,
                     generations,
-                    first_writes,
+                    flags,
                     journal_end: 0,
                     unjournaled: journaling,
                 });
@@ -585,12 +606,9 @@ impl Writer<'_> {
         }
         let mut entries: Vec<(u64, u32)> = Vec::with_capacity(self.unjournaled_entries);
         for write in planned.iter().flatten().filter(|w| w.unjournaled) {
-            let start = entries.len();
             let blocks = write.op.first_block..write.op.end();
-            entries.extend(blocks.zip(write.generations.iter().copied()));
-            for &i in &write.first_writes {
-                entries[start + i].1 |= FIRST_WRITE;
-            }
+            let values = write.generations.iter().zip(&write.flags).map(|(v, f)| v | f);
+            entries.extend(blocks.zip(values));
         }
         let mut position = self.manifest.journal().map_or(0, |j| j.tail());
         self.manifest.journal_append(&entries)?;
@@ -632,6 +650,7 @@ impl Writer<'_> {
         self.manifest.header_mut().next_write_seq += 1;
         let write_time_s = self.options.clock.unix_now_s() as u32;
         let mut buf = self.io_buffer(op);
+        // A zeroing or discard carries no data (its buffer is empty).
         for (i, chunk) in buf.chunks_exact_mut(block_size).enumerate() {
             let block = op.first_block + i as u64;
             let generation = write.generations[i];
@@ -653,14 +672,18 @@ impl Writer<'_> {
             epoch: self.epoch(),
             op,
             generations: write.generations.clone(),
+            flags: write.flags.clone(),
             write_seq,
             write_time_s,
         });
         self.send(op, buf, InFlight::Write(write, slot))
     }
 
-    /// A buffer for all of `op`'s blocks.
+    /// A buffer for all of `op`'s blocks (none for a zeroing or discard).
     fn io_buffer(&mut self, op: WriteOp) -> crate::buf::AlignedBuf {
+        if op.kind != OpKind::Write {
+            return crate::buf::AlignedBuf::new(0);
+        }
         let length = self.manifest.header().block_size as usize * op.block_count as usize;
         let mut buf = self.engine.take_buffer(length);
         buf.set_len(length);
@@ -670,13 +693,21 @@ impl Writer<'_> {
     /// Claim `op`'s blocks (no other IO touches them until this one
     /// completes) and hand the IO to the engine.
     fn send(&mut self, op: WriteOp, buf: crate::buf::AlignedBuf, entry: InFlight) -> Result<()> {
-        let offset = op.first_block * self.manifest.header().block_size as u64;
-        let kind = match entry {
-            InFlight::Write(..) | InFlight::Rewrite { .. } => IoKind::Write {
+        let block_size = self.manifest.header().block_size as u64;
+        let offset = op.first_block * block_size;
+        let len = op.block_count as u64 * block_size;
+        let kind = match (&entry, op.kind) {
+            (InFlight::Read { .. }, _) => IoKind::Read { offset },
+            (_, OpKind::Write) => IoKind::Write {
                 offset,
                 fua: self.options.fua,
             },
-            InFlight::Read { .. } => IoKind::Read { offset },
+            (_, OpKind::Discard) => IoKind::Discard { offset, len },
+            (_, OpKind::Zero) => IoKind::Zero {
+                offset,
+                len,
+                zero: self.zero_flags(),
+            },
         };
         self.blocks_in_flight.extend(op.first_block..op.end());
         let id = self.next_id;
@@ -686,6 +717,17 @@ impl Writer<'_> {
             .map_err(engine_error)?;
         self.in_flight.insert(id, entry);
         Ok(())
+    }
+
+    /// How the next zeroing is asked for: with and without leave to
+    /// deallocate, and fast where the target offers it, in turn from the
+    /// IO ids so a seed replays them.
+    fn zero_flags(&self) -> ZeroFlags {
+        let draw = crate::rng::mix64(self.next_id ^ self.manifest.header().run_id);
+        ZeroFlags {
+            unmap: draw & 1 == 0,
+            fast: self.options.fast_zero && draw & 2 == 0,
+        }
     }
 
     fn reap(&mut self, min: usize) -> Result<()> {
@@ -728,7 +770,7 @@ impl Writer<'_> {
                 let slot = self.submitted_base + i as u64;
                 for (j, &generation) in entry.generations.iter().enumerate() {
                     let block = entry.op.first_block + j as u64;
-                    if self.manifest.generation(block) != generation {
+                    if self.manifest.value(block) != generation {
                         continue;
                     }
                     match stale.last_mut() {
@@ -740,6 +782,7 @@ impl Writer<'_> {
                             WriteOp {
                                 first_block: block,
                                 block_count: 1,
+                                kind: entry.op.kind,
                             },
                         )),
                     }
@@ -781,6 +824,7 @@ impl Writer<'_> {
         let mut buf = self.io_buffer(op);
         let entry = &self.submitted[index];
         let skip = (op.first_block - entry.op.first_block) as usize;
+        // A zeroing or discard is issued again as it was (no buffer).
         for (i, chunk) in buf.chunks_exact_mut(block_size).enumerate() {
             stamp::build_write(
                 &format,
@@ -799,14 +843,18 @@ impl Writer<'_> {
 
     /// Blocks whose latest writes are not yet durable, with the oldest and
     /// newest such generation (see [`Pause::paused`]).
-    fn not_yet_durable(&self) -> HashMap<u64, (u32, u32)> {
-        let mut pending: HashMap<u64, (u32, u32)> = HashMap::new();
+    fn not_yet_durable(&self) -> HashMap<u64, Pending> {
+        let mut pending: HashMap<u64, Pending> = HashMap::new();
         for entry in self.submitted.iter().filter(|s| !s.durable) {
-            for (i, &generation) in entry.generations.iter().enumerate() {
+            for (i, (&value, &flags)) in entry.generations.iter().zip(&entry.flags).enumerate() {
+                let mut one = Pending::of_intent(value | flags);
+                if flags & FIRST_WRITE != 0 {
+                    one.merge(Pending::of_intent(0));
+                }
                 pending
                     .entry(entry.op.first_block + i as u64)
-                    .and_modify(|(_, newest)| *newest = generation)
-                    .or_insert((generation, generation));
+                    .and_modify(|p| p.merge(one))
+                    .or_insert(one);
             }
         }
         pending
@@ -872,7 +920,7 @@ impl Writer<'_> {
             // without fault, and is written again at the next flush.
             let current = epoch == self.epoch()
                 && (op.first_block..op.end()).zip(&generations).all(|(b, &g)| {
-                    self.manifest.generation(b) == g && !self.blocks_in_flight.contains(&b)
+                    self.manifest.value(b) == g && !self.blocks_in_flight.contains(&b)
                 });
             if !current {
                 continue;
@@ -1041,19 +1089,32 @@ impl Writer<'_> {
                             self.planned_generation.remove(&block);
                         }
                     }
-                    if self.options.verify_backlog.is_some() {
-                        let epoch = self.submitted_epoch(slot);
-                        self.backlog.push((op, write.generations.clone(), epoch));
-                    }
-                    self.outcome.writes += 1;
-                    self.outcome.blocks_written += op.block_count as u64;
-                    self.outcome.bytes_written += completion.buf.len() as u64;
                     self.manifest.header_mut().writes_completed += 1;
-                    if let Some(progress) = &self.options.progress {
-                        progress.add(completion.buf.len() as u64);
-                    }
-                    if let Some(metrics) = &self.options.metrics {
-                        metrics.record_write(completion.latency, completion.buf.len() as u64);
+                    match op.kind {
+                        OpKind::Write => {
+                            if self.options.verify_backlog.is_some() {
+                                let epoch = self.submitted_epoch(slot);
+                                self.backlog.push((op, write.generations.clone(), epoch));
+                            }
+                            self.outcome.writes += 1;
+                            self.outcome.blocks_written += op.block_count as u64;
+                            self.outcome.bytes_written += completion.buf.len() as u64;
+                            if let Some(progress) = &self.options.progress {
+                                progress.add(completion.buf.len() as u64);
+                            }
+                            if let Some(metrics) = &self.options.metrics {
+                                metrics
+                                    .record_write(completion.latency, completion.buf.len() as u64);
+                            }
+                        }
+                        OpKind::Zero => {
+                            self.outcome.zeroings += 1;
+                            self.outcome.blocks_zeroed += op.block_count as u64;
+                        }
+                        OpKind::Discard => {
+                            self.outcome.discards += 1;
+                            self.outcome.blocks_discarded += op.block_count as u64;
+                        }
                     }
                     if self.options.fua {
                         self.mark_durable(slot, &mut released);
@@ -1142,6 +1203,8 @@ mod tests {
             coverage: 1.0,
             passes,
             seed: 7,
+            discard: 0.0,
+            zero: 0.0,
         })
     }
 
@@ -1483,8 +1546,8 @@ mod tests {
             !self.resumed.load(SeqCst) && self.asked.fetch_add(1, SeqCst) + 1 >= self.at
         }
 
-        fn paused(&self, manifest: &Manifest, pending: HashMap<u64, (u32, u32)>) -> Result<()> {
-            assert!(pending.values().all(|&(oldest, newest)| oldest <= newest));
+        fn paused(&self, manifest: &Manifest, pending: HashMap<u64, Pending>) -> Result<()> {
+            assert!(pending.values().all(|p| p.oldest <= p.newest));
             self.written_at_pause
                 .lock()
                 .unwrap()
@@ -1585,7 +1648,7 @@ mod tests {
             false
         }
 
-        fn paused(&self, _: &Manifest, _: HashMap<u64, (u32, u32)>) -> Result<()> {
+        fn paused(&self, _: &Manifest, _: HashMap<u64, Pending>) -> Result<()> {
             unreachable!("never due")
         }
 

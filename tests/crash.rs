@@ -118,6 +118,8 @@ fn write_until_the_power_fails(
         coverage: 1.0,
         passes: Some(2),
         seed: 9,
+        discard: 0.0,
+        zero: 0.0,
     });
     let options = WriteOptions {
         sync,
@@ -299,6 +301,8 @@ fn after_a_power_cut_only_the_unflushed_writes_and_twice_the_queue_depth_are_pen
             coverage: 1.0,
             passes: Some(2),
             seed: round,
+            discard: 0.0,
+            zero: 0.0,
         });
         let options = WriteOptions {
             sync: SyncPolicy::Every(64),

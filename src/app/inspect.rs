@@ -192,9 +192,9 @@ fn tell(
         manifest
             .pending_writes()?
             .get(&block)
-            .map(|&(oldest, newest)| Pending {
-                before: generation_before_pending(oldest, manifest.generation(block)),
-                newest,
+            .map(|&pending| Pending {
+                before: generation_before_pending(pending.oldest, manifest.generation(block)),
+                newest: pending.newest,
                 atomic_unit_bytes: expected.atomic_unit(),
             })
     } else {

@@ -21,7 +21,7 @@ use crate::progress::Goal;
 use crate::report::{Report, ReportContext, TargetSection, junit};
 use crate::rng::random_u64;
 use crate::stamp;
-use crate::storage::{self, OpenRequest, Target};
+use crate::storage::{self, DiscardReads, OpenRequest, Target};
 use crate::units::{format_rate, format_size};
 use crate::verify::{self, Classified, Finding, FindingClass};
 use crate::workload::{BurstPlan, BurstWorkload, Scatter};
@@ -221,6 +221,7 @@ pub(super) fn prepare_write(
             format_size(block_size as u64)
         )));
     }
+    check_space_ops(config, target.as_ref(), block_size)?;
     if config.engine == EngineChoice::Uring {
         // The probe above said io_uring works; building the engine proves
         // it for this target before the manifest changes.
@@ -261,6 +262,36 @@ pub(super) fn prepare_write(
         }
     };
     Ok((manifest, target))
+}
+
+/// `--discard` and `--write-zeroes` need a target that carries them out,
+/// in whole units of its discard granularity.
+fn check_space_ops(config: &WriteConfig, target: &dyn Target, block_size: u32) -> Result<()> {
+    let space = target.space_ops();
+    let uri = &target.info().uri;
+    if config.discard > 0.0 {
+        if !space.discard {
+            return Err(Error::usage(format!(
+                "target {uri} does not support discard; drop --discard"
+            )));
+        }
+        if space.discard_granularity > 0
+            && !(block_size as u64).is_multiple_of(space.discard_granularity)
+        {
+            return Err(Error::usage(format!(
+                "target {uri} discards in units of {}, more than (or not dividing) the {} block: use --block-size {} or larger",
+                format_size(space.discard_granularity),
+                format_size(block_size as u64),
+                format_size(space.discard_granularity)
+            )));
+        }
+    }
+    if config.zero > 0.0 && !space.write_zeroes {
+        return Err(Error::usage(format!(
+            "target {uri} does not support write-zeroes; drop --write-zeroes"
+        )));
+    }
+    Ok(())
 }
 
 pub(super) fn write_phase(
@@ -310,6 +341,8 @@ pub(super) fn write_phase(
             Some(config.passes)
         },
         seed,
+        discard: config.discard,
+        zero: config.zero,
     });
     manifest.header_mut().record_session(WriteSession {
         first_write_seq: 0,
@@ -324,7 +357,18 @@ pub(super) fn write_phase(
         queue_depth: config.queue_depth as u32,
         io_blocks: [io_blocks.0, io_blocks.1],
         overwrite: config.overwrite,
+        discard: config.discard,
+        write_zeroes: config.zero,
     });
+    if config.discard > 0.0 || config.zero > 0.0 {
+        // What the verify holds discarded blocks to: the user's word, else
+        // the target's, else either zeros or the previous contents.
+        let promise = config
+            .discard_reads
+            .or(target.space_ops().discard_reads)
+            .unwrap_or(DiscardReads::Any);
+        manifest.header_mut().discard_reads = Some(promise);
+    }
     let counters = Arc::new(crate::progress::Counters::default());
     let goal = match config.options.duration {
         Some(duration) => Goal::Time(duration),
@@ -341,6 +385,7 @@ pub(super) fn write_phase(
         progress: Some(counters),
         stop,
         loss: target.loss_counters(),
+        fast_zero: target.space_ops().fast_zero,
         // Rolling-verify findings are re-read at once, before any later
         // write of their blocks.
         confirm: config.options.confirm.clone().or_else(|| {
@@ -446,6 +491,10 @@ pub(super) fn verify_expected(
     checkpoint: Option<&str>,
     config: &VerifyConfig,
 ) -> Result<Report> {
+    let mut expected = expected;
+    if let Some(promise) = config.options.discard_reads {
+        expected.set_discard_reads(promise);
+    }
     let format = manifest.format();
     let mut notes = Vec::new();
     if !target.info().direct_io {

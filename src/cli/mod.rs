@@ -91,6 +91,15 @@ pub struct WriteFlags {
     /// Fraction of writes that re-hit written blocks (new generations).
     #[arg(long, value_name = "F", default_value = "0")]
     pub overwrite: String,
+    /// Fraction of operations that discard their blocks (trim, unmap, hole punch) instead of writing them.
+    #[arg(long, value_name = "F", default_value = "0")]
+    pub discard: String,
+    /// Fraction of operations that zero their blocks (write-zeroes) instead of writing them.
+    #[arg(long = "write-zeroes", value_name = "F", default_value = "0")]
+    pub write_zeroes: String,
+    /// What a read of a discarded block may return: zeroes, previous or any [default: what the target promises, else any].
+    #[arg(long = "discard-reads", value_name = "PROMISE")]
+    pub discard_reads: Option<String>,
     /// Stop writing after this long, e.g. 10m (runs passes until then).
     #[arg(long, value_name = "DURATION")]
     pub duration: Option<String>,
@@ -199,6 +208,9 @@ pub struct VerifyFlags {
     /// for CI systems).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Hold discarded blocks to this promise: zeroes, previous or any [default: the one the write recorded].
+    #[arg(long = "discard-reads", value_name = "PROMISE")]
+    pub discard_reads: Option<String>,
     #[command(flatten)]
     pub on_finding: OnFindingFlags,
 }

@@ -12,7 +12,8 @@ use std::os::unix::fs::FileExt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Manifest, ManifestState, unix_now_s};
+use super::{BlockState, Manifest, ManifestState, Pending, unix_now_s};
+use crate::storage::DiscardReads;
 use crate::error::{Error, Result};
 
 /// Marks an undo entry as written: the log ends at the first entry without.
@@ -148,26 +149,28 @@ impl Manifest {
     /// whose latest writes it does not yet know durable: for each, the
     /// oldest and newest such generation (the one before the oldest, or any
     /// up to the newest, may be found; see [`Expected::pending`]).
-    pub fn expected_while_writing(&self, pending: HashMap<u64, (u32, u32)>) -> Expected<'_> {
-        Expected::new(self, None, None, Some(pending).filter(|p| !p.is_empty()))
+    pub fn expected_while_writing(&self, pending: HashMap<u64, Pending>) -> Expected<'_> {
+        let mut expected = Expected::new(self, None, None, Some(pending).filter(|p| !p.is_empty()));
+        expected.backing = self.latest_checkpoint_states().unwrap_or_default();
+        expected
     }
 
-    /// The expected state: the latest, or as of a checkpoint.
-    pub fn expected(&self, checkpoint: Option<&str>) -> Result<Expected<'_>> {
-        let Some(name) = checkpoint else {
-            // After a crash, writes the storage never promised to keep may
-            // hold their old or their new generation.
-            let pending = if self.header.state == ManifestState::Writing {
-                Some(self.pending_writes()?).filter(|p| !p.is_empty())
-            } else {
-                None
-            };
-            return Ok(Expected::new(self, None, None, pending));
+    /// The states of the blocks changed since the latest checkpoint, as of
+    /// it (none without one): what a discard in an overlay taken at that
+    /// checkpoint may expose of its backing image.
+    fn latest_checkpoint_states(&self) -> Result<HashMap<u64, u32>> {
+        let Some(latest) = self.header.checkpoints.last() else {
+            return Ok(HashMap::new());
         };
-        let start = self.checkpoint(name)?.undo_start;
+        self.undo_overrides(latest.undo_start)
+    }
+
+    /// Each block's value as of the checkpoint whose undo entries start at
+    /// `start`, for the blocks changed since.
+    fn undo_overrides(&self, start: u64) -> Result<HashMap<u64, u32>> {
         let entries = self.read_undo_from(start)?;
         // Applying the entries newest first leaves, for each block, the
-        // oldest entry after the checkpoint: its generation at that moment.
+        // oldest entry after the checkpoint: its value at that moment.
         let mut overrides = HashMap::new();
         for &entry in entries.iter().rev() {
             let (block, generation) = undo_fields(entry);
@@ -181,6 +184,25 @@ impl Manifest {
             }
             overrides.insert(block, generation);
         }
+        Ok(overrides)
+    }
+
+    /// The expected state: the latest, or as of a checkpoint.
+    pub fn expected(&self, checkpoint: Option<&str>) -> Result<Expected<'_>> {
+        let Some(name) = checkpoint else {
+            // After a crash, writes the storage never promised to keep may
+            // hold their old or their new generation.
+            let pending = if self.header.state == ManifestState::Writing {
+                Some(self.pending_writes()?).filter(|p| !p.is_empty())
+            } else {
+                None
+            };
+            let mut expected = Expected::new(self, None, None, pending);
+            expected.backing = self.latest_checkpoint_states()?;
+            return Ok(expected);
+        };
+        let start = self.checkpoint(name)?.undo_start;
+        let overrides = self.undo_overrides(start)?;
         Ok(Expected::new(
             self,
             Some(overrides),
@@ -223,7 +245,12 @@ pub struct Expected<'m> {
     manifest: &'m Manifest,
     overrides: Option<HashMap<u64, u32>>,
     checkpoint: Option<String>,
-    pending: Option<HashMap<u64, (u32, u32)>>,
+    pending: Option<HashMap<u64, Pending>>,
+    /// For the latest state: the values at the latest checkpoint of the
+    /// blocks changed since (a discarded block may read as it was then).
+    backing: HashMap<u64, u32>,
+    /// What a discarded block may read as.
+    discard_reads: DiscardReads,
     /// The blocks whose expectation the map alone does not give (overridden
     /// by the checkpoint, pending, or deferred), ascending.
     exceptions: Vec<u64>,
@@ -237,7 +264,7 @@ impl<'m> Expected<'m> {
         manifest: &'m Manifest,
         overrides: Option<HashMap<u64, u32>>,
         checkpoint: Option<String>,
-        pending: Option<HashMap<u64, (u32, u32)>>,
+        pending: Option<HashMap<u64, Pending>>,
     ) -> Expected<'m> {
         let mut exceptions: Vec<u64> = manifest.deferred.keys().copied().collect();
         exceptions.extend(overrides.iter().flat_map(|o| o.keys().copied()));
@@ -249,6 +276,8 @@ impl<'m> Expected<'m> {
             overrides,
             checkpoint,
             pending,
+            backing: HashMap::new(),
+            discard_reads: manifest.header.discard_reads.unwrap_or(DiscardReads::Any),
             exceptions,
             map_runs: std::sync::OnceLock::new(),
         }
@@ -256,13 +285,40 @@ impl<'m> Expected<'m> {
 }
 
 impl Expected<'_> {
+    /// The generation of `block`'s latest data write (0: none); see
+    /// [`Expected::state`] for whether the block should still hold it.
     pub fn generation(&self, block: u64) -> u32 {
+        self.state(block).generation
+    }
+
+    /// `block`'s expected state.
+    pub fn state(&self, block: u64) -> BlockState {
+        BlockState::from_value(self.value(block))
+    }
+
+    fn value(&self, block: u64) -> u32 {
         if let Some(overrides) = &self.overrides
-            && let Some(&generation) = overrides.get(&block)
+            && let Some(&value) = overrides.get(&block)
         {
-            return generation;
+            return value;
         }
-        self.manifest.generation(block)
+        self.manifest.value(block)
+    }
+
+    /// What `block` held at the latest checkpoint, when it changed since:
+    /// what a discard in an overlay may expose of the backing image.
+    pub fn backing_state(&self, block: u64) -> Option<BlockState> {
+        self.backing.get(&block).map(|&v| BlockState::from_value(v))
+    }
+
+    /// The promise a discarded block is held to.
+    pub fn discard_reads(&self) -> DiscardReads {
+        self.discard_reads
+    }
+
+    /// Hold discarded blocks to `promise` (`--discard-reads` at verify).
+    pub fn set_discard_reads(&mut self, promise: DiscardReads) {
+        self.discard_reads = promise;
     }
 
     pub fn checkpoint(&self) -> Option<&str> {
@@ -271,7 +327,7 @@ impl Expected<'_> {
 
     /// For a block with writes pending at a crash: the oldest and newest
     /// pending generation (0: the first; before it, `journal::generation_before_pending`).
-    pub fn pending(&self, block: u64) -> Option<(u32, u32)> {
+    pub fn pending(&self, block: u64) -> Option<Pending> {
         self.pending.as_ref()?.get(&block).copied()
     }
 
@@ -318,16 +374,16 @@ impl Expected<'_> {
             out.sort_unstable();
             out.dedup();
         }
-        out.retain(|&b| self.generation(b) != 0 || self.pending(b).is_some());
+        out.retain(|&b| self.value(b) != 0 || self.pending(b).is_some());
     }
 
     /// Blocks expected to hold a stamp.
     pub fn count_written(&self) -> u64 {
         let mut count = self.manifest.count_written();
         if let Some(overrides) = &self.overrides {
-            for (&block, &generation) in overrides {
-                let now = self.manifest.generation(block) != 0;
-                let then = generation != 0;
+            for (&block, &value) in overrides {
+                let now = self.manifest.value(block) != 0;
+                let then = value != 0;
                 count = count + then as u64 - now as u64;
             }
         }

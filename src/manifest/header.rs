@@ -17,7 +17,11 @@ use crate::error::{Error, Result};
 use crate::storage::{TargetIdentity, TargetInfo};
 
 /// Format version of the manifest file.
-pub const MANIFEST_VERSION: u32 = 1;
+pub const MANIFEST_VERSION: u32 = 2;
+
+/// The version before map entries carried a block's kind (zeroed,
+/// discarded) in bits 13–14: read as version 2 when no entry uses them.
+pub const MANIFEST_VERSION_1: u32 = 1;
 const SLOT_MAGIC: &[u8; 8] = b"BSTPMANI";
 /// Bytes of one header slot; the map starts after two of them.
 pub(super) const SLOT_BYTES: u64 = 32 * 1024;
@@ -113,6 +117,11 @@ pub struct ManifestHeader {
     /// in manifests from before it was recorded).
     #[serde(default)]
     pub sessions: Vec<WriteSession>,
+    /// What the target promised a read of a discarded block returns, as
+    /// the run that discarded decided it (absent: no discards; verify then
+    /// accepts zeros or the previous contents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discard_reads: Option<crate::storage::DiscardReads>,
 }
 
 /// How the writes from `first_write_seq` on were issued (until the next
@@ -132,6 +141,16 @@ pub struct WriteSession {
     pub io_blocks: [u32; 2],
     /// Fraction of writes that re-hit written blocks.
     pub overwrite: f64,
+    /// Fractions of operations that discarded or zeroed instead of writing
+    /// (absent in older manifests: 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub discard: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub write_zeroes: f64,
+}
+
+fn is_zero(fraction: &f64) -> bool {
+    *fraction == 0.0
 }
 
 /// Sessions a header keeps; older ones are dropped first (the header slot
@@ -276,7 +295,7 @@ pub(super) fn validate_header(header: &ManifestHeader, path: &Path) -> Result<()
     if header.block_count != header.target.size_bytes / header.block_size as u64 {
         return bad("its block count does not match its target size");
     }
-    if header.block_count >= 1 << 47 {
+    if header.block_count >= 1 << 45 {
         return bad("its block count is impossibly large");
     }
     // The header is checksummed, not trusted: offsets and counts that
@@ -342,6 +361,8 @@ mod tests {
             queue_depth: 32,
             io_blocks: [1, 1],
             overwrite: 0.0,
+            discard: 0.0,
+            write_zeroes: 0.0,
         }
     }
 

@@ -33,6 +33,8 @@ use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 
+use super::VALUE_MASK;
+
 const CONTROL_MAGIC: &[u8; 8] = b"BSJOURN1";
 const CONTROL_SLOT: u64 = 4096;
 /// Bytes before the first entry.
@@ -40,7 +42,8 @@ pub const ENTRIES_OFFSET: u64 = 2 * CONTROL_SLOT;
 const VALID: u64 = 1 << 63;
 const PARITY: u64 = 1 << 62;
 const FIRST_WRITE_BIT: u64 = 1 << 61;
-const BLOCK_MASK: u64 = (1 << 46) - 1;
+const BEFORE_ZEROS_BIT: u64 = 1 << 60;
+const BLOCK_MASK: u64 = (1 << 45) - 1;
 
 /// Or'ed into an intent's generation (which is then 1) when the block was
 /// never written before: after a crash, what the block held before it is
@@ -49,11 +52,16 @@ const BLOCK_MASK: u64 = (1 << 46) - 1;
 /// block is 0.
 pub const FIRST_WRITE: u32 = 1 << 15;
 
+/// Or'ed into an intent's value when what the block held before it may
+/// read as zeros (it was zeroed or discarded): after a crash, zeros in a
+/// unit of the block are then its old contents, not a loss.
+pub const BEFORE_ZEROS: u32 = 1 << 16;
+
 /// The generation a block held before its oldest pending write, `oldest`
 /// as [`Journal::pending`] reports it (0: that write was the block's first).
 /// `recorded` is the block's generation in the manifest's map; 0 there also
 /// means never written, for journals from before the first-write bit.
-/// Otherwise the wrapped predecessor: before a pending 1 came 32767.
+/// Otherwise the wrapped predecessor: before a pending 1 came 8191.
 pub fn generation_before_pending(oldest: u32, recorded: u32) -> u32 {
     match oldest {
         0 => 0,
@@ -235,7 +243,9 @@ impl Journal {
             .flat_map(|(block, generation)| {
                 let first = generation & FIRST_WRITE != 0;
                 let before = first.then_some((block, 0));
-                before.into_iter().chain([(block, generation & 0x7fff)])
+                before
+                    .into_iter()
+                    .chain([(block, generation & (VALUE_MASK | BEFORE_ZEROS))])
             })
             .collect())
     }
@@ -258,12 +268,17 @@ impl Journal {
                 {
                     break 'scan;
                 }
-                let first = if entry & FIRST_WRITE_BIT != 0 {
-                    FIRST_WRITE
-                } else {
-                    0
-                };
-                found.push(((entry >> 15) & BLOCK_MASK, (entry & 0x7fff) as u32 | first));
+                let mut flags = 0;
+                if entry & FIRST_WRITE_BIT != 0 {
+                    flags |= FIRST_WRITE;
+                }
+                if entry & BEFORE_ZEROS_BIT != 0 {
+                    flags |= BEFORE_ZEROS;
+                }
+                found.push((
+                    (entry >> 15) & BLOCK_MASK,
+                    (entry as u32 & VALUE_MASK) | flags,
+                ));
                 position += 1;
             }
         }
@@ -382,13 +397,18 @@ impl Journal {
             } else {
                 0
             };
-            let first = if generation & FIRST_WRITE != 0 {
-                FIRST_WRITE_BIT
-            } else {
-                0
-            };
-            let entry =
-                VALID | parity | first | (block & BLOCK_MASK) << 15 | (generation as u64 & 0x7fff);
+            let mut flags = 0;
+            if generation & FIRST_WRITE != 0 {
+                flags |= FIRST_WRITE_BIT;
+            }
+            if generation & BEFORE_ZEROS != 0 {
+                flags |= BEFORE_ZEROS_BIT;
+            }
+            let entry = VALID
+                | parity
+                | flags
+                | (block & BLOCK_MASK) << 15
+                | (generation & VALUE_MASK) as u64;
             bytes.extend_from_slice(&entry.to_le_bytes());
         }
         if !bytes.is_empty() {

@@ -12,7 +12,7 @@ use std::path::Path;
 use memmap2::{Mmap, MmapMut, MmapOptions};
 
 use super::checkpoint::undo_entry;
-use super::generation::GENERATION_MAX;
+use super::generation::{BlockState, VALUE_MASK};
 use super::header::{MAP_OFFSET, ManifestHeader, map_region_bytes};
 use super::{Access, Manifest};
 use crate::error::{Error, Result};
@@ -113,9 +113,39 @@ fn count_generations(bytes: &[u8]) -> u64 {
 }
 
 impl Manifest {
-    /// Current expected generation of `block` (0: never written).
+    /// The generation of `block`'s latest data write (0: never written);
+    /// see [`Manifest::state`] for whether it still holds it.
     pub fn generation(&self, block: u64) -> u32 {
+        self.state(block).generation
+    }
+
+    /// `block`'s expected state.
+    pub fn state(&self, block: u64) -> BlockState {
+        BlockState::from_value(self.value(block))
+    }
+
+    /// `block`'s map entry value (its state, see [`BlockState::value`]).
+    pub fn value(&self, block: u64) -> u32 {
         (self.raw_entry(block) & !DIRTY_BIT) as u32
+    }
+
+    /// Whether any entry uses the bits version 1 gave generations above
+    /// 8191 (version 2 keeps a block's kind there).
+    pub(super) fn has_wide_generations(&self) -> bool {
+        const KIND_BITS: u64 = 0x6000_6000_6000_6000;
+        let bytes = self.map.bytes();
+        self.entries_with_data(0..self.header.block_count)
+            .into_iter()
+            .any(|run| {
+                let run = &bytes[run.start as usize * 2..run.end as usize * 2];
+                let mut words = run.chunks_exact(8);
+                let wide = (&mut words)
+                    .any(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")) & KIND_BITS != 0);
+                wide || words
+                    .remainder()
+                    .chunks_exact(2)
+                    .any(|e| u16::from_le_bytes([e[0], e[1]]) & 0x6000 != 0)
+            })
     }
 
     fn raw_entry(&self, block: u64) -> u16 {
@@ -140,9 +170,16 @@ impl Manifest {
         }
     }
 
-    /// Record that `block` now holds `generation`.
-    pub fn set_generation(&mut self, block: u64, generation: u32) {
-        debug_assert!(generation <= GENERATION_MAX);
+    /// Record that `block` is now in `state`.
+    pub fn set_state(&mut self, block: u64, state: BlockState) {
+        self.set_generation(block, state.value());
+    }
+
+    /// Record that `block` now holds `value`: a generation of data, or
+    /// any state's [`BlockState::value`].
+    pub fn set_generation(&mut self, block: u64, value: u32) {
+        let generation = value;
+        debug_assert!(generation <= VALUE_MASK);
         let old = self.raw_entry(block);
         let mut new = generation as u16;
         if !self.header.checkpoints.is_empty() {

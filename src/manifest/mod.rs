@@ -33,7 +33,10 @@ use journal::Journal;
 use map::MapView;
 
 pub use checkpoint::{Checkpoint, Expected};
-pub use generation::{GENERATION_MAX, compare_generations, next_generation};
+pub use generation::{
+    BlockKind, BlockState, GENERATION_MAX, OpKind, VALUE_MASK, compare_generations,
+    next_generation,
+};
 pub use header::MAP_OFFSET;
 pub use header::{MANIFEST_VERSION, ManifestHeader, ManifestState, TargetRecord, WriteSession};
 
@@ -101,6 +104,7 @@ impl Manifest {
             undo_entries: 0,
             checkpoints: Vec::new(),
             sessions: Vec::new(),
+            discard_reads: None,
         };
         // Built under a temporary name and renamed into place only when
         // complete: a manifest that cannot be created (full disk, a crash)
@@ -187,9 +191,11 @@ impl Manifest {
             )));
         }
         let (header, header_seq) = header::read_header(&file, path)?;
-        if header.format_version != MANIFEST_VERSION {
+        if header.format_version != MANIFEST_VERSION
+            && header.format_version != header::MANIFEST_VERSION_1
+        {
             return Err(Error::usage(format!(
-                "manifest {display} has format version {}; this blockstamp reads version {MANIFEST_VERSION}",
+                "manifest {display} has format version {}; this blockstamp reads versions 1 and {MANIFEST_VERSION}",
                 header.format_version
             )));
         }
@@ -205,7 +211,7 @@ impl Manifest {
         }
         let map = map::map_view(&file, path, &header, access)?;
         let journal = load_journal(&file, path, &header, access)?;
-        let manifest = Manifest {
+        let mut manifest = Manifest {
             path: path.to_path_buf(),
             file,
             header,
@@ -215,6 +221,19 @@ impl Manifest {
             deferred: HashMap::new(),
             journal,
         };
+        if manifest.header.format_version == header::MANIFEST_VERSION_1 {
+            // Version 1 counted generations to 32767 in the bits that now
+            // hold the kind: such a manifest reads the same only while no
+            // block was written more than 8191 times.
+            if manifest.has_wide_generations() {
+                return Err(Error::usage(format!(
+                    "manifest {display} is format version 1 and has a block written more than 8191 times; verify it with the blockstamp that wrote it"
+                )));
+            }
+            if access == Access::Write {
+                manifest.header.format_version = MANIFEST_VERSION;
+            }
+        }
         if manifest.header.state == ManifestState::Clean
             && let Some(expected) = manifest.header.map_crc32c
             && expected != manifest.map_crc()
@@ -345,32 +364,84 @@ impl Manifest {
             .map_err(|e| self.journal_error(e))
     }
 
-    /// Pending writes per block: the oldest and newest pending generation.
-    pub fn pending_writes(&self) -> Result<HashMap<u64, (u32, u32)>> {
-        let mut pending: HashMap<u64, (u32, u32)> = HashMap::new();
+    /// Pending operations per block (see [`Pending`]).
+    pub fn pending_writes(&self) -> Result<HashMap<u64, Pending>> {
+        let mut pending: HashMap<u64, Pending> = HashMap::new();
         let Some(journal) = &self.journal else {
             return Ok(pending);
         };
         let entries = journal
             .pending(&self.file)
             .map_err(|e| self.io_error("read journal of", e))?;
-        for (block, generation) in entries {
+        for (block, value) in entries {
             if block >= self.header.block_count {
                 continue;
             }
+            let one = Pending::of_intent(value);
             pending
                 .entry(block)
-                .and_modify(|(oldest, newest)| {
-                    if compare_generations(generation, *oldest).is_lt() {
-                        *oldest = generation;
-                    }
-                    if compare_generations(generation, *newest).is_gt() {
-                        *newest = generation;
-                    }
-                })
-                .or_insert((generation, generation));
+                .and_modify(|p| p.merge(one))
+                .or_insert(one);
         }
         Ok(pending)
+    }
+}
+
+/// What a block's operations pending at a crash allow it to hold: in each
+/// unit the target writes atomically, any generation from the one before
+/// `oldest` (see [`journal::generation_before_pending`]) up to `newest`,
+/// and, with `zeros`, zeros.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pending {
+    /// The oldest pending generation (0: the block's first write).
+    pub oldest: u32,
+    /// The newest generation the block may hold.
+    pub newest: u32,
+    /// A zeroing or discard is pending, or the block may have read zeros
+    /// before its oldest pending operation.
+    pub zeros: bool,
+}
+
+impl Pending {
+    /// A write of `generation` pending (the unit tests' and the writer's
+    /// shorthand).
+    pub fn writes(oldest: u32, newest: u32) -> Pending {
+        Pending {
+            oldest,
+            newest,
+            zeros: false,
+        }
+    }
+
+    /// One journal intent: its value, with [`journal::BEFORE_ZEROS`].
+    pub fn of_intent(value: u32) -> Pending {
+        let state = BlockState::from_value(value & VALUE_MASK);
+        let before_zeros = value & journal::BEFORE_ZEROS != 0;
+        match state.kind {
+            BlockKind::Data => Pending {
+                oldest: state.generation,
+                newest: state.generation,
+                zeros: before_zeros,
+            },
+            // A zeroing or discard keeps the generation: the block held
+            // it before, and may still (a discard) or read zeros.
+            _ => Pending {
+                oldest: next_generation(state.generation),
+                newest: state.generation,
+                zeros: true,
+            },
+        }
+    }
+
+    /// Both `self` and `other` pending on one block.
+    pub fn merge(&mut self, other: Pending) {
+        if compare_generations(other.oldest, self.oldest).is_lt() {
+            self.oldest = other.oldest;
+        }
+        if compare_generations(other.newest, self.newest).is_gt() {
+            self.newest = other.newest;
+        }
+        self.zeros |= other.zeros;
     }
 }
 

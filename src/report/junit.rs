@@ -602,7 +602,8 @@ mod tests {
                 "corrupt",
                 "zeroed",
                 "foreign",
-                "unreadable"
+                "unreadable",
+                "lost_zeroing"
             ]
         );
         let failed: Vec<&str> = suite

@@ -151,6 +151,8 @@ pub fn run_scenario(dir: &Path, scenario: &Scenario) -> Result<ScenarioOutcome> 
         coverage: scenario.coverage,
         passes: Some(scenario.passes as u64),
         seed: scenario.seed,
+        discard: 0.0,
+        zero: 0.0,
     });
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(WRITE_TIME_S));
     write_through(&mut manifest, &target, queue_depth, &clock, &mut workload)?;
@@ -255,10 +257,7 @@ impl Workload for BlockList {
     fn next_burst(&mut self, burst: &mut Vec<WriteOp>) -> bool {
         burst.clear();
         while burst.len() < self.burst && self.position < self.blocks.len() {
-            burst.push(WriteOp {
-                first_block: self.blocks[self.position],
-                block_count: 1,
-            });
+            burst.push(WriteOp::write(self.blocks[self.position], 1));
             self.position += 1;
         }
         !burst.is_empty()

@@ -41,10 +41,13 @@ pub enum FindingClass {
     Zeroed,
     Foreign,
     Unreadable,
+    /// A block last zeroed (or discarded where discards read zeros) still
+    /// holds this block's stamp from before.
+    LostZeroing,
 }
 
 impl FindingClass {
-    pub const ALL: [FindingClass; 8] = [
+    pub const ALL: [FindingClass; 9] = [
         FindingClass::LostWrite,
         FindingClass::NewerGeneration,
         FindingClass::Misdirected,
@@ -53,6 +56,7 @@ impl FindingClass {
         FindingClass::Zeroed,
         FindingClass::Foreign,
         FindingClass::Unreadable,
+        FindingClass::LostZeroing,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,6 +69,7 @@ impl FindingClass {
             FindingClass::Zeroed => "zeroed",
             FindingClass::Foreign => "foreign",
             FindingClass::Unreadable => "unreadable",
+            FindingClass::LostZeroing => "lost_zeroing",
         }
     }
 }
@@ -215,6 +220,93 @@ pub fn classify(format: &RunFormat, expect: Expectation, block: &[u8]) -> Option
         return classify_unwritten(expect, &sectors);
     }
     classify_written(format, expect, block, &sectors)
+}
+
+/// Classify a block that should read all zeros: zeroed (`what` says how,
+/// for the detail), after its data write `generation` (0: none). `None`
+/// when it is all zeros.
+pub fn classify_zeroing(
+    format: &RunFormat,
+    block: u64,
+    generation: u32,
+    what: &str,
+    bytes: &[u8],
+) -> Option<Classified> {
+    if bytes.iter().all(|&b| b == 0) {
+        return None;
+    }
+    let expect = Expectation {
+        block,
+        generation: generation.max(1),
+    };
+    let sectors: Vec<Sector> = bytes
+        .chunks_exact(SECTOR_BYTES)
+        .enumerate()
+        .map(|(index, bytes)| read_sector(format, expect, index as u16, bytes))
+        .collect();
+    let own: Vec<Option<u32>> = sectors
+        .iter()
+        .map(|s| match s {
+            Sector::Own { generation, .. } => Some(*generation),
+            _ => None,
+        })
+        .collect();
+    let zeros = sectors.iter().filter(|s| **s == Sector::Zero).count();
+    let own_count = own.iter().flatten().count();
+    if own_count > 0 && own_count + zeros == sectors.len() {
+        let mut generations: Vec<u32> = own.iter().flatten().copied().collect();
+        generations.sort_unstable();
+        generations.dedup();
+        let newest = generations
+            .iter()
+            .copied()
+            .max_by(|a, b| compare_generations(*a, *b));
+        if zeros > 0 {
+            // Some sectors zeroed, others not: a partial zeroing.
+            let split = sector_spans(&own);
+            return Some(Classified {
+                class: FindingClass::Torn,
+                found_generation: newest,
+                found_block: None,
+                detail: format!(
+                    "torn {what}: {} (expected all zeros)",
+                    describe_split(&split)
+                ),
+                torn_split: Some(split),
+                corruption: None,
+            });
+        }
+        let found = newest.expect("own sectors");
+        if generation != 0
+            && generations.len() == 1
+            && compare_generations(found, generation) == Ordering::Greater
+        {
+            return Some(Classified {
+                class: FindingClass::NewerGeneration,
+                found_generation: Some(found),
+                found_block: None,
+                detail: format!(
+                    "holds generation {found} of this block, newer than any it was written with before it was {what} (expected all zeros)"
+                ),
+                torn_split: None,
+                corruption: None,
+            });
+        }
+        return Some(Classified {
+            class: FindingClass::LostZeroing,
+            found_generation: Some(found),
+            found_block: None,
+            detail: format!(
+                "should read all zeros ({what}) but still holds generation {found} of this block: the {} did not persist",
+                if what.starts_with("discarded") { "discard" } else { "zeroing" }
+            ),
+            torn_split: None,
+            corruption: None,
+        });
+    }
+    let mut classified = classify(format, expect, bytes)?;
+    let _ = write!(classified.detail, "; expected all zeros ({what})");
+    Some(classified)
 }
 
 fn read_sector(format: &RunFormat, expect: Expectation, index: u16, bytes: &[u8]) -> Sector {

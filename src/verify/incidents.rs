@@ -650,6 +650,8 @@ mod tests {
             queue_depth,
             io_blocks: [1, 1],
             overwrite: 0.0,
+            discard: 0.0,
+            write_zeroes: 0.0,
         };
         let sessions = vec![session(1, 32), session(1000, 8)];
         let context = GroupingContext {

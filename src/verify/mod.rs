@@ -28,11 +28,14 @@ use std::time::{Duration, Instant};
 use crate::buf::AlignedBuf;
 use crate::engine::{Engine, Io, IoKind};
 use crate::error::{Error, Result};
-use crate::manifest::Expected;
+use crate::manifest::{BlockKind, BlockState, Expected};
 use crate::metrics::Metrics;
 use crate::stamp::{self, MAGIC, RunFormat, SECTOR_BYTES};
-use crate::storage::{self, Target};
-pub use classify::{Classified, Corruption, Expectation, FindingClass, SectorSpan, classify};
+use crate::storage::{self, DiscardReads, Target};
+use std::fmt::Write as _;
+pub use classify::{
+    Classified, Corruption, Expectation, FindingClass, SectorSpan, classify, classify_zeroing,
+};
 pub use survivors::Survivors;
 pub use watch::{FindingWatch, Watcher};
 
@@ -168,6 +171,9 @@ pub struct VerifyOptions {
     /// Told of each persistent finding as soon as it is confirmed
     /// (`--on-finding`, `--stop-on-finding`).
     pub watch: Option<Watcher>,
+    /// `--discard-reads`: the promise discarded blocks are held to, over
+    /// the one the manifest recorded.
+    pub discard_reads: Option<DiscardReads>,
 }
 
 impl Default for VerifyOptions {
@@ -182,6 +188,7 @@ impl Default for VerifyOptions {
             metrics: None,
             block_limit: None,
             watch: None,
+            discard_reads: None,
         }
     }
 }
@@ -712,33 +719,27 @@ pub fn check_block(
     block: u64,
     bytes: &[u8],
 ) -> Option<Finding> {
-    let generation = expected.generation(block);
-    if let Some((oldest, newest)) = expected.pending(block)
+    let state = expected.state(block);
+    let generation = state.generation;
+    if let Some(pending) = expected.pending(block)
         && pending_write_explains(
             format,
             block,
             (
-                crate::manifest::journal::generation_before_pending(oldest, generation),
-                newest,
+                crate::manifest::journal::generation_before_pending(pending.oldest, generation),
+                pending.newest,
             ),
+            pending.zeros,
             expected.atomic_unit(),
             bytes,
         )
     {
         return None;
     }
-    if generation != 0 {
-        if stamp::holds(format, block, generation, bytes) {
-            return None;
-        }
-    } else if !bytes
-        .chunks_exact(SECTOR_BYTES)
-        .any(|s| s[..4] == MAGIC.to_le_bytes())
-    {
-        // Never written, and no sector even starts like a stamp.
-        return None;
-    }
-    let classified = classify(format, Expectation { block, generation }, bytes)?;
+    let classified = match state.kind {
+        BlockKind::Data => check_data(format, block, generation, bytes)?,
+        _ => check_space_op(format, expected, block, state, bytes)?,
+    };
     Some(Finding {
         block,
         offset: block * format.block_size as u64,
@@ -752,6 +753,84 @@ pub fn check_block(
     })
 }
 
+/// A block whose latest operation wrote `generation` (0: none).
+fn check_data(format: &RunFormat, block: u64, generation: u32, bytes: &[u8]) -> Option<Classified> {
+    if generation != 0 {
+        if stamp::holds(format, block, generation, bytes) {
+            return None;
+        }
+    } else if !bytes
+        .chunks_exact(SECTOR_BYTES)
+        .any(|s| s[..4] == MAGIC.to_le_bytes())
+    {
+        // Never written, and no sector even starts like a stamp.
+        return None;
+    }
+    classify(format, Expectation { block, generation }, bytes)
+}
+
+/// A block last zeroed or discarded (docs/CONTRACT.md, discard and
+/// write-zeroes): a zeroed block reads all zeros; a discarded one reads
+/// zeros or its previous contents, as the target promised, and in an
+/// overlay what it held at the latest checkpoint.
+fn check_space_op(
+    format: &RunFormat,
+    expected: &Expected<'_>,
+    block: u64,
+    state: BlockState,
+    bytes: &[u8],
+) -> Option<Classified> {
+    let zeros = || bytes.iter().all(|&b| b == 0);
+    // What the backing image held at the checkpoint the overlay was taken.
+    let backing = || {
+        expected
+            .backing_state(block)
+            .is_some_and(|then| then.is_data() && stamp::holds(format, block, then.generation, bytes))
+    };
+    let generation = state.generation;
+    let promise = expected.discard_reads();
+    match state.kind {
+        BlockKind::Data => unreachable!("a data block"),
+        BlockKind::Zeroed => classify_zeroing(format, block, generation, "zeroed", bytes),
+        BlockKind::DiscardedZeros => {
+            if promise != DiscardReads::Zeroes && backing() {
+                return None;
+            }
+            classify_zeroing(format, block, generation, "discarded after a zeroing", bytes)
+        }
+        BlockKind::Discarded => {
+            match promise {
+                DiscardReads::Zeroes => {
+                    return classify_zeroing(
+                        format,
+                        block,
+                        generation,
+                        "discarded, and the target's discards read zeros",
+                        bytes,
+                    );
+                }
+                DiscardReads::Any if zeros() => return None,
+                _ => {}
+            }
+            if backing() {
+                return None;
+            }
+            // The previous contents: the latest data write's stamp (or,
+            // never written, whatever was there before the run).
+            let mut classified = check_data(format, block, generation, bytes)?;
+            let _ = write!(
+                classified.detail,
+                "; the block was discarded (the target's discards read {})",
+                match promise {
+                    DiscardReads::Previous => "its previous contents",
+                    _ => "zeros or its previous contents",
+                }
+            );
+            Some(classified)
+        }
+    }
+}
+
 /// A block whose writes were pending at a crash may hold, in each unit the
 /// target writes atomically, any generation from `before` (what it held
 /// before the oldest pending write: see
@@ -763,6 +842,7 @@ pub fn pending_write_explains(
     format: &RunFormat,
     block: u64,
     (before, newest): (u32, u32),
+    zeros: bool,
     atomic_unit: usize,
     bytes: &[u8],
 ) -> bool {
@@ -824,9 +904,14 @@ pub fn pending_write_explains(
                             }
                         }
                         SectorContent::Stamp(h) if h.run_id == format.run_id => return false,
+                        // A pending zeroing or discard, or zeros before.
+                        SectorContent::Zero if zeros => ZERO_UNIT,
                         // Not a stamp of this run: the target's earlier contents.
                         _ => 0,
                     };
+                    if generation == ZERO_UNIT {
+                        return *unit_generation.get_or_insert(ZERO_UNIT) == ZERO_UNIT;
+                    }
                     if generation == 0 && before != 0 {
                         return false;
                     }
@@ -835,6 +920,9 @@ pub fn pending_write_explains(
                 })
         })
 }
+
+/// A unit of zero sectors, where a pending zeroing explains it.
+const ZERO_UNIT: u32 = u32::MAX;
 
 /// The target is lost: a chunk's result that counts nothing.
 fn lost_chunk(why: String) -> ChunkResult {
@@ -1152,7 +1240,7 @@ mod tests {
             block_of(&format, 5, 4),
         );
         let explains =
-            |bytes: &[u8], unit: usize| pending_write_explains(&format, 5, (2, 4), unit, bytes);
+            |bytes: &[u8], unit: usize| pending_write_explains(&format, 5, (2, 4), false, unit, bytes);
         // Whole generations from before the oldest pending write to the newest.
         for whole in [&g2, &g3, &g4] {
             assert!(explains(whole, 512));
@@ -1171,7 +1259,7 @@ mod tests {
         assert!(!explains(&mix(&g4, &g2, 512), 4096));
         assert!(explains(&mix(&g4, &g2, 4096), 4096));
         // A first write pending: the old content was whatever was there.
-        let first = |bytes: &[u8]| pending_write_explains(&format, 5, (0, 1), 512, bytes);
+        let first = |bytes: &[u8]| pending_write_explains(&format, 5, (0, 1), false, 512, bytes);
         assert!(first(&vec![0u8; 8192]));
         assert!(first(&mix(&block_of(&format, 5, 1), &[0x77u8; 8192], 1024)));
         assert!(
@@ -1187,7 +1275,7 @@ mod tests {
         let format = RunFormat::new(7, 8192);
         // The journal reports no first write; the map says written.
         let before = generation_before_pending(1, 1);
-        let explains = |bytes: &[u8]| pending_write_explains(&format, 5, (before, 1), 512, bytes);
+        let explains = |bytes: &[u8]| pending_write_explains(&format, 5, (before, 1), false, 512, bytes);
         assert!(explains(&block_of(&format, 5, GENERATION_MAX)));
         assert!(explains(&block_of(&format, 5, 1)));
         assert!(!explains(&vec![0u8; 8192]), "zeros where 32767 was");
@@ -1195,7 +1283,7 @@ mod tests {
         assert!(!explains(&block_of(&format, 5, GENERATION_MAX - 1)));
         // A first write: the journal reports a pending 0 before the 1.
         let fresh = generation_before_pending(0, 1);
-        let explains = |bytes: &[u8]| pending_write_explains(&format, 5, (fresh, 1), 512, bytes);
+        let explains = |bytes: &[u8]| pending_write_explains(&format, 5, (fresh, 1), false, 512, bytes);
         assert!(explains(&vec![0u8; 8192]));
         assert!(explains(&block_of(&format, 5, 1)));
         assert!(!explains(&block_of(&format, 5, GENERATION_MAX)));

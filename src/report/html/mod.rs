@@ -48,6 +48,7 @@ pub fn class_color(class: &str) -> &'static str {
         "zeroed" => "#3b4cc0",
         "foreign" => "#17becf",
         "unreadable" => "#222222",
+        "lost_zeroing" => "#2ca02c",
         _ => "#7f7f7f",
     }
 }
@@ -176,7 +177,7 @@ pub(crate) mod tests {
             .iter()
             .map(|c| class_color(c.name()))
             .collect();
-        assert_eq!(colors.len(), 8);
+        assert_eq!(colors.len(), crate::verify::FindingClass::ALL.len());
         assert!(!colors.contains(class_color("some_future_class")));
     }
 
