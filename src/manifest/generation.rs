@@ -167,10 +167,19 @@ mod tests {
         let data = BlockState::data(5);
         assert_eq!(data.after(OpKind::Write), BlockState::data(6));
         let zeroed = data.after(OpKind::Zero);
-        assert_eq!(zeroed, BlockState { kind: Zeroed, generation: 5 });
+        assert_eq!(
+            zeroed,
+            BlockState {
+                kind: Zeroed,
+                generation: 5
+            }
+        );
         assert_eq!(zeroed.after(OpKind::Discard).kind, DiscardedZeros);
         assert_eq!(data.after(OpKind::Discard).kind, Discarded);
-        assert_eq!(data.after(OpKind::Discard).after(OpKind::Discard).kind, Discarded);
+        assert_eq!(
+            data.after(OpKind::Discard).after(OpKind::Discard).kind,
+            Discarded
+        );
         assert_eq!(zeroed.after(OpKind::Write), BlockState::data(6));
         assert_eq!(
             BlockState::data(GENERATION_MAX).after(OpKind::Write),

@@ -32,10 +32,10 @@ use crate::manifest::{BlockKind, BlockState, Expected};
 use crate::metrics::Metrics;
 use crate::stamp::{self, MAGIC, RunFormat, SECTOR_BYTES};
 use crate::storage::{self, DiscardReads, Target};
-use std::fmt::Write as _;
 pub use classify::{
     Classified, Corruption, Expectation, FindingClass, SectorSpan, classify, classify_zeroing,
 };
+use std::fmt::Write as _;
 pub use survivors::Survivors;
 pub use watch::{FindingWatch, Watcher};
 
@@ -783,9 +783,9 @@ fn check_space_op(
     let zeros = || bytes.iter().all(|&b| b == 0);
     // What the backing image held at the checkpoint the overlay was taken.
     let backing = || {
-        expected
-            .backing_state(block)
-            .is_some_and(|then| then.is_data() && stamp::holds(format, block, then.generation, bytes))
+        expected.backing_state(block).is_some_and(|then| {
+            then.is_data() && stamp::holds(format, block, then.generation, bytes)
+        })
     };
     let generation = state.generation;
     let promise = expected.discard_reads();
@@ -796,7 +796,13 @@ fn check_space_op(
             if promise != DiscardReads::Zeroes && backing() {
                 return None;
             }
-            classify_zeroing(format, block, generation, "discarded after a zeroing", bytes)
+            classify_zeroing(
+                format,
+                block,
+                generation,
+                "discarded after a zeroing",
+                bytes,
+            )
         }
         BlockKind::Discarded => {
             match promise {
@@ -1239,8 +1245,9 @@ mod tests {
             block_of(&format, 5, 3),
             block_of(&format, 5, 4),
         );
-        let explains =
-            |bytes: &[u8], unit: usize| pending_write_explains(&format, 5, (2, 4), false, unit, bytes);
+        let explains = |bytes: &[u8], unit: usize| {
+            pending_write_explains(&format, 5, (2, 4), false, unit, bytes)
+        };
         // Whole generations from before the oldest pending write to the newest.
         for whole in [&g2, &g3, &g4] {
             assert!(explains(whole, 512));
@@ -1275,7 +1282,8 @@ mod tests {
         let format = RunFormat::new(7, 8192);
         // The journal reports no first write; the map says written.
         let before = generation_before_pending(1, 1);
-        let explains = |bytes: &[u8]| pending_write_explains(&format, 5, (before, 1), false, 512, bytes);
+        let explains =
+            |bytes: &[u8]| pending_write_explains(&format, 5, (before, 1), false, 512, bytes);
         assert!(explains(&block_of(&format, 5, GENERATION_MAX)));
         assert!(explains(&block_of(&format, 5, 1)));
         assert!(!explains(&vec![0u8; 8192]), "zeros where 32767 was");
@@ -1283,7 +1291,8 @@ mod tests {
         assert!(!explains(&block_of(&format, 5, GENERATION_MAX - 1)));
         // A first write: the journal reports a pending 0 before the 1.
         let fresh = generation_before_pending(0, 1);
-        let explains = |bytes: &[u8]| pending_write_explains(&format, 5, (fresh, 1), false, 512, bytes);
+        let explains =
+            |bytes: &[u8]| pending_write_explains(&format, 5, (fresh, 1), false, 512, bytes);
         assert!(explains(&vec![0u8; 8192]));
         assert!(explains(&block_of(&format, 5, 1)));
         assert!(!explains(&block_of(&format, 5, GENERATION_MAX)));
