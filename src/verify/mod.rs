@@ -1276,6 +1276,53 @@ mod tests {
     }
 
     #[test]
+    fn a_pending_zeroing_may_leave_each_atomic_unit_old_or_zeros_but_not_mixed() {
+        use crate::manifest::{BlockKind, BlockState, Pending};
+        let format = RunFormat::new(7, 8192);
+        let g3 = block_of(&format, 5, 3);
+        let zeros = vec![0u8; 8192];
+        // A write of 3 durable, then a zeroing pending (journal value).
+        let zeroed = BlockState {
+            kind: BlockKind::Zeroed,
+            generation: 3,
+        };
+        let pending = Pending::of_intent(zeroed.value());
+        assert!(pending.zeros);
+        let before =
+            crate::manifest::journal::generation_before_pending(pending.oldest, zeroed.generation);
+        let explains = |bytes: &[u8], unit: usize| {
+            pending_write_explains(&format, 5, (before, pending.newest), true, unit, bytes)
+        };
+        assert!(explains(&g3, 512), "the zeroing was lost: old");
+        assert!(explains(&zeros, 512), "the zeroing landed: new");
+        assert!(explains(&mix(&zeros, &g3, 4096), 4096), "per 4 KiB unit");
+        assert!(
+            !explains(&mix(&zeros, &g3, 512), 4096),
+            "a mix inside a unit"
+        );
+        assert!(
+            !explains(&block_of(&format, 5, 2), 512),
+            "older than the durable write"
+        );
+        assert!(
+            !explains(&block_of(&format, 6, 3), 512),
+            "another block's stamp"
+        );
+        // Without a zeroing pending, zeros where a durable write was are
+        // not explained.
+        let write = Pending::of_intent(4);
+        assert!(!write.zeros);
+        assert!(!pending_write_explains(
+            &format,
+            5,
+            (3, 4),
+            write.zeros,
+            512,
+            &zeros
+        ));
+    }
+
+    #[test]
     fn a_pending_1_after_a_wrap_is_explained_by_32767_or_1_never_by_zeros() {
         use crate::manifest::GENERATION_MAX;
         use crate::manifest::journal::generation_before_pending;
