@@ -4,6 +4,9 @@
 //! and what real servers read back afterwards (qemu-nbd over raw and qcow2,
 //! nbdkit's memory and file plugins, with and without the nozero filter).
 
+// `zeroed_in` takes lists of zeroed byte ranges, often of one range.
+#![allow(clippy::single_range_in_vec_init)]
+
 mod common {
     pub mod need;
 }
@@ -13,9 +16,12 @@ mod lying_nbd;
 mod nbd_server;
 
 use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use blockstamp::storage::nbd::{NbdTarget, proto};
-use blockstamp::storage::{OpenRequest, SpaceOps, Target, ZeroFlags};
+use blockstamp::storage::{LossPolicy, OpenRequest, SpaceOps, Target, ZeroFlags};
+use common::need::{Need, require};
 use lying_nbd::{Behaviour, LyingNbd, SpaceRequest};
 use nbd_server::NbdServer;
 
@@ -346,6 +352,25 @@ fn a_target_opened_for_reading_offers_no_space_ops_and_sends_none() {
     assert_eq!(server.space_requests(), vec![]);
 }
 
+#[test]
+fn a_reconnecting_nbd_target_carries_space_ops_through() {
+    let server = LyingNbd::start(MIB);
+    let policy = LossPolicy {
+        reconnect_timeout: Some(std::time::Duration::from_secs(5)),
+        ..LossPolicy::default()
+    };
+    let target = blockstamp::storage::open_with(&server.uri(), &for_write(), &policy).unwrap();
+    assert!(target.space_ops().discard && target.space_ops().write_zeroes);
+    stamp(&*target, 8, 0, 8 * BLOCK);
+    target.discard(0, 2 * BLOCK).unwrap();
+    target.write_zeroes(4 * BLOCK, 2 * BLOCK, fast()).unwrap();
+    assert_eq!(
+        reads(&*target, 8, 0, 8 * BLOCK),
+        zeroed_in(8 * BLOCK, &[0..2 * BLOCK, 4 * BLOCK..6 * BLOCK])
+    );
+    assert_eq!(server.space_requests().len(), 2);
+}
+
 // ---- the in-test server that drops write-zeroes ----
 
 #[test]
@@ -540,6 +565,95 @@ fn qemu_nbd_qcow2_refuses_a_fast_zero_inside_a_cluster_and_the_zeroing_is_sent_a
         .filter(|line| line.contains("(ENOTSUP)"))
         .count();
     assert_eq!(refusals, 1, "one fast zero refused: {log}");
+}
+
+/// A qcow2 base of four clusters stamped with `seed`, and a new overlay on
+/// it (`compat`: 1.1 is qcow2 v3, 0.10 is v2), in `dir`. Returns the overlay.
+fn base_and_overlay(dir: &Path, seed: u8, compat: &str) -> Option<PathBuf> {
+    if !require(Need::QemuImg) {
+        return None;
+    }
+    let base = dir.join("base.qcow2");
+    let overlay = dir.join("overlay.qcow2");
+    qemu_img(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&base)
+            .arg("4M"),
+    );
+    {
+        let server = NbdServer::qemu_nbd_image(&base, "qcow2", &[])?;
+        let target = open(&server.uri(""));
+        stamp(&*target, seed, 0, 4 * CLUSTER);
+        target.flush().unwrap();
+    }
+    qemu_img(
+        Command::new("qemu-img")
+            .args([
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-o",
+                &format!("compat={compat}"),
+                "-b",
+            ])
+            .arg(&base)
+            .args(["-F", "qcow2"])
+            .arg(&overlay),
+    );
+    Some(overlay)
+}
+
+fn qemu_img(command: &mut Command) {
+    let status = command.status().expect("run qemu-img");
+    assert!(status.success(), "{command:?}: {status}");
+}
+
+#[test]
+fn qemu_nbd_qcow2_v3_overlay_trim_of_a_cluster_reads_zeros_not_the_backing_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(overlay) = base_and_overlay(dir.path(), 31, "1.1") else {
+        return;
+    };
+    let Some(server) = NbdServer::qemu_nbd_image(&overlay, "qcow2", &["--discard=unmap"]) else {
+        return;
+    };
+    let target = open(&server.uri(""));
+    // Cluster 0 is held by the base only; cluster 2 gets the overlay's own copy.
+    stamp(&*target, 31, 2 * CLUSTER, CLUSTER);
+    target.discard(0, CLUSTER).unwrap();
+    target.write_zeroes(CLUSTER, BLOCK, no_hole()).unwrap();
+    target.discard(2 * CLUSTER, CLUSTER).unwrap();
+    target.discard(3 * CLUSTER, BLOCK).unwrap();
+    assert_eq!(
+        reads(&*target, 31, 0, 4 * CLUSTER),
+        zeroed_in(4 * CLUSTER, &[0..CLUSTER + BLOCK, 2 * CLUSTER..3 * CLUSTER])
+    );
+}
+
+#[test]
+fn qemu_nbd_qcow2_v2_overlay_ignores_trim_but_zeroes() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(overlay) = base_and_overlay(dir.path(), 33, "0.10") else {
+        return;
+    };
+    let Some(server) = NbdServer::qemu_nbd_image(&overlay, "qcow2", &["--discard=unmap"]) else {
+        return;
+    };
+    let target = open(&server.uri(""));
+    stamp(&*target, 33, 2 * CLUSTER, CLUSTER);
+    target.discard(0, CLUSTER).unwrap();
+    target.write_zeroes(CLUSTER, BLOCK, no_hole()).unwrap();
+    target.discard(2 * CLUSTER, CLUSTER).unwrap();
+    target.write_zeroes(3 * CLUSTER, CLUSTER, unmap()).unwrap();
+    assert_eq!(
+        reads(&*target, 33, 0, 4 * CLUSTER),
+        zeroed_in(
+            4 * CLUSTER,
+            &[CLUSTER..CLUSTER + BLOCK, 3 * CLUSTER..4 * CLUSTER]
+        )
+    );
 }
 
 // ---- nbdkit ----
