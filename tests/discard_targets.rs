@@ -6,6 +6,8 @@
 mod common;
 #[path = "common/loopdev.rs"]
 mod loopdev;
+#[path = "common/lying_nbd.rs"]
+mod lying_nbd;
 #[path = "common/nbd_server.rs"]
 mod nbd_server;
 
@@ -17,6 +19,7 @@ use blockstamp::manifest::{Access, BlockKind, BlockState, Manifest};
 use blockstamp::stamp::{self, WriteStamp};
 use common::{TestEnv, finding_set};
 use loopdev::LoopDevice;
+use lying_nbd::{Behaviour, LyingNbd};
 use nbd_server::NbdServer;
 
 const MIXED: [&str; 6] = [
@@ -200,4 +203,44 @@ fn nbdkit_file_carries_discards_and_zeroings_exactly() {
         return;
     };
     nbdkit_round_trip(&server);
+}
+
+#[test]
+fn a_server_that_drops_write_zeroes_inside_bursts_is_caught_exactly() {
+    let server = LyingNbd::start_with(
+        8 << 20,
+        Behaviour {
+            drop_every_nth_zeroing: Some(7),
+            ..Behaviour::default()
+        },
+    );
+    let env = TestEnv::new();
+    let uri = server.uri();
+    env.write(
+        &uri,
+        "m",
+        &[
+            "--write-zeroes",
+            "0.3",
+            "--discard",
+            "0.1",
+            "--passes",
+            "3",
+            "--sync",
+            "burst",
+        ],
+    );
+    assert!(
+        !server.dropped_zeroings().is_empty(),
+        "the server dropped zeroings"
+    );
+    let lost = server.lost_zeroings();
+    assert!(!lost.is_empty(), "some dropped zeroings left old stamps");
+    let run = env.verify(&uri, "m", &[]);
+    run.assert_code(1);
+    let expected: Vec<(u64, String)> = lost
+        .iter()
+        .map(|&block| (block, "lost_zeroing".to_string()))
+        .collect();
+    assert_eq!(finding_set(&run.report()), expected);
 }
