@@ -388,3 +388,79 @@ fn the_uring_engine_discards_and_zeroes_a_block_device() {
         );
     }
 }
+
+/// A tmpfs of its own, unmounted when dropped (even when the test fails).
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount a tmpfs");
+        Tmpfs { dir }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// A loop device over a file on tmpfs, which has no FALLOC_FL_ZERO_RANGE:
+/// its first WRITE ZEROES fails, the kernel zeroes by writing instead and
+/// stops offering WRITE ZEROES (write_zeroes_max_bytes becomes 0). From
+/// then on the unmapping form (fallocate PUNCH_HOLE on the device) fails
+/// with EOPNOTSUPP, and a write-zeroes that allows unmapping must still
+/// zero, the way that keeps the blocks.
+#[test]
+fn a_device_without_write_zeroes_still_zeroes_with_unmap_allowed() {
+    if !require(Need::Root) {
+        return;
+    }
+    let tmpfs = Tmpfs::mount("32M");
+    let Some(device) = LoopDevice::attach_in(tmpfs.dir.path(), 8 * MIB, &[]) else {
+        return;
+    };
+    let target = open(&device);
+    write_pattern(&*target);
+    let unmap = ZeroFlags {
+        unmap: true,
+        fast: false,
+    };
+
+    target
+        .write_zeroes(0, 64 * KIB, ZeroFlags::default())
+        .unwrap();
+    assert_eq!(
+        sysfs_queue(&device, "write_zeroes_max_bytes"),
+        0,
+        "the kernel should have stopped offering WRITE ZEROES on a loop device over tmpfs"
+    );
+    target.write_zeroes(128 * KIB, 64 * KIB, unmap).unwrap();
+    assert!(target.space_ops().write_zeroes);
+
+    let through_ring = require(Need::IoUring).then(|| {
+        let mut engine = UringEngine::new(target.clone(), 4, BLOCK as usize).unwrap();
+        let kind = IoKind::Zero {
+            offset: 256 * KIB,
+            len: 64 * KIB,
+            zero: unmap,
+        };
+        let completions = run(&mut engine, vec![space_io(0, kind)]);
+        completions[0].result.as_ref().unwrap();
+        256 * KIB..320 * KIB
+    });
+
+    let mut zeroed = vec![0..64 * KIB, 128 * KIB..192 * KIB];
+    zeroed.extend(through_ring);
+    assert_reads(&*target, &zeroed);
+}
