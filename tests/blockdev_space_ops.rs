@@ -11,6 +11,7 @@
 mod common {
     pub mod loopdev;
     pub mod need;
+    pub mod tmpfs;
 }
 
 use std::fs::File;
@@ -23,6 +24,7 @@ use blockstamp::engine::{Completion, Engine, Io, IoKind};
 use blockstamp::storage::{self, OpenRequest, Target, ZeroFlags};
 use common::loopdev::LoopDevice;
 use common::need::{Need, require};
+use common::tmpfs::Tmpfs;
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
@@ -389,32 +391,6 @@ fn the_uring_engine_discards_and_zeroes_a_block_device() {
     }
 }
 
-/// A tmpfs of its own, unmounted when dropped (even when the test fails).
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap();
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .expect("run mount");
-        assert!(status.success(), "mount a tmpfs");
-        Tmpfs { dir }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
 /// A loop device over a file on tmpfs, which has no FALLOC_FL_ZERO_RANGE:
 /// its first WRITE ZEROES fails, the kernel zeroes by writing instead and
 /// stops offering WRITE ZEROES (write_zeroes_max_bytes becomes 0). From
@@ -427,7 +403,7 @@ fn a_device_without_write_zeroes_still_zeroes_with_unmap_allowed() {
         return;
     }
     let tmpfs = Tmpfs::mount("32M");
-    let Some(device) = LoopDevice::attach_in(tmpfs.dir.path(), 8 * MIB, &[]) else {
+    let Some(device) = LoopDevice::attach_in(tmpfs.dir(), 8 * MIB, &[]) else {
         return;
     };
     let target = open(&device);
