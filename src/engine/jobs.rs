@@ -1,6 +1,7 @@
-//! Many jobs: `--jobs N` carries the writer's IOs on N engines, each driven
-//! by a thread of its own (its own io_uring ring, or its own sync or inline
-//! engine), so submitting and reaping use more than one core.
+//! Many jobs: `--jobs N` carries the writer's IOs on N engines (N io_uring
+//! rings, or N sync or inline engines), the first driven by the writer's
+//! own thread and each other by a thread of its own, so that submitting
+//! and reaping use more than one core.
 //!
 //! The writer above stays one: it plans every burst, logs its intents,
 //! stamps the blocks and records completions in the manifest, so the
@@ -74,37 +75,47 @@ struct Returns {
     wanted: usize,
 }
 
-/// N engines on N threads behind one [`Engine`].
+/// N engines behind one [`Engine`]: the first job's driven by the
+/// caller's thread (its share costs no hand-over), each other on a thread
+/// of its own.
 pub struct JobsEngine {
     name: &'static str,
     queue_depth: usize,
-    in_flight: usize,
+    /// The first job's engine. Its registered buffers are the ones lent
+    /// out (the writer stamps a buffer before it knows the job); the other
+    /// jobs write them as plain buffers.
+    local: Box<dyn Engine + Send>,
+    /// IOs of the other jobs submitted and not yet returned.
+    remote_in_flight: usize,
     stripes: Stripes,
-    /// Submitted IOs not yet handed to their job (`kick` hands them over).
+    /// Submitted IOs of job `i + 1` not yet handed over (`kick` does).
     staged: Vec<Vec<Io>>,
+    /// Jobs 1 to N - 1.
     jobs: Vec<Job>,
     returns: Arc<(Mutex<Returns>, Condvar)>,
-    /// Buffers back from completions, for `take_buffer`.
-    free: Vec<AlignedBuf>,
 }
 
 impl JobsEngine {
-    /// Drive each of `engines` (built for the same target, each able to
-    /// hold `queue_depth` IOs) on a thread of its own. The writer keeps at
-    /// most `queue_depth` IOs in flight over all of them.
+    /// Drive the first of `engines` (built for the same target, each able
+    /// to hold `queue_depth` IOs) in the caller's thread and each other on
+    /// a thread of its own. The writer keeps at most `queue_depth` IOs in
+    /// flight over all of them.
     pub fn new(
         engines: Vec<Box<dyn Engine + Send>>,
         queue_depth: usize,
         block_bytes: u64,
     ) -> io::Result<JobsEngine> {
-        let name = engines.first().map_or("sync", |e| e.name());
         let stripes = Stripes {
             block_bytes: block_bytes.max(1),
             jobs: engines.len().max(1),
         };
+        let mut engines = engines.into_iter();
+        let local = engines
+            .next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no engine for job 0"))?;
         let returns: Arc<(Mutex<Returns>, Condvar)> = Arc::default();
-        let mut jobs = Vec::with_capacity(engines.len());
-        for (index, engine) in engines.into_iter().enumerate() {
+        let mut jobs = Vec::with_capacity(stripes.jobs - 1);
+        for (index, engine) in engines.enumerate() {
             let inbox = Arc::new((
                 Mutex::new(Inbox {
                     queue: Vec::new(),
@@ -117,7 +128,7 @@ impl JobsEngine {
                 let inbox = Arc::clone(&inbox);
                 let returns = Arc::clone(&returns);
                 std::thread::Builder::new()
-                    .name(format!("bs-job-{index}"))
+                    .name(format!("bs-job-{}", index + 1))
                     .spawn(move || run_job(engine, &inbox, &returns))?
             };
             jobs.push(Job {
@@ -126,19 +137,58 @@ impl JobsEngine {
             });
         }
         Ok(JobsEngine {
-            name,
+            name: local.name(),
             queue_depth,
-            in_flight: 0,
+            local,
+            remote_in_flight: 0,
             stripes,
-            staged: (0..stripes.jobs).map(|_| Vec::new()).collect(),
+            staged: (1..stripes.jobs).map(|_| Vec::new()).collect(),
             jobs,
             returns,
-            free: Vec::new(),
         })
     }
 
+    /// Hand the staged IOs to their jobs, waking the idle ones.
+    fn hand_over(&mut self) {
+        for (job, staged) in self.jobs.iter().zip(self.staged.iter_mut()) {
+            if staged.is_empty() {
+                continue;
+            }
+            let mut inbox = job.inbox.0.lock().unwrap_or_else(|p| p.into_inner());
+            inbox.queue.append(staged);
+            if inbox.idle {
+                job.inbox.1.notify_one();
+            }
+        }
+    }
+
+    /// Move the other jobs' completions into `done` (or fail with the
+    /// error one of them met); with `wait_for`, first sleep until that many
+    /// are there.
+    fn collect(&mut self, done: &mut Vec<Completion>, wait_for: usize) -> io::Result<()> {
+        let mut returns = self.returns.0.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some((kind, message)) = &returns.failed {
+                return Err(io::Error::new(*kind, message.clone()));
+            }
+            if returns.done.len() >= wait_for {
+                break;
+            }
+            returns.wanted = wait_for;
+            returns = self
+                .returns
+                .1
+                .wait(returns)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        returns.wanted = 0;
+        self.remote_in_flight -= returns.done.len();
+        done.append(&mut returns.done);
+        Ok(())
+    }
+
     pub fn jobs(&self) -> usize {
-        self.jobs.len()
+        self.jobs.len() + 1
     }
 }
 
@@ -211,78 +261,63 @@ impl Engine for JobsEngine {
     }
 
     fn in_flight(&self) -> usize {
-        self.in_flight
+        self.local.in_flight() + self.remote_in_flight
     }
 
-    /// Buffers are shared by all jobs (the writer stamps one before it
-    /// knows the job), so none is registered with a ring.
     fn take_buffer(&mut self, len: usize) -> AlignedBuf {
-        match self.free.iter().rposition(|b| b.capacity() >= len) {
-            Some(i) => {
-                let mut buf = self.free.swap_remove(i);
-                buf.set_len(len);
-                buf
-            }
-            None => AlignedBuf::new(len),
-        }
+        self.local.take_buffer(len)
     }
 
     fn recycle(&mut self, buf: AlignedBuf) {
-        if buf.capacity() > 0 && self.free.len() < 2 * self.queue_depth {
-            self.free.push(buf);
-        }
+        self.local.recycle(buf);
     }
 
     fn submit(&mut self, io: Io) -> io::Result<()> {
-        let job = self.stripes.job_of(&io.kind);
-        self.staged[job].push(io);
-        self.in_flight += 1;
-        Ok(())
+        match self.stripes.job_of(&io.kind) {
+            0 => self.local.submit(io),
+            job => {
+                self.staged[job - 1].push(io);
+                self.remote_in_flight += 1;
+                Ok(())
+            }
+        }
     }
 
     fn kick(&mut self) -> io::Result<()> {
-        for (job, staged) in self.jobs.iter().zip(self.staged.iter_mut()) {
-            if staged.is_empty() {
-                continue;
-            }
-            let mut inbox = job.inbox.0.lock().unwrap_or_else(|p| p.into_inner());
-            inbox.queue.append(staged);
-            if inbox.idle {
-                job.inbox.1.notify_one();
-            }
-        }
-        Ok(())
+        self.hand_over();
+        self.local.kick()
     }
 
     fn complete(&mut self, min: usize) -> io::Result<Vec<Completion>> {
-        self.kick()?;
-        let mut returns = self.returns.0.lock().unwrap_or_else(|p| p.into_inner());
+        self.hand_over();
+        let wanted = min.min(self.in_flight());
+        let mut done = if self.local.in_flight() > 0 {
+            self.local.complete(0)?
+        } else {
+            Vec::new()
+        };
         loop {
-            if let Some((kind, message)) = &returns.failed {
-                return Err(io::Error::new(*kind, message.clone()));
+            self.collect(&mut done, 0)?;
+            if done.len() >= wanted {
+                return Ok(done);
             }
-            let wanted = min.min(self.in_flight);
-            if returns.done.len() >= wanted {
-                break;
+            if self.local.in_flight() > 0 {
+                // Wait on this thread's own engine; what the other jobs
+                // complete meanwhile is collected when it returns.
+                done.extend(self.local.complete(1)?);
+            } else {
+                let more = wanted - done.len();
+                self.collect(&mut done, more)?;
             }
-            returns.wanted = wanted;
-            returns = self
-                .returns
-                .1
-                .wait(returns)
-                .unwrap_or_else(|p| p.into_inner());
         }
-        returns.wanted = 0;
-        let done = std::mem::take(&mut returns.done);
-        self.in_flight -= done.len();
-        Ok(done)
     }
 }
 
 impl Drop for JobsEngine {
-    /// Each job finishes the IOs it holds, then ends.
+    /// Each job finishes the IOs it holds, then ends; the first job's
+    /// engine (whose buffers the others wrote) is dropped after them.
     fn drop(&mut self) {
-        let _ = self.kick();
+        self.hand_over();
         for job in &self.jobs {
             let mut inbox = job.inbox.0.lock().unwrap_or_else(|p| p.into_inner());
             inbox.closing = true;

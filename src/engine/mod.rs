@@ -211,9 +211,9 @@ pub fn build(
     }
 }
 
-/// Build `jobs` engines as [`build`] does, each on a thread of its own
-/// behind one [`jobs::JobsEngine`] (`--jobs`); one job is [`build`]'s
-/// engine itself, driven by the caller's thread as before.
+/// Build `jobs` engines as [`build`] does behind one [`jobs::JobsEngine`]
+/// (`--jobs`): the first driven by the caller's thread, each other by a
+/// thread of its own. One job is [`build`]'s engine itself.
 pub fn build_jobs(
     choice: EngineChoice,
     target: Arc<dyn Target>,
@@ -227,12 +227,15 @@ pub fn build_jobs(
     }
     let mut engines = Vec::with_capacity(jobs);
     let mut note = None;
-    for _ in 0..jobs {
+    for job in 0..jobs {
         // Each job may be handed every IO in flight (the writer bounds them
-        // over all jobs), so each engine holds the whole queue depth; its
-        // buffers are the shared ones, never registered, so none is asked for.
-        let (engine, built_note) = build(choice, Arc::clone(&target), queue_depth, 0)?;
-        note = note.or(built_note.filter(|n| !n.contains("cannot be registered")));
+        // over all jobs), so each engine holds the whole queue depth. The
+        // buffers lent out are the first job's: only it registers any.
+        let io_bytes = if job == 0 { max_io_bytes } else { 0 };
+        let (engine, built_note) = build(choice, Arc::clone(&target), queue_depth, io_bytes)?;
+        if job == 0 {
+            note = built_note;
+        }
         engines.push(engine);
     }
     let uri = target.info().uri.clone();
