@@ -236,8 +236,16 @@ fn run_job(
                 return fail(e);
             }
         }
-        // New IOs: send them and take what is done; none: wait for one.
-        let done = match engine.complete(usize::from(!handed)) {
+        // New IOs: send them and take what is done. None: wait for a
+        // quarter of those in flight (at least one), as the writer waits
+        // for a burst's room: a wake-up per completion would cost more
+        // than the IO, and the rest keep the target busy meanwhile.
+        let wait_for = if handed {
+            0
+        } else {
+            (engine.in_flight() / 4).max(1)
+        };
+        let done = match engine.complete(wait_for) {
             Ok(done) => done,
             Err(e) => return fail(e),
         };
