@@ -318,11 +318,13 @@ pub(super) fn write_phase(
     // Checked by prepare_write before anything changed.
     let io_blocks = io_blocks(config.io_size, block_size)?;
     let max_io_bytes = io_blocks.1 as usize * block_size as usize;
-    let (mut engine, note) = engine::build(
+    let (mut engine, note) = engine::build_jobs(
         config.engine,
         Arc::clone(target),
         config.queue_depth,
         max_io_bytes,
+        config.jobs,
+        block_size,
     )
     .map_err(Error::usage)?;
     if let Some(note) = note {
@@ -405,7 +407,7 @@ pub(super) fn write_phase(
         }
     }
     crate::say!(
-        "wrote {} block(s) in {} writes, {} in {:.2} s: {}, {:.0} IOPS (queue depth {}, engine {}, seed {seed})",
+        "wrote {} block(s) in {} writes, {} in {:.2} s: {}, {:.0} IOPS (queue depth {}, engine {}{}, seed {seed})",
         outcome.blocks_written,
         outcome.writes,
         format_size(outcome.bytes_written),
@@ -414,6 +416,7 @@ pub(super) fn write_phase(
         outcome.iops(),
         engine.queue_depth(),
         engine.name(),
+        jobs_phrase(config.jobs),
     );
     crate::say!(
         "manifest {}: run {:016x}, {} of {} blocks written, {} flush(es), {} journal sync(s)",
@@ -458,6 +461,15 @@ pub(super) fn write_phase(
         }
     }
     Ok(outcome)
+}
+
+/// ", N jobs" after the engine's name in the summary (nothing for one).
+fn jobs_phrase(jobs: usize) -> String {
+    if jobs > 1 {
+        format!(", {jobs} jobs")
+    } else {
+        String::new()
+    }
 }
 
 /// The name `--scatter` takes for a scatter.

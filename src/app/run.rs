@@ -40,6 +40,7 @@ pub(super) fn run_command(args: &RunArgs) -> Result<ExitCode> {
     })?;
     let disrupted = disruptions::finish(schedule, &manifest)?;
     let mut report = verify_report(&manifest, target, None, &verify_config)?;
+    report.write_jobs = Some(write_config.jobs as u32);
     disruptions::add_to_report(&mut report, disrupted);
     on_finding::finish(&actions, &mut report);
     let code = emit_report(&report, &verify_config)?;

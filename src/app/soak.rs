@@ -95,6 +95,7 @@ pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
         );
     }
     report.soak = Some(soak);
+    report.write_jobs = Some(write_config.jobs as u32);
     disruptions::add_to_report(&mut report, disrupted);
     on_finding::finish(&actions, &mut report);
     let code = emit_report(&report, &verify_config)?;

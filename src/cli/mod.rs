@@ -145,6 +145,11 @@ pub struct WriteFlags {
     /// turns on --verify-backlog 1024 when it is not given.
     #[arg(long)]
     pub stop_on_finding: bool,
+    /// Writer jobs: threads each carrying its share of every burst on an
+    /// IO engine of its own (an io_uring ring each); a number, or auto (one
+    /// per core).
+    #[arg(long, value_name = "N", default_value = "1")]
+    pub jobs: String,
 }
 
 #[derive(Debug, Args)]

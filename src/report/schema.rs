@@ -80,6 +80,10 @@ pub struct Report {
     /// did not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_on_finding: Option<FindingTrigger>,
+    /// The writer jobs (`--jobs`) of the write phase of `run` and `soak`;
+    /// absent from `verify` reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_jobs: Option<u32>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -330,6 +334,7 @@ impl Report {
             metrics: None,
             on_finding: None,
             stopped_on_finding: None,
+            write_jobs: None,
         }
     }
 
