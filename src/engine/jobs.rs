@@ -43,9 +43,10 @@ impl Stripes {
     /// The job an IO goes to (flushes: the first).
     pub fn job_of(&self, kind: &IoKind) -> usize {
         match *kind {
-            IoKind::Write { offset, .. } | IoKind::Read { offset } => {
-                self.job_of_block(offset / self.block_bytes)
-            }
+            IoKind::Write { offset, .. }
+            | IoKind::Read { offset }
+            | IoKind::Discard { offset, .. }
+            | IoKind::Zero { offset, .. } => self.job_of_block(offset / self.block_bytes),
             IoKind::Flush => 0,
         }
     }
