@@ -31,18 +31,18 @@ use crate::writer::{self, RollingConfirm, WriteOptions, WriteOutcome};
 /// everything that can be checked without changing the target or the
 /// manifest. As in ripgrep's low → high args split, nothing acts on a flag
 /// before every flag has been checked.
-struct WritePlan {
-    existing: Option<Manifest>,
+pub(super) struct WritePlan {
+    pub(super) existing: Option<Manifest>,
     block_size: u32,
     /// What the image file is created or extended to (block devices: the
     /// part of the device the run uses).
-    create_size: Option<u64>,
+    pub(super) create_size: Option<u64>,
     max_io_bytes: usize,
 }
 
 /// Check every flag of a write against the manifest it continues and the
 /// engines it asks for; changes nothing.
-fn plan_write(
+pub(super) fn plan_write(
     args: &TargetArgs,
     config: &WriteConfig,
     read_engine: Option<EngineChoice>,
@@ -192,6 +192,19 @@ pub(super) fn prepare_write(
     read_engine: Option<EngineChoice>,
 ) -> Result<(Manifest, Arc<dyn Target>)> {
     let plan = plan_write(args, config, read_engine)?;
+    let target = open_planned(args, config, &plan)?;
+    let manifest = manifest_for(args, config, plan, &target)?;
+    Ok((manifest, target))
+}
+
+/// Open the target of a checked plan for writing (creating or extending
+/// an image file) and check it against the plan; the manifest is not
+/// touched yet.
+pub(super) fn open_planned(
+    args: &TargetArgs,
+    config: &WriteConfig,
+    plan: &WritePlan,
+) -> Result<Arc<dyn Target>> {
     let block_size = plan.block_size;
     let request = OpenRequest {
         write: true,
@@ -238,10 +251,22 @@ pub(super) fn prepare_write(
             info.uri
         );
     }
+    Ok(target)
+}
+
+/// The manifest a plan continues, or a new one for `target`.
+pub(super) fn manifest_for(
+    args: &TargetArgs,
+    config: &WriteConfig,
+    plan: WritePlan,
+    target: &Arc<dyn Target>,
+) -> Result<Manifest> {
+    let block_size = plan.block_size;
+    let info = target.info();
     let manifest = match plan.existing {
         Some(manifest) => manifest,
         None => {
-            let mut record = TargetRecord::from_info(&info);
+            let mut record = TargetRecord::from_info(info);
             // Only whole blocks are used; the manifest records that size.
             record.size_bytes = info.size_bytes / block_size as u64 * block_size as u64;
             Manifest::create(
@@ -260,7 +285,7 @@ pub(super) fn prepare_write(
             )?
         }
     };
-    Ok((manifest, target))
+    Ok(manifest)
 }
 
 pub(super) fn write_phase(
