@@ -147,6 +147,73 @@ fn a_corrupt_block_of_one_target_is_one_finding_in_that_targets_section_alone() 
 }
 
 #[test]
+fn a_write_over_two_targets_is_verified_by_a_verify_over_the_same_two() {
+    let env = TestEnv::new();
+    std::fs::create_dir(env.path("man")).expect("create manifest dir");
+    let write = env.run(&[
+        "write",
+        "a.img",
+        "b.img",
+        "--manifest-dir",
+        "man",
+        "--size",
+        "2MiB",
+        "--prometheus",
+        "bs.prom",
+    ]);
+    write.assert_code(0);
+    assert!(
+        write.stdout.contains("== a.img: clean\nwritten\n"),
+        "{}",
+        write.stdout
+    );
+    for name in ["a.img", "b.img"] {
+        let textfile = std::fs::read_to_string(env.path(&format!("bs.{name}.prom")))
+            .unwrap_or_else(|e| panic!("textfile of {name}: {e}"));
+        assert!(
+            textfile.contains(&format!("target=\"{name}\"")),
+            "{textfile}"
+        );
+    }
+    let verify = env.run(&[
+        "verify",
+        "b.img",
+        "a.img",
+        "--manifest-dir",
+        "man",
+        "--json",
+        "-",
+    ]);
+    verify.assert_code(0);
+    let report = verify.report();
+    assert_eq!(report["command"], "verify");
+    assert_eq!(report["targets"][0]["name"], "b.img");
+    assert_eq!(report["targets"][1]["report"]["blocks"]["ok"], 512);
+}
+
+#[test]
+fn a_manifest_dir_that_is_not_there_is_refused() {
+    let env = TestEnv::new();
+    let run = env.run(&[
+        "run",
+        "a.img",
+        "b.img",
+        "--manifest-dir",
+        "nowhere",
+        "--size",
+        "1MiB",
+    ]);
+    run.assert_code(2);
+    assert!(
+        run.stderr
+            .contains("bad --manifest-dir nowhere: not a directory"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(digests(&env, &["a.img", "b.img"]), [None, None]);
+}
+
+#[test]
 fn several_targets_without_manifest_dir_are_refused() {
     let env = TestEnv::new();
     let run = env.run(&["run", "a.img", "b.img", "-m", "m", "--size", "1MiB"]);
