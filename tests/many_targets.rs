@@ -548,3 +548,53 @@ fn an_image_and_an_nbd_export_run_together() {
     let junit = std::fs::read_to_string(env.path("both.xml")).expect("JUnit file");
     assert_eq!(junit.matches("<testsuite ").count(), 2, "{junit}");
 }
+
+#[test]
+fn a_target_that_fails_is_failed_the_others_finish_and_the_exit_status_is_3() {
+    let Some(server) = NbdServer::nbdkit(&[
+        "--filter=error",
+        "memory",
+        "4M",
+        "error-pwrite=EIO",
+        "error-pwrite-rate=100%",
+    ]) else {
+        return;
+    };
+    let env = TestEnv::new();
+    std::fs::create_dir(env.path("man")).expect("create manifest dir");
+    let uri = server.uri("");
+    let run = env.run(&[
+        "run",
+        "disk.img",
+        &uri,
+        "--manifest-dir",
+        "man",
+        "--size",
+        "4MiB",
+        "--json",
+        "r.json",
+    ]);
+    run.assert_code(3);
+    assert!(
+        run.stderr
+            .contains(&format!("blockstamp: target {uri}: write of block")),
+        "{}",
+        run.stderr
+    );
+    let report = read_json(&env, "r.json");
+    assert_eq!(report["exit_status"], 3);
+    assert_eq!(report["failed_targets"], 1);
+    let image = section(&report, "disk.img");
+    assert_eq!(image["outcome"], "clean");
+    assert_eq!(image["report"]["blocks"]["ok"], 1024);
+    let failed = &report["targets"][1];
+    assert_eq!(failed["outcome"], "failed");
+    assert_eq!(failed["exit_status"], 3);
+    assert!(failed["report"].is_null(), "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Input/output error")),
+        "{failed}"
+    );
+}

@@ -7,17 +7,17 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::phases::{WritePlan, finish_metrics, manifest_for, open_planned, plan_write};
+use super::phases::{
+    WritePlan, emit_summary_and_json, finish_metrics, manifest_for, open_planned, plan_write,
+};
 use super::soak::SoakSettings;
 use super::{run, soak, verify, write};
 use crate::cli::{RunArgs, SoakArgs, TargetArgs, TargetsArgs, VerifyArgs, WriteArgs};
 use crate::config::{VerifyConfig, WriteConfig};
-use crate::engine::EngineChoice;
 use crate::error::{Error, Result, one_line};
 use crate::exit::ExitCode;
 use crate::manifest::Manifest;
@@ -211,33 +211,30 @@ pub fn per_target_path(path: &Path, name: &str) -> PathBuf {
     path.with_file_name(file)
 }
 
-/// Each target's write settings (its own `--prometheus` file) and metrics
-/// recording (its own `--metrics` file).
+/// Each target's write settings (`config_for` it, with its own
+/// `--prometheus` file) and metrics recording (its own `--metrics` file).
 fn write_recordings(
     members: &[Member],
-    config: &WriteConfig,
+    config_for: impl Fn(&Member) -> WriteConfig,
     metrics: Option<&Path>,
     command: &'static str,
-) -> Result<Vec<(WriteConfig, MetricsRecording)>> {
-    members
-        .iter()
-        .map(|member| {
-            let mut config = config.clone();
-            config.prometheus = config
-                .prometheus
-                .as_deref()
-                .map(|p| per_target_path(p, &member.name));
-            let path = metrics.map(|p| per_target_path(p, &member.name));
-            let recording = super::phases::start_recording(
-                path.as_deref(),
-                &config,
-                command,
-                &member.args.target,
-            )?;
-            config.options.metrics = Some(recording.metrics());
-            Ok((config, recording))
-        })
-        .collect()
+) -> Result<(Vec<WriteConfig>, Vec<MetricsRecording>)> {
+    let mut configs = Vec::new();
+    let mut recordings = Vec::new();
+    for member in members {
+        let mut config = config_for(member);
+        config.prometheus = config
+            .prometheus
+            .as_deref()
+            .map(|p| per_target_path(p, &member.name));
+        let path = metrics.map(|p| per_target_path(p, &member.name));
+        let recording =
+            super::phases::start_recording(path.as_deref(), &config, command, &member.args.target)?;
+        config.options.metrics = Some(recording.metrics());
+        configs.push(config);
+        recordings.push(recording);
+    }
+    Ok((configs, recordings))
 }
 
 /// Where a file target stood before the run opened it, to put it back if
@@ -285,12 +282,13 @@ impl Before {
 /// written to any target before all are ready.
 fn prepare_all(
     members: &[Member],
-    configs: &[WriteConfig],
-    read_engine: Option<EngineChoice>,
-) -> Result<Vec<(Manifest, Arc<dyn Target>)>> {
+    (configs, recordings): (Vec<WriteConfig>, Vec<MetricsRecording>),
+    verify: Option<&VerifyConfig>,
+) -> Result<Vec<Ready>> {
+    let read_engine = verify.map(|v| v.engine);
     let plans: Vec<WritePlan> = members
         .iter()
-        .zip(configs)
+        .zip(&configs)
         .map(|(member, config)| {
             plan_write(&member.args, config, read_engine).map_err(|e| in_target(member, e))
         })
@@ -301,7 +299,7 @@ fn prepare_all(
         drop(opened);
         before.iter().for_each(Before::restore);
     };
-    for ((member, config), plan) in members.iter().zip(configs).zip(&plans) {
+    for ((member, config), plan) in members.iter().zip(&configs).zip(&plans) {
         before.push(Before::of(&member.args.target));
         match open_planned(&member.args, config, plan) {
             Ok(target) => opened.push(target),
@@ -314,7 +312,7 @@ fn prepare_all(
     let mut prepared = Vec::new();
     let mut created = Vec::new();
     let mut targets = opened.into_iter();
-    for ((member, config), plan) in members.iter().zip(configs).zip(plans) {
+    for ((member, config), plan) in members.iter().zip(&configs).zip(plans) {
         let target = targets.next().expect("one opened target per member");
         let new = plan.existing.is_none();
         match manifest_for(&member.args, config, plan, &target) {
@@ -339,34 +337,34 @@ fn prepare_all(
             }
         }
     }
-    Ok(prepared)
+    Ok(prepared
+        .into_iter()
+        .zip(configs)
+        .zip(recordings)
+        .map(|(((manifest, target), config), recording)| {
+            let mut verify = verify.cloned().unwrap_or_else(VerifyConfig::after_writes);
+            verify.options.metrics = Some(recording.metrics());
+            recording.run_started(manifest.header().run_id);
+            Ready {
+                manifest,
+                target,
+                config,
+                verify,
+                recording,
+            }
+        })
+        .collect())
 }
 
-/// One target ready to write: its manifest, the target, its settings and
-/// its metrics recording.
+/// One target ready to write: its manifest, the target, its settings
+/// (those of its verify record into its metrics too) and its metrics
+/// recording, told the run's id.
 struct Ready {
     manifest: Manifest,
     target: Arc<dyn Target>,
     config: WriteConfig,
+    verify: VerifyConfig,
     recording: MetricsRecording,
-}
-
-fn ready(
-    prepared: Vec<(Manifest, Arc<dyn Target>)>,
-    configs: Vec<WriteConfig>,
-    recordings: Vec<MetricsRecording>,
-) -> Vec<Ready> {
-    prepared
-        .into_iter()
-        .zip(configs)
-        .zip(recordings)
-        .map(|(((manifest, target), config), recording)| Ready {
-            manifest,
-            target,
-            config,
-            recording,
-        })
-        .collect()
 }
 
 /// What one target's thread brought back.
@@ -415,6 +413,18 @@ struct Outputs<'a> {
     show: usize,
     json: Option<&'a str>,
     junit: Option<&'a Path>,
+}
+
+impl Outputs<'_> {
+    /// What `--show`, `--json` and `--junit` ask of `command`.
+    fn of<'a>(command: &'static str, config: &'a VerifyConfig) -> Outputs<'a> {
+        Outputs {
+            command,
+            show: config.show,
+            json: config.json.as_deref(),
+            junit: config.junit.as_deref(),
+        }
+    }
 }
 
 /// The summary, the report and the exit status of a run over many.
@@ -471,19 +481,7 @@ fn finish(
     }
     let multi = multi_report(outputs.command, sections);
     let summary = human_summary(&multi, outputs.show);
-    match outputs.json {
-        Some("-") => {
-            eprint!("{summary}");
-            println!("{}", multi.to_json());
-        }
-        Some(path) => {
-            std::fs::write(path, multi.to_json() + "\n")
-                .map_err(|e| Error::run(format!("cannot write JSON report {path}: {e}")))?;
-            print!("{summary}");
-        }
-        None => print!("{summary}"),
-    }
-    let _ = std::io::stdout().flush();
+    emit_summary_and_json(&summary, outputs.json, || multi.to_json())?;
     if let Some(path) = outputs.junit {
         junit_of(&multi).write(path)?;
     }
@@ -606,28 +604,34 @@ pub(super) fn write_command(args: &WriteArgs, members: Vec<Member>) -> Result<Ex
     let started = Instant::now();
     let config = WriteConfig::from_flags(&args.write)?;
     refuse_disrupt(&config)?;
-    let (configs, recordings): (Vec<_>, Vec<_>) =
-        write_recordings(&members, &config, args.metrics.metrics.as_deref(), "write")?
-            .into_iter()
-            .unzip();
-    let prepared = prepare_all(&members, &configs, None)?;
-    let items = ready(prepared, configs, recordings);
-    let results = in_parallel(&members, items, |_, ready: Ready| {
-        let Ready {
-            mut manifest,
-            target,
-            config,
-            recording,
-        } = ready;
-        recording.run_started(manifest.header().run_id);
-        let (code, interrupted) = write::write_prepared(&mut manifest, &target, config, started)?;
-        finish_metrics(recording);
-        Ok(Done {
-            report: None,
-            findings: code != ExitCode::Clean,
-            interrupted,
-        })
-    });
+    let recorded = write_recordings(
+        &members,
+        |_| config.clone(),
+        args.metrics.metrics.as_deref(),
+        "write",
+    )?;
+    let items = prepare_all(&members, recorded, None)?;
+    let results = in_parallel(
+        &members,
+        items,
+        |_,
+         Ready {
+             mut manifest,
+             target,
+             config,
+             recording,
+             ..
+         }: Ready| {
+            let (code, interrupted) =
+                write::write_prepared(&mut manifest, &target, config, started)?;
+            finish_metrics(recording);
+            Ok(Done {
+                report: None,
+                findings: code != ExitCode::Clean,
+                interrupted,
+            })
+        },
+    );
     finish(
         &members,
         results,
@@ -645,41 +649,35 @@ pub(super) fn run_command(args: &RunArgs, members: Vec<Member>) -> Result<ExitCo
     let config = WriteConfig::from_flags(&args.write)?;
     let verify_config = shared_verify(&args.verify, args.verify.threads, members.len())?;
     refuse_disrupt(&config)?;
-    let (configs, recordings): (Vec<_>, Vec<_>) =
-        write_recordings(&members, &config, args.metrics.metrics.as_deref(), "run")?
-            .into_iter()
-            .unzip();
-    let prepared = prepare_all(&members, &configs, Some(verify_config.engine))?;
-    let items = ready(prepared, configs, recordings);
-    let results = in_parallel(&members, items, |_, ready: Ready| {
-        let Ready {
-            mut manifest,
-            target,
-            config,
-            recording,
-        } = ready;
-        let mut verify_config = verify_config.clone();
-        verify_config.options.metrics = Some(recording.metrics());
-        recording.run_started(manifest.header().run_id);
-        let (report, interrupted) =
-            run::run_prepared(&mut manifest, target, config, &verify_config, started)?;
-        finish_metrics(recording);
-        Ok(Done {
-            report: Some(report),
-            findings: false,
-            interrupted,
-        })
-    });
-    finish(
+    let recorded = write_recordings(
         &members,
-        results,
-        Outputs {
-            command: "run",
-            show: verify_config.show,
-            json: verify_config.json.as_deref(),
-            junit: verify_config.junit.as_deref(),
+        |_| config.clone(),
+        args.metrics.metrics.as_deref(),
+        "run",
+    )?;
+    let items = prepare_all(&members, recorded, Some(&verify_config))?;
+    let results = in_parallel(
+        &members,
+        items,
+        |_,
+         Ready {
+             mut manifest,
+             target,
+             config,
+             verify,
+             recording,
+         }: Ready| {
+            let (report, interrupted) =
+                run::run_prepared(&mut manifest, target, config, &verify, started)?;
+            finish_metrics(recording);
+            Ok(Done {
+                report: Some(report),
+                findings: false,
+                interrupted,
+            })
         },
-    )
+    );
+    finish(&members, results, Outputs::of("run", &verify_config))
 }
 
 pub(super) fn soak_command(args: &SoakArgs, members: Vec<Member>) -> Result<ExitCode> {
@@ -689,67 +687,47 @@ pub(super) fn soak_command(args: &SoakArgs, members: Vec<Member>) -> Result<Exit
     let mut verify_config = settings.verify.clone();
     share_verify_threads(&mut verify_config, args.verify.threads, members.len());
     let (duration, verify_every) = (settings.duration, settings.verify_every);
-    let mut configs = Vec::new();
-    let mut recordings = Vec::new();
-    for member in &members {
-        let mut own = SoakSettings {
-            write: settings.write.clone(),
-            verify: settings.verify.clone(),
-            duration,
-            verify_every,
-        };
-        own.reconnect_by_default(args, &member.args.target);
-        let (config, recording) = write_recordings(
-            std::slice::from_ref(member),
-            &own.write,
-            args.metrics.metrics.as_deref(),
-            "soak",
-        )?
-        .pop()
-        .expect("one recording per member");
-        configs.push(config);
-        recordings.push(recording);
-    }
-    let prepared = prepare_all(&members, &configs, Some(verify_config.engine))?;
-    let items = ready(prepared, configs, recordings);
-    let verify_config = &verify_config;
-    let results = in_parallel(&members, items, |_, ready: Ready| {
-        let Ready {
-            mut manifest,
-            target,
-            config,
-            recording,
-        } = ready;
-        let mut verify_config = verify_config.clone();
-        verify_config.options.metrics = Some(recording.metrics());
-        recording.run_started(manifest.header().run_id);
-        let (report, earlier_findings) = soak::soak_prepared(
-            &recording,
-            &mut manifest,
-            &target,
-            config,
-            &verify_config,
-            (duration, verify_every),
-            started,
-        )?;
-        finish_metrics(recording);
-        let interrupted = report.soak.as_ref().is_some_and(|s| s.stopped_by_signal);
-        Ok(Done {
-            report: Some(report),
-            findings: earlier_findings,
-            interrupted,
-        })
-    });
-    finish(
+    let recorded = write_recordings(
         &members,
-        results,
-        Outputs {
-            command: "soak",
-            show: verify_config.show,
-            json: verify_config.json.as_deref(),
-            junit: verify_config.junit.as_deref(),
+        |member| {
+            let mut config = settings.write.clone();
+            soak::reconnect_by_default(&mut config, args, &member.args.target);
+            config
         },
-    )
+        args.metrics.metrics.as_deref(),
+        "soak",
+    )?;
+    let items = prepare_all(&members, recorded, Some(&verify_config))?;
+    let results = in_parallel(
+        &members,
+        items,
+        |_,
+         Ready {
+             mut manifest,
+             target,
+             config,
+             verify,
+             recording,
+         }: Ready| {
+            let (report, earlier_findings) = soak::soak_prepared(
+                &recording,
+                &mut manifest,
+                &target,
+                config,
+                &verify,
+                (duration, verify_every),
+                started,
+            )?;
+            finish_metrics(recording);
+            let interrupted = report.soak.as_ref().is_some_and(|s| s.stopped_by_signal);
+            Ok(Done {
+                report: Some(report),
+                findings: earlier_findings,
+                interrupted,
+            })
+        },
+    );
+    finish(&members, results, Outputs::of("soak", &verify_config))
 }
 
 pub(super) fn verify_command(args: &VerifyArgs, members: Vec<Member>) -> Result<ExitCode> {
@@ -790,16 +768,7 @@ pub(super) fn verify_command(args: &VerifyArgs, members: Vec<Member>) -> Result<
             })
         },
     );
-    finish(
-        &members,
-        results,
-        Outputs {
-            command: "verify",
-            show: config.show,
-            json: config.json.as_deref(),
-            junit: config.junit.as_deref(),
-        },
-    )
+    finish(&members, results, Outputs::of("verify", &config))
 }
 
 /// The verify settings every target shares; the human lines go to stderr

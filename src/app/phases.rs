@@ -614,19 +614,7 @@ pub(super) fn emit_report(report: &Report, config: &VerifyConfig) -> Result<Exit
         Some(_) => String::new(),
         None => report.human_summary(config.show),
     };
-    match config.json.as_deref() {
-        Some("-") => {
-            eprint!("{summary}");
-            println!("{}", report.to_json());
-        }
-        Some(path) => {
-            std::fs::write(path, report.to_json() + "\n")
-                .map_err(|e| Error::run(format!("cannot write JSON report {path}: {e}")))?;
-            print!("{summary}");
-        }
-        None => print!("{summary}"),
-    }
-    let _ = std::io::stdout().flush();
+    emit_summary_and_json(&summary, config.json.as_deref(), || report.to_json())?;
     if let Some(path) = &config.junit {
         junit::TestSuites::of_report(report, crate::manifest::unix_now_s()).write(path)?;
     }
@@ -641,6 +629,29 @@ pub(super) fn emit_report(report: &Report, config: &VerifyConfig) -> Result<Exit
     } else {
         ExitCode::Findings
     })
+}
+
+/// The human summary on stdout and the JSON report to `json`; with
+/// `--json -` the report takes stdout and the summary goes to stderr.
+pub(super) fn emit_summary_and_json(
+    summary: &str,
+    json: Option<&str>,
+    report_json: impl FnOnce() -> String,
+) -> Result<()> {
+    match json {
+        Some("-") => {
+            eprint!("{summary}");
+            println!("{}", report_json());
+        }
+        Some(path) => {
+            std::fs::write(path, report_json() + "\n")
+                .map_err(|e| Error::run(format!("cannot write JSON report {path}: {e}")))?;
+            print!("{summary}");
+        }
+        None => print!("{summary}"),
+    }
+    let _ = std::io::stdout().flush();
+    Ok(())
 }
 
 /// Start recording a write's metrics, keeping its `--prometheus` textfile

@@ -21,14 +21,13 @@ use crate::writer::WriteOutcome;
 
 pub fn soak_command(args: &SoakArgs, target_args: &TargetArgs) -> Result<ExitCode> {
     let started = Instant::now();
-    let mut settings = SoakSettings::from_args(args)?;
-    settings.reconnect_by_default(args, &target_args.target);
     let SoakSettings {
         mut write,
         mut verify,
         duration,
         verify_every,
-    } = settings;
+    } = SoakSettings::from_args(args)?;
+    reconnect_by_default(&mut write, args, &target_args.target);
     let recording = start_recording(
         args.metrics.metrics.as_deref(),
         &write,
@@ -95,15 +94,15 @@ impl SoakSettings {
             verify_every,
         })
     }
+}
 
-    /// A soak over NBD is meant to outlive a server restart: it reconnects
-    /// by default. A file or device is reopened only when asked (or with
-    /// --disrupt): the reopening target drives IO through the sync engine,
-    /// as io_uring holds a descriptor a reopen replaces.
-    pub(super) fn reconnect_by_default(&mut self, args: &SoakArgs, uri: &str) {
-        if args.write.target_loss.reconnect_timeout.is_none() && crate::storage::is_nbd_uri(uri) {
-            self.write.target_loss.reconnect_timeout = Some(crate::config::DEFAULT_SOAK_RECONNECT);
-        }
+/// A soak over NBD is meant to outlive a server restart: it reconnects by
+/// default. A file or device is reopened only when asked (or with
+/// --disrupt): the reopening target drives IO through the sync engine, as
+/// io_uring holds a descriptor a reopen replaces.
+pub(super) fn reconnect_by_default(config: &mut WriteConfig, args: &SoakArgs, uri: &str) {
+    if args.write.target_loss.reconnect_timeout.is_none() && crate::storage::is_nbd_uri(uri) {
+        config.target_loss.reconnect_timeout = Some(crate::config::DEFAULT_SOAK_RECONNECT);
     }
 }
 
