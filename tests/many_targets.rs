@@ -358,16 +358,20 @@ fn one_refused_target_leaves_every_target_of_a_write_as_it_was() {
     assert_eq!(digests(&env, &names), before, "nothing was written");
     // A target refused only once the targets before it were opened: a.img
     // grew to 6 MiB since its manifest was written for 4 MiB. new.img,
-    // created by its open, is removed again.
+    // created by its open, is removed again; small.img, extended by its
+    // open, gets its 1 MiB back.
     std::fs::OpenOptions::new()
         .write(true)
         .open(env.path("a.img"))
         .and_then(|f| f.set_len(6 << 20))
         .expect("grow a.img");
+    std::fs::write(env.path("small.img"), vec![7u8; 1 << 20]).expect("write small.img");
+    let names = [&names[..], &["small.img"]].concat();
     let before = digests(&env, &names);
     let refused = env.run(&[
         "write",
         "new.img",
+        "small.img",
         "a.img",
         "--manifest-dir",
         "man",
