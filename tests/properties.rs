@@ -21,6 +21,7 @@ use blockstamp::manifest::{Access, Manifest};
 use blockstamp::sim::fault::{Amount, FaultType};
 use blockstamp::sim::scenario::{Scenario, run_scenario};
 use blockstamp::stamp::{self, PAYLOAD_BYTES, RunFormat, SECTOR_BYTES, SectorContent, WriteStamp};
+use blockstamp::storage::DiscardReads;
 use blockstamp::verify::{Expectation, FindingClass, classify};
 
 const RUN_ID: u64 = 0x0123_4567_89ab_cdef;
@@ -30,7 +31,8 @@ fn block_size() -> impl Strategy<Value = u32> {
 }
 
 /// A scenario on a small target: 512 B and 4 KiB blocks up to 96 of them,
-/// 64 KiB blocks up to 32.
+/// 64 KiB blocks up to 32; with faults, some blocks zeroed and discarded
+/// besides, under a random discard promise.
 fn scenario(with_faults: bool) -> impl Strategy<Value = Scenario> {
     (
         block_size(),
@@ -41,9 +43,26 @@ fn scenario(with_faults: bool) -> impl Strategy<Value = Scenario> {
         any::<u64>(),
         proptest::collection::vec(0u64..=2, FaultType::ALL.len()),
         0u64..=2,
+        proptest::collection::vec(0u64..=3, 3),
+        prop_oneof![
+            Just(DiscardReads::Zeroes),
+            Just(DiscardReads::Previous),
+            Just(DiscardReads::Any)
+        ],
     )
         .prop_map(
-            move |(block_size, blocks, passes, coverage, queue_depth, seed, counts, newer)| {
+            move |(
+                block_size,
+                blocks,
+                passes,
+                coverage,
+                queue_depth,
+                seed,
+                counts,
+                newer,
+                space,
+                discard_reads,
+            )| {
                 let block_count = if block_size == 65536 {
                     blocks.min(32)
                 } else {
@@ -67,6 +86,10 @@ fn scenario(with_faults: bool) -> impl Strategy<Value = Scenario> {
                     seed,
                     faults,
                     newer_generation: if with_faults { newer } else { 0 },
+                    zeroings: if with_faults { space[0] } else { 0 },
+                    discards: if with_faults { space[1] } else { 0 },
+                    zeroings_discarded: if with_faults { space[2] } else { 0 },
+                    discard_reads,
                 }
             },
         )

@@ -55,6 +55,7 @@ fn every_class_is_injected_caught_and_classified_at_three_block_sizes() {
             "zeroed",
             "foreign",
             "unreadable",
+            "lost_zeroing",
         ] {
             let row = row(run, class);
             let injected = row["injected"].as_u64().unwrap();
@@ -70,6 +71,30 @@ fn every_class_is_injected_caught_and_classified_at_three_block_sizes() {
         // Three lost writes, two stale reads and the three blocks that
         // misdirected writes never reached.
         assert_eq!(row(run, "lost_write")["injected"], 8);
+        // Two lost zeroings, two lost discards (the image's discards read
+        // zeros) and the blocks misdirected zeroings and discards missed.
+        assert_eq!(row(run, "lost_zeroing")["injected"], 8);
+        // Every fault of a zeroing or discard struck and was caught exactly.
+        let faults = run["faults"].as_array().unwrap();
+        for (fault, findings) in [
+            ("lost_zeroing", 2),
+            ("lost_discard", 2),
+            ("misdirected_zeroing", 4),
+            ("misdirected_discard", 4),
+            ("torn_zeroing", 2),
+            ("discard_exposes_other", 2),
+            ("discard_garbage", 2),
+        ] {
+            let line = faults.iter().find(|f| f["fault"] == fault);
+            if fault == "torn_zeroing" && block_size == 512 {
+                assert!(line.is_none(), "a 512-byte block cannot tear");
+                continue;
+            }
+            let line = line.unwrap_or_else(|| panic!("no row for {fault}"));
+            assert_eq!(line["injected"], 2, "{fault} at {block_size}");
+            assert_eq!(line["findings"], findings, "{fault} at {block_size}");
+            assert_eq!(line["caught_exactly"], findings, "{fault} at {block_size}");
+        }
     }
     // The scratch files are gone.
     assert_eq!(std::fs::read_dir(env.dir.path()).unwrap().count(), 0);
@@ -86,6 +111,33 @@ fn the_table_shows_every_class_and_the_verdict() {
         "{}",
         run.stdout
     );
+    assert!(
+        run.stdout
+            .contains("fault                  injected findings caught exactly"),
+        "{}",
+        run.stdout
+    );
+    for row in [
+        "lost_write",
+        "newer_generation",
+        "unreadable",
+        "lost_zeroing",
+        "all",
+        "lost_discard",
+        "misdirected_zeroing",
+        "misdirected_discard",
+        "torn_zeroing",
+        "discard_exposes_other",
+        "discard_garbage",
+    ] {
+        assert!(
+            run.stdout
+                .lines()
+                .any(|line| line.starts_with(&format!("{row} "))),
+            "{row}: {}",
+            run.stdout
+        );
+    }
     for class in ["lost_write", "newer_generation", "unreadable", "all"] {
         assert!(run.stdout.contains(class), "{}", run.stdout);
     }

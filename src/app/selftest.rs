@@ -4,13 +4,16 @@
 //! Each run writes a scratch sparse image through the fault layer
 //! ([`crate::sim::fault`]), which injects lost, misdirected, torn,
 //! bit-flipped, zeroed and foreign writes, stale reads and unreadable
-//! sectors, and blocks written after a checkpoint that verify checks
-//! against; then verifies through the same layer and compares, block by
-//! block, what verify reported with what the layer says must be reported.
+//! sectors, zeroings and discards that are lost, misdirected or torn or
+//! that expose other data, and blocks written after a checkpoint that
+//! verify checks against; then verifies through the same layer and
+//! compares, block by block, what verify reported with what the layer says
+//! must be reported. The table shows it by class, then by fault.
 //! Exit 0 only when every injected fault was caught and classified exactly
 //! and nothing else was reported.
 
 use crate::sim::scenario::{ClassRow, Comparison, Scenario, run_scenario};
+use crate::storage::DiscardReads;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -70,15 +73,18 @@ impl SelftestConfig {
     }
 }
 
-/// Faults of every type, three of each (two stale reads, each stale for
-/// one or two reads), and three blocks written after the checkpoint.
+/// Faults of every type, three of each write fault (two stale reads, each
+/// stale for one or two reads), two of each fault of zeroings and
+/// discards; two blocks zeroed, two discarded and two zeroed then
+/// discarded that must verify clean; three blocks written after the
+/// checkpoint. Discards read zeros, as they do on the sparse image.
 pub fn standard_scenario(block_size: u32, seed: u64) -> Scenario {
     let mut faults: Vec<(FaultType, Amount)> = FaultType::ALL
         .iter()
         .map(|&fault_type| (fault_type, Amount::Count(3)))
         .collect();
     for (fault_type, amount) in &mut faults {
-        if *fault_type == FaultType::StaleRead {
+        if *fault_type == FaultType::StaleRead || fault_type.space_op().is_some() {
             *amount = Amount::Count(2);
         }
     }
@@ -92,6 +98,10 @@ pub fn standard_scenario(block_size: u32, seed: u64) -> Scenario {
         seed,
         faults,
         newer_generation: 3,
+        zeroings: 2,
+        discards: 2,
+        zeroings_discarded: 2,
+        discard_reads: DiscardReads::Zeroes,
     }
 }
 
@@ -104,6 +114,16 @@ pub fn classes_at(block_size: u32) -> Vec<FindingClass> {
         .collect()
 }
 
+/// One fault type's line of the table: faults that struck, the findings
+/// they must cause, and those verify reported exactly.
+#[derive(Serialize)]
+struct FaultLine {
+    fault: &'static str,
+    injected: u64,
+    findings: u64,
+    caught_exactly: u64,
+}
+
 #[derive(Serialize)]
 struct RunReport {
     block_size: u32,
@@ -112,7 +132,11 @@ struct RunReport {
     seed: u64,
     injected_faults: BTreeMap<&'static str, u64>,
     writes_after_checkpoint: u64,
+    /// Blocks zeroed and discarded after the passes, victims included.
+    zeroed_blocks: u64,
+    discarded_blocks: u64,
     classes: Vec<ClassRow>,
+    faults: Vec<FaultLine>,
     mismatches: Vec<String>,
     passed: bool,
     elapsed_s: f64,
@@ -162,6 +186,30 @@ pub fn run(args: &SelftestArgs) -> Result<ExitCode> {
         if unreadable > 0 {
             injected_faults.insert(FaultType::Unreadable.name(), unreadable);
         }
+        let faults: Vec<FaultLine> = FaultType::ALL
+            .iter()
+            .filter(|fault| fault.possible_at(block_size))
+            .map(|&fault| {
+                let row = comparison
+                    .faults
+                    .iter()
+                    .find(|row| row.fault == fault.name())
+                    .cloned()
+                    .unwrap_or_default();
+                FaultLine {
+                    fault: fault.name(),
+                    injected: injected_faults.get(fault.name()).copied().unwrap_or(0),
+                    findings: row.findings,
+                    caught_exactly: row.caught_exactly,
+                }
+            })
+            .collect();
+        if let Some(missing) = faults.iter().find(|line| line.injected == 0) {
+            mismatches.push(format!(
+                "no {} fault struck (target too small?)",
+                missing.fault
+            ));
+        }
         let report = RunReport {
             block_size,
             block_count: scenario.block_count,
@@ -169,7 +217,10 @@ pub fn run(args: &SelftestArgs) -> Result<ExitCode> {
             seed,
             injected_faults,
             writes_after_checkpoint: outcome.newer_blocks.len() as u64,
+            zeroed_blocks: outcome.zeroed_blocks,
+            discarded_blocks: outcome.discarded_blocks,
             classes: comparison.rows.clone(),
+            faults,
             passed: mismatches.is_empty(),
             mismatches,
             elapsed_s: outcome.elapsed.as_secs_f64(),
@@ -223,10 +274,13 @@ fn render(run: &RunReport) -> String {
         .injected_faults
         .iter()
         .map(|(name, count)| format!("{count} {name}"))
-        .chain(std::iter::once(format!(
-            "{} written after checkpoint",
-            run.writes_after_checkpoint
-        )))
+        .chain([
+            format!("{} written after checkpoint", run.writes_after_checkpoint),
+            format!(
+                "{} blocks zeroed and {} discarded",
+                run.zeroed_blocks, run.discarded_blocks
+            ),
+        ])
         .collect();
     let _ = writeln!(text, "faults injected: {}", injected.join(", "));
     let _ = writeln!(
@@ -236,6 +290,7 @@ fn render(run: &RunReport) -> String {
     );
     let total = Comparison {
         rows: run.classes.clone(),
+        faults: Vec::new(),
         mismatches: Vec::new(),
     }
     .total();
@@ -244,6 +299,18 @@ fn render(run: &RunReport) -> String {
             text,
             "{:<18} {:>8} {:>8} {:>20} {:>15}",
             row.class, row.injected, row.detected, row.classified_correctly, row.false_positives
+        );
+    }
+    let _ = writeln!(
+        text,
+        "{:<22} {:>8} {:>8} {:>14}",
+        "fault", "injected", "findings", "caught exactly"
+    );
+    for line in &run.faults {
+        let _ = writeln!(
+            text,
+            "{:<22} {:>8} {:>8} {:>14}",
+            line.fault, line.injected, line.findings, line.caught_exactly
         );
     }
     for mismatch in &run.mismatches {

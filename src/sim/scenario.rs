@@ -1,7 +1,8 @@
-//! One write → verify run through the fault layer, and the comparison of
-//! what verify found with what the layer says it must find. The writes go
-//! out on the inline engine under a clock standing still, so a seed decides
-//! every byte written to the image and the manifest's map and journal.
+//! One write → zero and discard → verify run through the fault layer, and
+//! the comparison of what verify found with what the layer says it must
+//! find. The writes go out on the inline engine under a clock standing
+//! still, so a seed decides every byte written to the image and the
+//! manifest's map and journal.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -14,14 +15,14 @@ use crate::clock::{Clock, ManualClock};
 use crate::engine::inline::InlineEngine;
 use crate::engine::sync::SyncEngine;
 use crate::error::{Error, Result};
-use crate::manifest::{Manifest, NewManifest, TargetRecord};
+use crate::manifest::{Manifest, NewManifest, OpKind, TargetRecord};
 use crate::rng::{SplitMix64, mix64};
 use crate::sim::fault::{
     Amount, ExpectedFinding, FaultPlan, FaultTarget, FaultType, Geometry, Injection,
 };
 use crate::stamp::PAYLOAD_BYTES;
 use crate::storage::file::FileTarget;
-use crate::storage::{OpenRequest, Target};
+use crate::storage::{DiscardReads, OpenRequest, Target};
 use crate::verify::{self, Finding, FindingClass, VerifyOptions};
 use crate::workload::{BurstPlan, BurstWorkload, Scatter, Workload, WriteOp};
 use crate::writer::{self, WriteOptions};
@@ -51,6 +52,15 @@ pub struct Scenario {
     /// checkpoint: each must show as `newer_generation` (a snapshot revert
     /// that did not revert). With 0 there is no checkpoint.
     pub newer_generation: u64,
+    /// Blocks no fault touches that are zeroed, discarded, and zeroed then
+    /// discarded after the passes (the victims of the faults of zeroings
+    /// and discards get theirs too): each must verify clean.
+    pub zeroings: u64,
+    pub discards: u64,
+    pub zeroings_discarded: u64,
+    /// What the manifest records a discarded block reads (the target
+    /// itself, a sparse file, reads zeros).
+    pub discard_reads: DiscardReads,
 }
 
 /// What a scenario did and found.
@@ -59,6 +69,10 @@ pub struct ScenarioOutcome {
     pub injections: Vec<Injection>,
     /// Blocks written after the checkpoint.
     pub newer_blocks: Vec<u64>,
+    /// Blocks zeroed and discarded after the passes (a block zeroed then
+    /// discarded counts in both).
+    pub zeroed_blocks: u64,
+    pub discarded_blocks: u64,
     /// What verify must report, by block.
     pub expected: Vec<ExpectedFinding>,
     /// What verify reported, by block.
@@ -160,18 +174,63 @@ pub fn run_scenario(dir: &Path, scenario: &Scenario) -> Result<ScenarioOutcome> 
         .settle()
         .map_err(|e| Error::run(format!("fault layer: {e}")))?;
 
-    // Blocks no fault touches, written again after a checkpoint.
+    // Zeroings and discards: the victims of their faults, and blocks no
+    // fault touches; then discards of some zeroed blocks.
+    let mut taken = plan.involved_blocks();
+    let mut space_ops: Vec<WriteOp> = plan
+        .faults()
+        .iter()
+        .filter_map(|fault| {
+            let kind = fault.kind.fault_type().space_op()?;
+            Some(space_op(fault.block, kind))
+        })
+        .collect();
+    let extra = |count: u64, salt: u64, taken: &mut HashSet<u64>| {
+        let blocks = pick_blocks(scenario.seed ^ salt, scenario.block_count, count, taken);
+        taken.extend(&blocks);
+        blocks
+    };
+    let zeroed = extra(scenario.zeroings, 0x2e50, &mut taken);
+    let discarded = extra(scenario.discards, 0xd15c, &mut taken);
+    let zeroed_discarded = extra(scenario.zeroings_discarded, 0x2ed1, &mut taken);
+    space_ops.extend(zeroed.iter().map(|&b| space_op(b, OpKind::Zero)));
+    space_ops.extend(discarded.iter().map(|&b| space_op(b, OpKind::Discard)));
+    space_ops.extend(zeroed_discarded.iter().map(|&b| space_op(b, OpKind::Zero)));
+    let then_discarded: Vec<WriteOp> = zeroed_discarded
+        .iter()
+        .map(|&b| space_op(b, OpKind::Discard))
+        .collect();
+    let count = |kind: OpKind| {
+        space_ops
+            .iter()
+            .chain(&then_discarded)
+            .filter(|op| op.kind == kind)
+            .count() as u64
+    };
+    let (zeroed_blocks, discarded_blocks) = (count(OpKind::Zero), count(OpKind::Discard));
+    if !space_ops.is_empty() {
+        manifest.header_mut().discard_reads = Some(scenario.discard_reads);
+        for ops in [space_ops, then_discarded] {
+            let mut list = OpList {
+                ops,
+                position: 0,
+                burst: queue_depth,
+            };
+            write_through(&mut manifest, &target, queue_depth, &clock, &mut list)?;
+        }
+    }
+
+    // Blocks nothing else touches, written again after a checkpoint.
     let newer_blocks = if scenario.newer_generation > 0 {
         manifest.add_checkpoint(CHECKPOINT)?;
-        let involved = plan.involved_blocks();
         let blocks = pick_blocks(
             scenario.seed,
             scenario.block_count,
             scenario.newer_generation,
-            &involved,
+            &taken,
         );
-        let mut again = BlockList {
-            blocks: blocks.clone(),
+        let mut again = OpList {
+            ops: blocks.iter().map(|&b| WriteOp::write(b, 1)).collect(),
             position: 0,
             burst: queue_depth,
         };
@@ -192,7 +251,10 @@ pub fn run_scenario(dir: &Path, scenario: &Scenario) -> Result<ScenarioOutcome> 
     };
     let mut engine = SyncEngine::new(Arc::clone(&target), options.queue_depth);
     let expected = layer
-        .expected_findings(&|block| expected_state.generation(block))
+        .expected_findings(
+            &|block| expected_state.state(block),
+            expected_state.discard_reads(),
+        )
         .map_err(|e| Error::run(format!("fault layer cannot predict: {e}")))?;
     let outcome = verify::verify(
         Arc::clone(&target),
@@ -206,6 +268,8 @@ pub fn run_scenario(dir: &Path, scenario: &Scenario) -> Result<ScenarioOutcome> 
         injections: layer.injections(),
         plan,
         newer_blocks,
+        zeroed_blocks,
+        discarded_blocks,
         expected,
         findings: outcome.findings,
         blocks_checked: outcome.blocks.checked,
@@ -246,18 +310,27 @@ fn pick_blocks(seed: u64, block_count: u64, count: u64, taken: &HashSet<u64>) ->
     chosen
 }
 
-/// A workload that writes each listed block once, in order.
-struct BlockList {
-    blocks: Vec<u64>,
+/// A zeroing or discard of one block.
+fn space_op(block: u64, kind: OpKind) -> WriteOp {
+    WriteOp {
+        kind,
+        ..WriteOp::write(block, 1)
+    }
+}
+
+/// A workload that issues the listed operations (on distinct blocks), in
+/// order.
+struct OpList {
+    ops: Vec<WriteOp>,
     position: usize,
     burst: usize,
 }
 
-impl Workload for BlockList {
+impl Workload for OpList {
     fn next_burst(&mut self, burst: &mut Vec<WriteOp>) -> bool {
         burst.clear();
-        while burst.len() < self.burst && self.position < self.blocks.len() {
-            burst.push(WriteOp::write(self.blocks[self.position], 1));
+        while burst.len() < self.burst && self.position < self.ops.len() {
+            burst.push(self.ops[self.position]);
             self.position += 1;
         }
         !burst.is_empty()
@@ -279,10 +352,25 @@ pub struct ClassRow {
     pub false_positives: u64,
 }
 
+/// The findings one fault type must cause, and how many verify reported
+/// exactly.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FaultRow {
+    pub fault: String,
+    /// Findings the faults of this type must cause (a lost discard on a
+    /// target whose discards may keep the data causes none).
+    pub findings: u64,
+    /// Of those, reported with the right class, `found_block`,
+    /// `persistent` and failing sectors.
+    pub caught_exactly: u64,
+}
+
 /// Expected findings against reported ones.
 #[derive(Clone, Debug, Serialize)]
 pub struct Comparison {
     pub rows: Vec<ClassRow>,
+    /// By fault type, in [`FaultType::ALL`] order.
+    pub faults: Vec<FaultRow>,
     /// One line per disagreement.
     pub mismatches: Vec<String>,
 }
@@ -322,12 +410,30 @@ pub fn compare(expected: &[ExpectedFinding], found: &[Reported]) -> Comparison {
             )
         })
         .collect();
+    let mut faults: BTreeMap<FaultType, FaultRow> = FaultType::ALL
+        .iter()
+        .map(|&fault| {
+            (
+                fault,
+                FaultRow {
+                    fault: fault.name().to_string(),
+                    ..FaultRow::default()
+                },
+            )
+        })
+        .collect();
     let reported: HashMap<u64, &Reported> = found.iter().map(|f| (f.block, f)).collect();
     let wanted: HashMap<u64, &ExpectedFinding> = expected.iter().map(|e| (e.block, e)).collect();
     let mut mismatches = Vec::new();
     for want in expected {
         let row = rows.get_mut(&want.class).expect("every class has a row");
         row.injected += 1;
+        let mut fault_row = want
+            .fault
+            .map(|f| faults.get_mut(&f).expect("every fault has a row"));
+        if let Some(fault_row) = fault_row.as_mut() {
+            fault_row.findings += 1;
+        }
         let Some(got) = reported.get(&want.block) else {
             mismatches.push(format!(
                 "block {}: expected {} ({}), verify reported nothing",
@@ -344,6 +450,9 @@ pub fn compare(expected: &[ExpectedFinding], found: &[Reported]) -> Comparison {
             && got.unreadable_sectors == want.unreadable_sectors;
         if same {
             row.classified_correctly += 1;
+            if let Some(fault_row) = fault_row {
+                fault_row.caught_exactly += 1;
+            }
         } else {
             mismatches.push(format!(
                 "block {}: expected {} (found_block {:?}, persistent {}; {}), verify reported {} (found_block {:?}, persistent {}): {}",
@@ -378,6 +487,7 @@ pub fn compare(expected: &[ExpectedFinding], found: &[Reported]) -> Comparison {
     }
     Comparison {
         rows: rows.into_values().collect(),
+        faults: faults.into_values().collect(),
         mismatches,
     }
 }
@@ -394,6 +504,7 @@ mod tests {
             persistent: true,
             unreadable_sectors: Vec::new(),
             cause: "test".into(),
+            fault: None,
         }
     }
 
@@ -459,5 +570,68 @@ mod tests {
             "{:#?}",
             comparison.mismatches
         );
+    }
+
+    /// The faults of zeroings and discards on the sparse image (whose
+    /// discards read zeros), verified under each promise a manifest can
+    /// record: reported exactly, with the classes the promise decides.
+    #[test]
+    fn faults_of_zeroings_and_discards_are_reported_exactly_under_every_promise() {
+        for promise in [
+            DiscardReads::Zeroes,
+            DiscardReads::Previous,
+            DiscardReads::Any,
+        ] {
+            let scenario = Scenario {
+                block_size: 4096,
+                block_count: 128,
+                passes: 2,
+                coverage: 1.0,
+                queue_depth: 8,
+                seed: 77,
+                faults: FaultType::SPACE
+                    .iter()
+                    .map(|&t| (t, Amount::Count(2)))
+                    .collect(),
+                newer_generation: 0,
+                zeroings: 3,
+                discards: 3,
+                zeroings_discarded: 3,
+                discard_reads: promise,
+            };
+            let dir = tempfile::tempdir().unwrap();
+            let outcome = run_scenario(dir.path(), &scenario).unwrap();
+            let comparison = outcome.compare();
+            assert!(
+                comparison.exact(),
+                "{promise:?}: {:#?}",
+                comparison.mismatches
+            );
+            assert_eq!(outcome.injections.len(), 14, "{promise:?}");
+            let class = |class: FindingClass| row(&comparison, class).0;
+            let fault = |fault: FaultType| {
+                comparison
+                    .faults
+                    .iter()
+                    .find(|r| r.fault == fault.name())
+                    .unwrap()
+                    .findings
+            };
+            let zeroes = promise == DiscardReads::Zeroes;
+            // Lost and misdirected zeroings miss their blocks; so do lost and
+            // misdirected discards where discards must read zeros.
+            assert_eq!(class(FindingClass::LostZeroing), if zeroes { 8 } else { 4 });
+            assert_eq!(fault(FaultType::LostDiscard), if zeroes { 2 } else { 0 });
+            // Misdirected zeroings and discards zero their landing blocks;
+            // where discards keep the data, the discards that did happen
+            // are findings too.
+            let previous = promise == DiscardReads::Previous;
+            assert_eq!(class(FindingClass::Zeroed), if previous { 7 } else { 4 });
+            assert_eq!(class(FindingClass::Torn), 2);
+            assert_eq!(class(FindingClass::Misdirected), 2);
+            assert_eq!(class(FindingClass::Foreign), 2);
+            assert_eq!(outcome.zeroed_blocks, 2 * 3 + 3 + 3);
+            assert_eq!(outcome.discarded_blocks, 4 * 2 + 3 + 3);
+        }
     }
 }

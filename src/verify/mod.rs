@@ -1237,6 +1237,75 @@ mod tests {
         [&a[..split], &b[split..]].concat()
     }
 
+    /// What each zeroed or discarded state, under each promise, makes of
+    /// what the block holds (docs/CONTRACT.md, discard and write-zeroes).
+    #[test]
+    fn zeroed_and_discarded_blocks_are_classified_by_state_promise_and_content() {
+        use crate::manifest::BlockState;
+        use DiscardReads::{Any, Previous, Zeroes};
+        use FindingClass::*;
+        let dir = tempfile::tempdir().unwrap();
+        let mut manifest = crate::manifest::testing::new_manifest_of(dir.path(), 16);
+        let state = |kind| BlockState {
+            kind,
+            generation: 2,
+        };
+        manifest.begin_write().unwrap();
+        manifest.set_state(1, state(BlockKind::Zeroed));
+        manifest.set_state(2, state(BlockKind::Discarded));
+        manifest.set_state(3, state(BlockKind::DiscardedZeros));
+        manifest.finish_write().unwrap();
+        let format = manifest.format();
+        let zeros = vec![0u8; 4096];
+        let own = |block| block_of(&format, block, 2);
+        let class = |promise, block, bytes: &[u8]| {
+            let mut expected = manifest.expected(None).unwrap();
+            expected.set_discard_reads(promise);
+            check_block(&format, &expected, block, bytes)
+                .map(|f| (f.classified.class, f.classified.found_block))
+        };
+        /// Promise, block, what it holds, and the class and found block.
+        type Case = (
+            DiscardReads,
+            u64,
+            Vec<u8>,
+            Option<(FindingClass, Option<u64>)>,
+        );
+        let cases: [Case; 14] = [
+            // Zeroed: all zeros, whatever the promise.
+            (Any, 1, zeros.clone(), None),
+            (Any, 1, own(1), Some((LostZeroing, None))),
+            (
+                Zeroes,
+                1,
+                block_of(&format, 1, 1),
+                Some((LostZeroing, None)),
+            ),
+            (Any, 1, own(7), Some((Misdirected, Some(7)))),
+            (Any, 1, mix(&zeros, &own(1), 2048), Some((Torn, None))),
+            // Discarded, promise any: zeros or the previous contents.
+            (Any, 2, zeros.clone(), None),
+            (Any, 2, own(2), None),
+            (Any, 2, block_of(&format, 2, 1), Some((LostWrite, None))),
+            // Discarded, promise previous: the previous contents only.
+            (Previous, 2, zeros.clone(), Some((Zeroed, None))),
+            (Previous, 2, own(2), None),
+            // Discarded, promise zeroes: zeros only.
+            (Zeroes, 2, own(2), Some((LostZeroing, None))),
+            (Zeroes, 2, zeros.clone(), None),
+            // Discarded after a zeroing: its previous contents were zeros.
+            (Previous, 3, own(3), Some((LostZeroing, None))),
+            (Any, 3, zeros.clone(), None),
+        ];
+        for (promise, block, bytes, want) in cases {
+            assert_eq!(
+                class(promise, block, &bytes),
+                want,
+                "block {block} under {promise:?}"
+            );
+        }
+    }
+
     #[test]
     fn a_pending_write_may_leave_each_atomic_unit_old_or_new_but_not_mixed() {
         let format = RunFormat::new(7, 8192);

@@ -18,9 +18,18 @@
 //! | foreign write | bytes that are no stamp | `foreign` | yes |
 //! | stale read | the right data, but the first read (or the first N) returns what the block held before the final write | `lost_write` (or `zeroed`) | no when only the first read is stale (the re-read is right); yes when the re-read is stale too |
 //! | unreadable | the right data, but reads of some sectors fail with EIO, every time | `unreadable` with those sectors | yes |
+//! | lost zeroing | the block's write-zeroes is acknowledged, not done: its last write | `lost_zeroing` | yes |
+//! | lost discard | the block's discard is acknowledged, not done: its last write | `lost_zeroing` where discards read zeros; nothing where they may read the previous contents | yes |
+//! | misdirected zeroing / discard | the intended block: its last write; the landing block: zeros (or, a discard on a target that keeps discarded data, what it held) | `lost_zeroing` (as a lost discard) at the intended block, `zeroed` at a landing block that holds data | yes |
+//! | torn zeroing | the first N sectors zeroed, the last write after them | `torn` | yes |
+//! | discard exposes another block | after the discard, what another block held then | `misdirected` with `found_block` = that block (nothing if it held zeros) | yes |
+//! | discard garbage | after the discard, bytes that are no stamp | `foreign` | yes |
 //!
 //! A misdirected write lands after the landing block's own final write (it
 //! is held back until then), so the landing block is not healed by it.
+//! Faults of zeroings and discards strike the victim's first operation of
+//! their kind after its final write, and act at once; the ledger follows
+//! whatever comes after.
 //! Reads of a stale block return the old bytes on the first read that
 //! succeeds; a read that fails on an unreadable sector returns nothing and
 //! does not use up the stale read.
@@ -34,15 +43,16 @@ mod truth;
 pub use plan::{Amount, Fault, FaultKind, FaultPlan, FaultType, Geometry};
 pub use truth::{Content, ExpectedFinding, class_of, generation_of_write};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::buf::AlignedBuf;
+use crate::manifest::{BlockState, OpKind};
 use crate::rng::SplitMix64;
 use crate::stamp::SECTOR_BYTES;
-use crate::storage::{Target, TargetInfo};
+use crate::storage::{DiscardReads, SpaceOps, Target, TargetInfo, ZeroFlags};
 use crate::verify::FindingClass;
 
 /// One fault as it happened.
@@ -63,6 +73,9 @@ pub struct FaultTarget {
     victims: HashMap<u64, FaultKind>,
     /// Landing block of a misdirected write → the victim whose write it is.
     landings: HashMap<u64, u64>,
+    /// Every block a fault involves → the fault's type (whose findings
+    /// there are the fault's).
+    parts: HashMap<u64, FaultType>,
     /// Byte ranges of the unreadable sectors, ascending.
     unreadable: Vec<Range<u64>>,
     state: Mutex<State>,
@@ -79,10 +92,13 @@ struct State {
     injections: Vec<Injection>,
     /// (block, write) → the write sequence number and time its stamp carried.
     write_stamps: HashMap<(u64, u32), (u64, u32)>,
+    /// Victims whose zeroing or discard fault has struck.
+    space_struck: HashSet<u64>,
 }
 
 #[derive(Clone, Debug)]
 struct BlockRecord {
+    /// Data writes (zeroings and discards not counted).
     writes: u32,
     content: Content,
 }
@@ -104,9 +120,14 @@ impl FaultTarget {
         let geometry = plan.geometry();
         let mut victims = HashMap::new();
         let mut landings = HashMap::new();
+        let mut parts = HashMap::new();
         let mut unreadable = Vec::new();
         for fault in plan.faults() {
             victims.insert(fault.block, fault.kind.clone());
+            parts.insert(fault.block, fault.kind.fault_type());
+            if let Some(other) = fault.kind.other_block() {
+                parts.insert(other, fault.kind.fault_type());
+            }
             match &fault.kind {
                 FaultKind::Misdirected { to } => {
                     landings.insert(*to, fault.block);
@@ -128,6 +149,7 @@ impl FaultTarget {
             plan,
             victims,
             landings,
+            parts,
             unreadable,
             state: Mutex::new(State::default()),
         }
@@ -177,16 +199,19 @@ impl FaultTarget {
         Ok(())
     }
 
-    /// The findings verify must report, given the generation it expects of
-    /// each block (the manifest's, or a checkpoint's). Ordered by block.
+    /// The findings verify must report, given the state it expects of each
+    /// block (the manifest's, or a checkpoint's) and what it accepts of a
+    /// discarded block (`promise`). Ordered by block.
     pub fn expected_findings(
         &self,
-        expected_generation: &dyn Fn(u64) -> u32,
+        expected_state: &dyn Fn(u64) -> BlockState,
+        promise: DiscardReads,
     ) -> Result<Vec<ExpectedFinding>, String> {
         let state = self.lock();
         let mut findings = Vec::new();
         for block in 0..self.plan.geometry().block_count {
-            let expected = expected_generation(block);
+            let expected = expected_state(block);
+            let fault = self.parts.get(&block).copied();
             if let Some(FaultKind::Unreadable { sectors }) = self.victims.get(&block) {
                 let mut sectors = sectors.clone();
                 sectors.sort_unstable();
@@ -197,6 +222,7 @@ impl FaultTarget {
                     persistent: true,
                     unreadable_sectors: sectors,
                     cause: "latent sector error (EIO on read)".to_string(),
+                    fault,
                 });
                 continue;
             }
@@ -214,7 +240,8 @@ impl FaultTarget {
                 }
                 _ => (current, true, false),
             };
-            if let Some((class, found_block, cause)) = class_of(&content, block, expected)? {
+            if let Some((class, found_block, cause)) = class_of(&content, block, expected, promise)?
+            {
                 findings.push(ExpectedFinding {
                     block,
                     class,
@@ -226,6 +253,7 @@ impl FaultTarget {
                     } else {
                         cause
                     },
+                    fault,
                 });
             }
         }
@@ -376,18 +404,163 @@ impl FaultTarget {
                 Content::Zeroed
             }
             FaultKind::Foreign => {
-                let mut bytes = AlignedBuf::new(data.len());
-                let mut rng = SplitMix64::new(self.plan.seed() ^ block.rotate_left(32));
-                for word in bytes.chunks_exact_mut(8) {
-                    word.copy_from_slice(&rng.next_u64().to_le_bytes());
-                }
-                self.inner.write_at(&bytes, offset, fua)?;
+                self.inner
+                    .write_at(&self.garbage(block, data.len()), offset, fua)?;
                 Content::Foreign
             }
-            FaultKind::StaleRead { .. } | FaultKind::Unreadable { .. } => {
-                unreachable!("read faults do not strike writes")
-            }
+            _ => unreachable!("faults of reads, zeroings and discards do not strike writes"),
         })
+    }
+
+    /// A zeroing or discard of whole blocks, with the fault of any victim
+    /// among them whose fault it is.
+    fn space_op(&self, op: OpKind, offset: u64, len: u64, zero: ZeroFlags) -> io::Result<()> {
+        let block_size = self.block_size();
+        if !offset.is_multiple_of(block_size) || !len.is_multiple_of(block_size) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the fault layer zeroes and discards whole {block_size}-byte blocks; got {len} bytes at offset {offset}"
+                ),
+            ));
+        }
+        let first = offset / block_size;
+        let blocks = first..first + len / block_size;
+        let mut state = self.lock();
+        if !blocks.clone().any(|b| self.victims.contains_key(&b)) {
+            self.inner_space_op(&mut state, op, first, blocks.end - first, zero)?;
+            return Ok(());
+        }
+        for block in blocks {
+            let fault = self
+                .victims
+                .get(&block)
+                .filter(|kind| kind.fault_type().space_op() == Some(op))
+                .filter(|_| {
+                    state.blocks.get(&block).map_or(0, |r| r.writes)
+                        >= self.plan.geometry().final_write
+                        && !state.space_struck.contains(&block)
+                })
+                .cloned();
+            match fault {
+                None => self.inner_space_op(&mut state, op, block, 1, zero)?,
+                Some(kind) => {
+                    self.inject_space(&mut state, &kind, block, zero)?;
+                    state.space_struck.insert(block);
+                    let write = state.blocks.get(&block).map_or(0, |r| r.writes);
+                    state.injections.push(Injection {
+                        block,
+                        fault_type: kind.fault_type(),
+                        write,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Zero or discard `count` blocks from `first` on the inner target, and
+    /// record what they hold afterwards: zeros after a zeroing; after a
+    /// discard, what a read shows (zeros, or the contents kept).
+    fn inner_space_op(
+        &self,
+        state: &mut State,
+        op: OpKind,
+        first: u64,
+        count: u64,
+        zero: ZeroFlags,
+    ) -> io::Result<()> {
+        let block_size = self.block_size();
+        let (offset, len) = (first * block_size, count * block_size);
+        match op {
+            OpKind::Zero => self.inner.write_zeroes(offset, len, zero)?,
+            OpKind::Discard => self.inner.discard(offset, len)?,
+            OpKind::Write => unreachable!("a write is no space operation"),
+        }
+        let mut bytes = AlignedBuf::new(block_size as usize);
+        for block in first..first + count {
+            let reads_zeros = op == OpKind::Zero || {
+                self.inner.read_at(&mut bytes, block * block_size)?;
+                bytes.iter().all(|&b| b == 0)
+            };
+            let record = state.blocks.entry(block).or_insert(BlockRecord {
+                writes: 0,
+                content: Content::Original,
+            });
+            if reads_zeros {
+                record.content = Content::Zeroed;
+            }
+        }
+        Ok(())
+    }
+
+    /// Carry out the fault of a zeroing or discard of `block`.
+    fn inject_space(
+        &self,
+        state: &mut State,
+        kind: &FaultKind,
+        block: u64,
+        zero: ZeroFlags,
+    ) -> io::Result<()> {
+        let block_size = self.block_size();
+        let offset = block * block_size;
+        let previous = state
+            .blocks
+            .get(&block)
+            .map_or(Content::Original, |r| r.content.clone());
+        let content = match kind {
+            FaultKind::LostZeroing | FaultKind::LostDiscard => previous,
+            FaultKind::MisdirectedZeroing { to } => {
+                self.inner_space_op(state, OpKind::Zero, *to, 1, zero)?;
+                previous
+            }
+            FaultKind::MisdirectedDiscard { to } => {
+                self.inner_space_op(state, OpKind::Discard, *to, 1, zero)?;
+                previous
+            }
+            FaultKind::TornZeroing { sectors } => {
+                // Whole-block IO, as for a torn write.
+                let mut bytes = AlignedBuf::new(block_size as usize);
+                self.inner.read_at(&mut bytes, offset)?;
+                bytes[..*sectors as usize * SECTOR_BYTES].fill(0);
+                self.inner.write_at(&bytes, offset, false)?;
+                Content::ZeroTorn {
+                    sectors: *sectors,
+                    under: Box::new(previous),
+                }
+            }
+            FaultKind::DiscardExposes { from } => {
+                let mut bytes = AlignedBuf::new(block_size as usize);
+                self.inner.read_at(&mut bytes, from * block_size)?;
+                self.inner.write_at(&bytes, offset, false)?;
+                state
+                    .blocks
+                    .get(from)
+                    .map_or(Content::Original, |r| r.content.clone())
+            }
+            FaultKind::DiscardGarbage => {
+                self.inner
+                    .write_at(&self.garbage(block, block_size as usize), offset, false)?;
+                Content::Foreign
+            }
+            _ => unreachable!("faults of writes and reads do not strike space operations"),
+        };
+        let record = state.blocks.entry(block).or_insert(BlockRecord {
+            writes: 0,
+            content: Content::Original,
+        });
+        record.content = content;
+        Ok(())
+    }
+
+    /// Bytes that are no stamp, the same for a block on every run of a seed.
+    fn garbage(&self, block: u64, len: usize) -> AlignedBuf {
+        let mut bytes = AlignedBuf::new(len);
+        let mut rng = SplitMix64::new(self.plan.seed() ^ block.rotate_left(32));
+        for word in bytes.chunks_exact_mut(8) {
+            word.copy_from_slice(&rng.next_u64().to_le_bytes());
+        }
+        bytes
     }
 
     fn land_held_back(&self, state: &mut State, landing: u64) -> io::Result<()> {
@@ -507,6 +680,18 @@ impl Target for FaultTarget {
         ranges.sort_by_key(|r| r.start);
         Some(ranges)
     }
+
+    fn space_ops(&self) -> SpaceOps {
+        self.inner.space_ops()
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.space_op(OpKind::Discard, offset, len, ZeroFlags::default())
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64, zero: ZeroFlags) -> io::Result<()> {
+        self.space_op(OpKind::Zero, offset, len, zero)
+    }
 }
 
 #[cfg(test)]
@@ -514,15 +699,19 @@ mod tests {
     use super::*;
     use crate::storage::{TargetIdentity, TargetKind};
 
-    /// A target in memory, for the layer's own tests.
-    struct Memory {
+    /// A target in memory, for the layer's own tests. Its discards zero
+    /// the range, or, with `discard_keeps`, leave it as it was (a target
+    /// that ignores discards).
+    pub(crate) struct Memory {
         info: TargetInfo,
         bytes: Mutex<Vec<u8>>,
+        discard_keeps: bool,
     }
 
     impl Memory {
-        fn new(size_bytes: u64) -> Memory {
+        pub(crate) fn new(size_bytes: u64) -> Memory {
             Memory {
+                discard_keeps: false,
                 info: TargetInfo {
                     uri: "memory".into(),
                     kind: TargetKind::File,
@@ -554,6 +743,29 @@ mod tests {
             Ok(())
         }
         fn flush(&self) -> io::Result<()> {
+            Ok(())
+        }
+        fn space_ops(&self) -> SpaceOps {
+            SpaceOps {
+                discard: true,
+                write_zeroes: true,
+                discard_reads: Some(if self.discard_keeps {
+                    DiscardReads::Previous
+                } else {
+                    DiscardReads::Zeroes
+                }),
+                ..SpaceOps::default()
+            }
+        }
+        fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+            if !self.discard_keeps {
+                self.write_zeroes(offset, len, ZeroFlags::default())?;
+            }
+            Ok(())
+        }
+        fn write_zeroes(&self, offset: u64, len: u64, _zero: ZeroFlags) -> io::Result<()> {
+            let mut bytes = self.bytes.lock().unwrap();
+            bytes[offset as usize..(offset + len) as usize].fill(0);
             Ok(())
         }
     }
@@ -681,13 +893,20 @@ mod tests {
         }]);
         write(&target, 3, 1);
         write(&target, 3, 2);
-        let only_block_3 = |block| if block == 3 { 2 } else { 0 };
-        let expected = target.expected_findings(&only_block_3).unwrap();
+        let only_block_3 = |block| BlockState::data(if block == 3 { 2 } else { 0 });
+        let expected = target
+            .expected_findings(&only_block_3, DiscardReads::Zeroes)
+            .unwrap();
         assert!(expected[0].persistent, "the re-read is stale too");
         assert_eq!(read(&target, 3), fill(1));
         assert_eq!(read(&target, 3), fill(1));
         assert_eq!(read(&target, 3), fill(2));
-        assert!(target.expected_findings(&only_block_3).unwrap().is_empty());
+        assert!(
+            target
+                .expected_findings(&only_block_3, DiscardReads::Zeroes)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -699,7 +918,10 @@ mod tests {
         write(&target, 7, 1);
         write(&target, 7, 2);
         let expected = target
-            .expected_findings(&|block| if block == 7 { 2 } else { 0 })
+            .expected_findings(
+                &|block| BlockState::data(if block == 7 { 2 } else { 0 }),
+                DiscardReads::Zeroes,
+            )
             .unwrap();
         assert_eq!(
             (expected[0].block, expected[0].class, expected[0].persistent),
@@ -763,7 +985,9 @@ mod tests {
             write(&target, block, 1);
             write(&target, block, 2);
         }
-        let expected = target.expected_findings(&|_| 2).unwrap();
+        let expected = target
+            .expected_findings(&|_| BlockState::data(2), DiscardReads::Zeroes)
+            .unwrap();
         let summary: Vec<(u64, FindingClass, Option<u64>)> = expected
             .iter()
             .map(|f| (f.block, f.class, f.found_block))
@@ -780,13 +1004,211 @@ mod tests {
         assert_eq!(expected[2].unreadable_sectors, vec![0, 1]);
         // Checked against generation 1 (a checkpoint after the first pass),
         // every other block holds a newer write.
-        let at_first = target.expected_findings(&|_| 1).unwrap();
+        let at_first = target
+            .expected_findings(&|_| BlockState::data(1), DiscardReads::Zeroes)
+            .unwrap();
         assert_eq!(
             at_first
                 .iter()
                 .filter(|f| f.class == FindingClass::NewerGeneration)
                 .count(),
             12
+        );
+    }
+
+    /// Blocks 0–15 written twice, then: zeroed 1 3 4 12, discarded 2 5 6 7
+    /// 13, and 14 zeroed then discarded.
+    fn space_faults_on(memory: Arc<Memory>) -> FaultTarget {
+        let geometry = Geometry {
+            block_size: BLOCK as u32,
+            block_count: 16,
+            final_write: 2,
+        };
+        let faults = vec![
+            Fault {
+                block: 1,
+                kind: FaultKind::LostZeroing,
+            },
+            Fault {
+                block: 2,
+                kind: FaultKind::LostDiscard,
+            },
+            Fault {
+                block: 3,
+                kind: FaultKind::MisdirectedZeroing { to: 9 },
+            },
+            Fault {
+                block: 4,
+                kind: FaultKind::TornZeroing { sectors: 1 },
+            },
+            Fault {
+                block: 5,
+                kind: FaultKind::DiscardExposes { from: 10 },
+            },
+            Fault {
+                block: 6,
+                kind: FaultKind::DiscardGarbage,
+            },
+            Fault {
+                block: 7,
+                kind: FaultKind::MisdirectedDiscard { to: 11 },
+            },
+        ];
+        let target = FaultTarget::new(memory, FaultPlan::new(geometry, 5, faults).unwrap());
+        for pass in 1..=2 {
+            for block in 0..16 {
+                write(&target, block, block as u8 * 4 + pass);
+            }
+        }
+        let at = |block: u64| block * BLOCK as u64;
+        let len = BLOCK as u64;
+        for block in [1, 3, 4, 12, 14] {
+            target
+                .write_zeroes(at(block), len, ZeroFlags::default())
+                .unwrap();
+        }
+        for block in [2, 5, 6, 7, 13, 14] {
+            target.discard(at(block), len).unwrap();
+        }
+        target
+    }
+
+    fn state_after_space_ops(block: u64) -> BlockState {
+        let data = BlockState::data(2);
+        match block {
+            1 | 3 | 4 | 12 => data.after(OpKind::Zero),
+            2 | 5 | 6 | 7 | 13 => data.after(OpKind::Discard),
+            14 => data.after(OpKind::Zero).after(OpKind::Discard),
+            _ => data,
+        }
+    }
+
+    fn summary(
+        target: &FaultTarget,
+        promise: DiscardReads,
+    ) -> Vec<(u64, FindingClass, Option<u64>)> {
+        target
+            .expected_findings(&state_after_space_ops, promise)
+            .unwrap()
+            .iter()
+            .map(|f| (f.block, f.class, f.found_block))
+            .collect()
+    }
+
+    #[test]
+    fn faults_of_zeroings_and_discards_change_the_medium_as_planned() {
+        let memory = Arc::new(Memory::new(16 * BLOCK as u64));
+        let target = space_faults_on(memory.clone());
+        let second = |block: u64| fill(block as u8 * 4 + 2);
+        assert_eq!(read(memory.as_ref(), 1), second(1), "zeroing lost");
+        assert_eq!(read(memory.as_ref(), 2), second(2), "discard lost");
+        assert_eq!(read(memory.as_ref(), 3), second(3), "zeroing went to 9");
+        assert_eq!(read(memory.as_ref(), 9), fill(0));
+        let torn = read(memory.as_ref(), 4);
+        assert_eq!(&torn[..512], &fill(0)[..512]);
+        assert_eq!(&torn[512..], &second(4)[512..]);
+        assert_eq!(read(memory.as_ref(), 5), second(10), "block 10 exposed");
+        let garbage = read(memory.as_ref(), 6);
+        assert!(garbage != fill(0) && garbage != second(6));
+        assert_eq!(read(memory.as_ref(), 7), second(7), "discard went to 11");
+        assert_eq!(read(memory.as_ref(), 11), fill(0));
+        for block in [12, 13, 14] {
+            assert_eq!(read(memory.as_ref(), block), fill(0), "block {block}");
+        }
+        let struck: Vec<(u64, FaultType)> = target
+            .injections()
+            .iter()
+            .map(|i| (i.block, i.fault_type))
+            .collect();
+        assert_eq!(
+            struck,
+            vec![
+                (1, FaultType::LostZeroing),
+                (3, FaultType::MisdirectedZeroing),
+                (4, FaultType::TornZeroing),
+                (2, FaultType::LostDiscard),
+                (5, FaultType::DiscardExposes),
+                (6, FaultType::DiscardGarbage),
+                (7, FaultType::MisdirectedDiscard),
+            ]
+        );
+        // A second zeroing of a victim is carried out.
+        target
+            .write_zeroes(BLOCK as u64, BLOCK as u64, ZeroFlags::default())
+            .unwrap();
+        assert_eq!(read(memory.as_ref(), 1), fill(0));
+        assert_eq!(target.content(1), Content::Zeroed);
+    }
+
+    #[test]
+    fn the_truth_of_zeroings_and_discards_follows_the_promise() {
+        use FindingClass::*;
+        let memory = Arc::new(Memory::new(16 * BLOCK as u64));
+        let target = space_faults_on(memory);
+        // Discards read zeros: a discard that did not happen is a lost
+        // zeroing, as is a zeroing that did not.
+        let zeroes = vec![
+            (1, LostZeroing, None),
+            (2, LostZeroing, None),
+            (3, LostZeroing, None),
+            (4, Torn, None),
+            (5, Misdirected, Some(10)),
+            (6, Foreign, None),
+            (7, LostZeroing, None),
+            (9, Zeroed, None),
+            (11, Zeroed, None),
+        ];
+        assert_eq!(summary(&target, DiscardReads::Zeroes), zeroes);
+        // Discards may read zeros or the previous contents: the lost and
+        // the misdirected discard (blocks 2 and 7) are no finding.
+        let mut any = zeroes.clone();
+        any.retain(|f| f.0 != 2 && f.0 != 7);
+        assert_eq!(summary(&target, DiscardReads::Any), any);
+        // Discards keep the previous contents: the discard that did happen
+        // on a block with data (13; it reads zeros here) is a finding too.
+        let mut previous = any;
+        previous.push((13, Zeroed, None));
+        assert_eq!(summary(&target, DiscardReads::Previous), previous);
+        let faults: Vec<Option<FaultType>> = target
+            .expected_findings(&state_after_space_ops, DiscardReads::Zeroes)
+            .unwrap()
+            .iter()
+            .map(|f| f.fault)
+            .collect();
+        assert_eq!(faults[0], Some(FaultType::LostZeroing));
+        assert_eq!(faults[7], Some(FaultType::MisdirectedZeroing), "block 9");
+        assert_eq!(faults[8], Some(FaultType::MisdirectedDiscard), "block 11");
+    }
+
+    #[test]
+    fn on_a_target_that_ignores_discards_the_ledger_keeps_the_data() {
+        let mut memory = Memory::new(16 * BLOCK as u64);
+        memory.discard_keeps = true;
+        let target = space_faults_on(Arc::new(memory));
+        assert_eq!(
+            target.content(13),
+            Content::Write {
+                block: 13,
+                write: 2
+            }
+        );
+        assert_eq!(target.content(14), Content::Zeroed, "zeroed, then kept");
+        assert_eq!(
+            target.content(11),
+            Content::Write {
+                block: 11,
+                write: 2
+            }
+        );
+        let previous = summary(&target, DiscardReads::Previous);
+        assert!(
+            !previous.iter().any(|f| [2, 7, 11, 13, 14].contains(&f.0)),
+            "{previous:?}"
+        );
+        let zeroes = summary(&target, DiscardReads::Zeroes);
+        assert!(
+            zeroes.contains(&(13, FindingClass::LostZeroing, None)),
+            "{zeroes:?}"
         );
     }
 }

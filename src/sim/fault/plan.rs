@@ -3,16 +3,20 @@
 //! A plan is built from an explicit list ([`FaultPlan::new`]) or sampled
 //! from a seed ([`FaultPlan::sample`]), by count or by rate per fault type.
 //! Either way every block plays at most one part — the victim of one fault,
-//! or the landing place of one misdirected write — so no two faults touch
-//! the same block and the findings they cause can be predicted one by one.
+//! the landing place of one misdirected write, zeroing or discard, or the
+//! block one discard exposes — so no two faults touch the same block and
+//! the findings they cause can be predicted one by one.
 
 use std::collections::HashSet;
 
+use crate::manifest::OpKind;
 use crate::rng::SplitMix64;
 use crate::stamp::SECTOR_BYTES;
 
 /// One fault, with its parameters. Write faults strike the block's final
-/// write (see [`Geometry::final_write`]), so nothing overwrites them later.
+/// write (see [`Geometry::final_write`]), so nothing overwrites them later;
+/// faults of zeroings and discards strike the block's first zeroing or
+/// discard after that write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FaultKind {
     /// The write is acknowledged but never reaches the medium.
@@ -36,6 +40,23 @@ pub enum FaultKind {
     /// Every read of these 512-byte sectors of the block fails with EIO (a
     /// latent sector error); writes to them succeed.
     Unreadable { sectors: Vec<u32> },
+    /// The block's write-zeroes is acknowledged but never done.
+    LostZeroing,
+    /// The block's discard is acknowledged but never done.
+    LostDiscard,
+    /// The block's write-zeroes zeroes block `to` instead.
+    MisdirectedZeroing { to: u64 },
+    /// The block's discard discards block `to` instead.
+    MisdirectedDiscard { to: u64 },
+    /// Only the first `sectors` 512-byte sectors of the block's
+    /// write-zeroes are zeroed.
+    TornZeroing { sectors: u32 },
+    /// After its discard the block reads what block `from` held then (a
+    /// thin pool that hands the freed grain's mapping to another block).
+    DiscardExposes { from: u64 },
+    /// After its discard the block reads bytes that are no stamp (a freed
+    /// grain reused for someone else's data).
+    DiscardGarbage,
 }
 
 /// A fault type without its parameters: what a plan samples.
@@ -49,10 +70,17 @@ pub enum FaultType {
     Foreign,
     StaleRead,
     Unreadable,
+    LostZeroing,
+    LostDiscard,
+    MisdirectedZeroing,
+    MisdirectedDiscard,
+    TornZeroing,
+    DiscardExposes,
+    DiscardGarbage,
 }
 
 impl FaultType {
-    pub const ALL: [FaultType; 8] = [
+    pub const ALL: [FaultType; 15] = [
         FaultType::LostWrite,
         FaultType::Misdirected,
         FaultType::Torn,
@@ -61,6 +89,24 @@ impl FaultType {
         FaultType::Foreign,
         FaultType::StaleRead,
         FaultType::Unreadable,
+        FaultType::LostZeroing,
+        FaultType::LostDiscard,
+        FaultType::MisdirectedZeroing,
+        FaultType::MisdirectedDiscard,
+        FaultType::TornZeroing,
+        FaultType::DiscardExposes,
+        FaultType::DiscardGarbage,
+    ];
+
+    /// The fault types that strike a zeroing or a discard.
+    pub const SPACE: [FaultType; 7] = [
+        FaultType::LostZeroing,
+        FaultType::LostDiscard,
+        FaultType::MisdirectedZeroing,
+        FaultType::MisdirectedDiscard,
+        FaultType::TornZeroing,
+        FaultType::DiscardExposes,
+        FaultType::DiscardGarbage,
     ];
 
     pub fn name(self) -> &'static str {
@@ -73,13 +119,44 @@ impl FaultType {
             FaultType::Foreign => "foreign",
             FaultType::StaleRead => "stale_read",
             FaultType::Unreadable => "unreadable",
+            FaultType::LostZeroing => "lost_zeroing",
+            FaultType::LostDiscard => "lost_discard",
+            FaultType::MisdirectedZeroing => "misdirected_zeroing",
+            FaultType::MisdirectedDiscard => "misdirected_discard",
+            FaultType::TornZeroing => "torn_zeroing",
+            FaultType::DiscardExposes => "discard_exposes_other",
+            FaultType::DiscardGarbage => "discard_garbage",
         }
     }
 
-    /// Torn writes need a block of two sectors or more: a 512-byte block is
-    /// one sector, and a device tears writes at sector granularity.
+    /// Torn writes and zeroings need a block of two sectors or more: a
+    /// 512-byte block is one sector, and a device tears at sector
+    /// granularity.
     pub fn possible_at(self, block_size: u32) -> bool {
-        self != FaultType::Torn || block_size as usize > SECTOR_BYTES
+        !matches!(self, FaultType::Torn | FaultType::TornZeroing)
+            || block_size as usize > SECTOR_BYTES
+    }
+
+    /// The operation a victim of this fault type must get for the fault to
+    /// strike: `None` for the faults of writes and reads.
+    pub fn space_op(self) -> Option<OpKind> {
+        match self {
+            FaultType::LostZeroing | FaultType::MisdirectedZeroing | FaultType::TornZeroing => {
+                Some(OpKind::Zero)
+            }
+            FaultType::LostDiscard
+            | FaultType::MisdirectedDiscard
+            | FaultType::DiscardExposes
+            | FaultType::DiscardGarbage => Some(OpKind::Discard),
+            _ => None,
+        }
+    }
+}
+
+/// A fault type serialises as its name.
+impl serde::Serialize for FaultType {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
     }
 }
 
@@ -94,15 +171,35 @@ impl FaultKind {
             FaultKind::Foreign => FaultType::Foreign,
             FaultKind::StaleRead { .. } => FaultType::StaleRead,
             FaultKind::Unreadable { .. } => FaultType::Unreadable,
+            FaultKind::LostZeroing => FaultType::LostZeroing,
+            FaultKind::LostDiscard => FaultType::LostDiscard,
+            FaultKind::MisdirectedZeroing { .. } => FaultType::MisdirectedZeroing,
+            FaultKind::MisdirectedDiscard { .. } => FaultType::MisdirectedDiscard,
+            FaultKind::TornZeroing { .. } => FaultType::TornZeroing,
+            FaultKind::DiscardExposes { .. } => FaultType::DiscardExposes,
+            FaultKind::DiscardGarbage => FaultType::DiscardGarbage,
         }
     }
 
-    /// Faults that act on the final write (the others act on reads).
+    /// Faults that act on the final write (the others act on reads, or on
+    /// a zeroing or discard).
     pub fn strikes_write(&self) -> bool {
         !matches!(
             self,
             FaultKind::StaleRead { .. } | FaultKind::Unreadable { .. }
-        )
+        ) && self.fault_type().space_op().is_none()
+    }
+
+    /// The other block this fault involves: where a misdirected write or
+    /// space operation lands, or whose data a discard exposes.
+    pub fn other_block(&self) -> Option<u64> {
+        match *self {
+            FaultKind::Misdirected { to }
+            | FaultKind::MisdirectedZeroing { to }
+            | FaultKind::MisdirectedDiscard { to } => Some(to),
+            FaultKind::DiscardExposes { from } => Some(from),
+            _ => None,
+        }
     }
 }
 
@@ -173,9 +270,12 @@ impl FaultPlan {
         for fault in &faults {
             claim(fault.block)?;
             let block = fault.block;
+            if let Some(other) = fault.kind.other_block() {
+                claim(other)?;
+            }
             match &fault.kind {
-                FaultKind::Misdirected { to } => claim(*to)?,
-                FaultKind::Torn { sectors: written } => {
+                FaultKind::Torn { sectors: written }
+                | FaultKind::TornZeroing { sectors: written } => {
                     if *written == 0 || *written >= sectors {
                         return Err(format!(
                             "torn write of block {block}: {written} of {sectors} sectors is not a tear"
@@ -208,9 +308,16 @@ impl FaultPlan {
                     return Err(format!("stale read of block {block}: 0 reads is no fault"));
                 }
                 FaultKind::LostWrite
+                | FaultKind::Misdirected { .. }
                 | FaultKind::Zeroed
                 | FaultKind::Foreign
-                | FaultKind::StaleRead { .. } => {}
+                | FaultKind::StaleRead { .. }
+                | FaultKind::LostZeroing
+                | FaultKind::LostDiscard
+                | FaultKind::MisdirectedZeroing { .. }
+                | FaultKind::MisdirectedDiscard { .. }
+                | FaultKind::DiscardExposes { .. }
+                | FaultKind::DiscardGarbage => {}
             }
         }
         Ok(FaultPlan {
@@ -251,7 +358,31 @@ impl FaultPlan {
                             None => break,
                         }
                     }
+                    FaultType::MisdirectedZeroing => {
+                        match free_block(&mut rng, &mut used, geometry.block_count) {
+                            Some(to) => FaultKind::MisdirectedZeroing { to },
+                            None => break,
+                        }
+                    }
+                    FaultType::MisdirectedDiscard => {
+                        match free_block(&mut rng, &mut used, geometry.block_count) {
+                            Some(to) => FaultKind::MisdirectedDiscard { to },
+                            None => break,
+                        }
+                    }
+                    FaultType::DiscardExposes => {
+                        match free_block(&mut rng, &mut used, geometry.block_count) {
+                            Some(from) => FaultKind::DiscardExposes { from },
+                            None => break,
+                        }
+                    }
+                    FaultType::LostZeroing => FaultKind::LostZeroing,
+                    FaultType::LostDiscard => FaultKind::LostDiscard,
+                    FaultType::DiscardGarbage => FaultKind::DiscardGarbage,
                     FaultType::Torn => FaultKind::Torn {
+                        sectors: 1 + rng.below(sectors as u64 - 1) as u32,
+                    },
+                    FaultType::TornZeroing => FaultKind::TornZeroing {
                         sectors: 1 + rng.below(sectors as u64 - 1) as u32,
                     },
                     FaultType::BitFlip => {
@@ -299,14 +430,13 @@ impl FaultPlan {
         &self.faults
     }
 
-    /// Every block a fault touches: victims and landing places.
+    /// Every block a fault touches: victims, landing places and the blocks
+    /// a discard exposes.
     pub fn involved_blocks(&self) -> HashSet<u64> {
         let mut blocks = HashSet::new();
         for fault in &self.faults {
             blocks.insert(fault.block);
-            if let FaultKind::Misdirected { to } = fault.kind {
-                blocks.insert(to);
-            }
+            blocks.extend(fault.kind.other_block());
         }
         blocks
     }
@@ -361,13 +491,21 @@ mod tests {
         for fault_type in FaultType::ALL {
             assert_eq!(plan.count(fault_type), 5, "{fault_type:?}");
         }
-        // 40 victims and 5 landing places, all distinct.
-        assert_eq!(plan.involved_blocks().len(), 45);
+        // 75 victims, and 5 landing places of misdirected writes, zeroings
+        // and discards each, and 5 blocks discards expose: all distinct.
+        assert_eq!(plan.involved_blocks().len(), 95);
     }
 
     #[test]
     fn torn_writes_are_not_planned_for_one_sector_blocks() {
-        let plan = FaultPlan::sample(geometry(512), 1, &[(FaultType::Torn, Amount::Count(3))]);
+        let plan = FaultPlan::sample(
+            geometry(512),
+            1,
+            &[
+                (FaultType::Torn, Amount::Count(3)),
+                (FaultType::TornZeroing, Amount::Count(3)),
+            ],
+        );
         assert!(plan.faults().is_empty());
         let explicit = FaultPlan::new(
             geometry(512),
@@ -414,6 +552,12 @@ mod tests {
             vec![fault(3, FaultKind::Unreadable { sectors: vec![8] })],
             vec![fault(3, FaultKind::Torn { sectors: 8 })],
             vec![fault(3, FaultKind::StaleRead { reads: 0 })],
+            vec![fault(3, FaultKind::TornZeroing { sectors: 0 })],
+            vec![
+                fault(1, FaultKind::MisdirectedZeroing { to: 2 }),
+                fault(3, FaultKind::DiscardExposes { from: 2 }),
+            ],
+            vec![fault(1, FaultKind::MisdirectedDiscard { to: 100 })],
         ];
         for faults in refused {
             assert!(

@@ -11,15 +11,22 @@
 //! is expected to show as `newer_generation`.
 //!
 //! Generations are write numbers: write k of a block carries generation k
-//! (wrapping after 32767), which holds for a run whose every write went
+//! (wrapping after 8191), which holds for a run whose every write went
 //! through the layer, starting from a fresh manifest and an all-zero target.
+//! Zeroings and discards keep the generation (see
+//! [`crate::manifest::BlockState::after`]); a block last zeroed or
+//! discarded is held to zeros or to what the target promised a discarded
+//! block reads (docs/CONTRACT.md, discard and write-zeroes).
 
 use std::cmp::Ordering;
 
 use serde::Serialize;
 
-use crate::manifest::{GENERATION_MAX, compare_generations};
+use crate::manifest::{BlockKind, BlockState, GENERATION_MAX, compare_generations};
+use crate::storage::DiscardReads;
 use crate::verify::FindingClass;
+
+use super::FaultType;
 
 /// What a block holds, symbolically.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +47,9 @@ pub enum Content {
     Flipped { write: u32 },
     /// Zeros written over the block (a discarded extent).
     Zeroed,
+    /// A zeroing torn: its first `sectors` sectors zeros, then what the
+    /// block held before.
+    ZeroTorn { sectors: u32, under: Box<Content> },
     /// Bytes that are not a stamp at all.
     Foreign,
 }
@@ -58,6 +68,8 @@ pub struct ExpectedFinding {
     pub unreadable_sectors: Vec<u32>,
     /// The fault (or event) behind it, for people.
     pub cause: String,
+    /// The planned fault behind it (`None`: a write after the checkpoint).
+    pub fault: Option<FaultType>,
 }
 
 /// The generation write number `write` carries.
@@ -69,10 +81,93 @@ pub fn generation_of_write(write: u32) -> u32 {
     }
 }
 
-/// The class verify gives `content` at `block`, which should hold
-/// `expected_generation` (0: never written): `None` when the block is
-/// right, `Err` when the rules cannot say (a plan never builds such cases).
+/// The class verify gives `content` at `block`, which should be in state
+/// `expected` (a block last discarded held to `promise`): `None` when the
+/// block is right, `Err` when the rules cannot say (a plan never builds
+/// such cases).
 pub fn class_of(
+    content: &Content,
+    block: u64,
+    expected: BlockState,
+    promise: DiscardReads,
+) -> Result<Option<(FindingClass, Option<u64>, String)>, String> {
+    match (expected.kind, promise) {
+        (BlockKind::Data, _) => class_of_data(content, block, expected.generation),
+        (BlockKind::Zeroed, _)
+        | (BlockKind::DiscardedZeros, _)
+        | (BlockKind::Discarded, DiscardReads::Zeroes) => {
+            class_of_zeroing(content, block, expected.generation)
+        }
+        (BlockKind::Discarded, DiscardReads::Any) if reads_zeros(content) => Ok(None),
+        // Its previous contents: the latest data write (or zeros).
+        (BlockKind::Discarded, _) => class_of_data(content, block, expected.generation),
+    }
+}
+
+fn reads_zeros(content: &Content) -> bool {
+    match content {
+        Content::Original | Content::Zeroed => true,
+        Content::ZeroTorn { under, .. } => reads_zeros(under),
+        _ => false,
+    }
+}
+
+/// A block that must read all zeros, last written with `generation`.
+fn class_of_zeroing(
+    content: &Content,
+    block: u64,
+    generation: u32,
+) -> Result<Option<(FindingClass, Option<u64>, String)>, String> {
+    if reads_zeros(content) {
+        return Ok(None);
+    }
+    let found = |class: FindingClass, cause: String| Ok(Some((class, None, cause)));
+    match content {
+        Content::Write { block: from, write } if *from != block => Ok(Some((
+            FindingClass::Misdirected,
+            Some(*from),
+            format!("write {write} of block {from} where zeros belong"),
+        ))),
+        Content::Write { write, .. } => {
+            let held = generation_of_write(*write);
+            if generation != 0 && compare_generations(held, generation) == Ordering::Greater {
+                found(
+                    FindingClass::NewerGeneration,
+                    format!("holds write {write}, newer than the zeroing"),
+                )
+            } else {
+                found(
+                    FindingClass::LostZeroing,
+                    format!("still holds write {write}: the zeroing or discard did not happen"),
+                )
+            }
+        }
+        Content::ZeroTorn { sectors, under } => match under.as_ref() {
+            Content::Write { block: from, .. } if *from == block => found(
+                FindingClass::Torn,
+                format!("zeroing torn after {sectors} sector(s)"),
+            ),
+            other => Err(format!(
+                "block {block}: torn zeroing over {other:?} cannot be predicted"
+            )),
+        },
+        Content::Foreign => found(
+            FindingClass::Foreign,
+            "other data where zeros belong".into(),
+        ),
+        Content::Flipped { write } => found(
+            FindingClass::Corrupt,
+            format!("bits flipped in write {write}, where zeros belong"),
+        ),
+        other => Err(format!(
+            "block {block}: {other:?} where zeros belong cannot be predicted"
+        )),
+    }
+}
+
+/// A block that should hold its write of `expected_generation` (0: never
+/// written).
+fn class_of_data(
     content: &Content,
     block: u64,
     expected_generation: u32,
@@ -83,6 +178,9 @@ pub fn class_of(
         Content::Original | Content::Zeroed if !written => Ok(None),
         Content::Original => found(FindingClass::Zeroed, "the block was never written".into()),
         Content::Zeroed => found(FindingClass::Zeroed, "zeroed extent".into()),
+        Content::ZeroTorn { .. } => Err(format!(
+            "block {block}: a torn zeroing where data belongs cannot be predicted"
+        )),
         Content::Foreign if !written => Ok(None),
         Content::Foreign => found(FindingClass::Foreign, "overwritten by other data".into()),
         Content::Write { block: from, write } if *from != block => Ok(Some((
