@@ -377,6 +377,8 @@ mod tests {
             coverage: 1.0,
             passes: Some(1),
             seed: 7,
+            discard: 0.0,
+            zero: 0.0,
         });
         let mut all = Vec::new();
         let mut burst = Vec::new();
