@@ -15,7 +15,8 @@ use common::need::{Need, python, require};
 use common::{Image, TestEnv};
 use serde_json::Value;
 
-const CLASSES: [&str; 8] = [
+/// Every finding class, in the order of the contract's class table.
+const CLASSES: [&str; 9] = [
     "lost_write",
     "newer_generation",
     "misdirected",
@@ -24,6 +25,7 @@ const CLASSES: [&str; 8] = [
     "zeroed",
     "foreign",
     "unreadable",
+    "lost_zeroing",
 ];
 
 fn read_json(path: &Path) -> Value {

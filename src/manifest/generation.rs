@@ -109,7 +109,7 @@ impl BlockState {
 }
 
 /// Compare generations with wrap-around (serial-number arithmetic over the
-/// 15-bit space): negative when `found` is older than `expected`.
+/// 13-bit space): negative when `found` is older than `expected`.
 pub fn compare_generations(found: u32, expected: u32) -> std::cmp::Ordering {
     use std::cmp::Ordering;
     if found == expected {
@@ -167,10 +167,19 @@ mod tests {
         let data = BlockState::data(5);
         assert_eq!(data.after(OpKind::Write), BlockState::data(6));
         let zeroed = data.after(OpKind::Zero);
-        assert_eq!(zeroed, BlockState { kind: Zeroed, generation: 5 });
+        assert_eq!(
+            zeroed,
+            BlockState {
+                kind: Zeroed,
+                generation: 5
+            }
+        );
         assert_eq!(zeroed.after(OpKind::Discard).kind, DiscardedZeros);
         assert_eq!(data.after(OpKind::Discard).kind, Discarded);
-        assert_eq!(data.after(OpKind::Discard).after(OpKind::Discard).kind, Discarded);
+        assert_eq!(
+            data.after(OpKind::Discard).after(OpKind::Discard).kind,
+            Discarded
+        );
         assert_eq!(zeroed.after(OpKind::Write), BlockState::data(6));
         assert_eq!(
             BlockState::data(GENERATION_MAX).after(OpKind::Write),
