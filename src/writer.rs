@@ -607,7 +607,11 @@ impl Writer<'_> {
         let mut entries: Vec<(u64, u32)> = Vec::with_capacity(self.unjournaled_entries);
         for write in planned.iter().flatten().filter(|w| w.unjournaled) {
             let blocks = write.op.first_block..write.op.end();
-            let values = write.generations.iter().zip(&write.flags).map(|(v, f)| v | f);
+            let values = write
+                .generations
+                .iter()
+                .zip(&write.flags)
+                .map(|(v, f)| v | f);
             entries.extend(blocks.zip(values));
         }
         let mut position = self.manifest.journal().map_or(0, |j| j.tail());

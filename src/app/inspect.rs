@@ -48,8 +48,13 @@ struct Story {
     checked_against: Option<String>,
     /// The generation the verdict expects (now, or at `checked_against`).
     expected_generation: u32,
+    /// What the block's latest operation was, as of the check: `data`,
+    /// `zeroed`, `discarded` or `discarded_after_zeroing`.
+    expected_kind: &'static str,
     /// The generation the manifest expects now.
     expected_now: u32,
+    /// The kind of the block's latest operation now.
+    kind_now: &'static str,
     checkpoints: Vec<CheckpointGeneration>,
     /// Writes of the block pending when the writer stopped (null if none).
     pending: Option<Pending>,
@@ -171,11 +176,12 @@ fn tell(
     let format = manifest.format();
     let header = manifest.header();
     let offset = block * format.block_size as u64;
-    let expected_now = if expected.checkpoint().is_some() {
-        manifest.expected(None)?.generation(block)
+    let state_now = if expected.checkpoint().is_some() {
+        manifest.expected(None)?.state(block)
     } else {
-        expected.generation(block)
+        expected.state(block)
     };
+    let expected_now = state_now.generation;
     let checkpoints = header
         .checkpoints
         .iter()
@@ -219,7 +225,9 @@ fn tell(
         },
         checked_against: expected.checkpoint().map(str::to_string),
         expected_generation: expected.generation(block),
+        expected_kind: kind_name(expected.state(block).kind),
         expected_now,
+        kind_now: kind_name(state_now.kind),
         checkpoints,
         pending,
         sectors: Vec::new(),
@@ -256,15 +264,18 @@ fn tell(
         story.sectors = sector_runs(&format, &buf);
         match verify::check_block(&format, expected, block, &buf) {
             None => {
-                story.verdict.detail =
-                    if stamp::holds(&format, block, story.expected_generation, &buf)
-                        || story.expected_generation == 0
-                    {
-                        "ok: the block holds exactly what was expected".to_string()
-                    } else {
-                        "ok: what it holds is one of the outcomes its pending writes allow"
-                            .to_string()
-                    };
+                story.verdict.detail = if story.expected_kind != "data" {
+                    format!(
+                        "ok: the block reads as its latest operation ({}) allows",
+                        story.expected_kind
+                    )
+                } else if stamp::holds(&format, block, story.expected_generation, &buf)
+                    || story.expected_generation == 0
+                {
+                    "ok: the block holds exactly what was expected".to_string()
+                } else {
+                    "ok: what it holds is one of the outcomes its pending writes allow".to_string()
+                };
             }
             Some(mut finding) => {
                 finding.confirm(target.as_ref(), &format);
@@ -283,6 +294,17 @@ fn tell(
     story.neighbourhood = Some(neighbourhood);
     story.incident = incident;
     Ok(story)
+}
+
+/// The JSON name of a block kind.
+fn kind_name(kind: crate::manifest::BlockKind) -> &'static str {
+    use crate::manifest::BlockKind;
+    match kind {
+        BlockKind::Data => "data",
+        BlockKind::Zeroed => "zeroed",
+        BlockKind::Discarded => "discarded",
+        BlockKind::DiscardedZeros => "discarded_after_zeroing",
+    }
 }
 
 /// The sectors of a block in runs of sectors that hold the same thing.
@@ -441,9 +463,17 @@ fn render(story: &Story, sessions: &[WriteSession]) -> String {
         0 => "never written by this run".to_string(),
         g => format!("generation {g}"),
     };
+    let kind = match story.kind_now {
+        "data" => String::new(),
+        "zeroed" => ", then zeroed (reads all zeros)".to_string(),
+        "discarded" => {
+            ", then discarded (reads zeros or that generation, as the target promised)".to_string()
+        }
+        other => format!(", then {}", other.replace('_', " ")),
+    };
     let _ = writeln!(
         out,
-        "  now: {}{}",
+        "  now: {}{kind}{}",
         describe(story.expected_now),
         if story.checked_against.is_none() {
             "  <- checked against"

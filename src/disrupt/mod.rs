@@ -71,7 +71,8 @@ pub struct DisruptPlan {
 
 /// The verify after a disruption: every block of the manifest, the given
 /// writes not yet durable accepting old or new.
-pub type Checker = Box<dyn Fn(&Manifest, HashMap<u64, crate::manifest::Pending>) -> Result<Report> + Send + Sync>;
+pub type Checker =
+    Box<dyn Fn(&Manifest, HashMap<u64, crate::manifest::Pending>) -> Result<Report> + Send + Sync>;
 
 /// Fraction of the write throughput before a disruption that counts as
 /// recovered.
@@ -451,7 +452,11 @@ impl Disruptions {
     }
 
     /// The post-disruption verify, filed with the disruption under way.
-    fn check(&self, manifest: &Manifest, pending: HashMap<u64, crate::manifest::Pending>) -> Result<()> {
+    fn check(
+        &self,
+        manifest: &Manifest,
+        pending: HashMap<u64, crate::manifest::Pending>,
+    ) -> Result<()> {
         let started = Instant::now();
         let report = (self.check)(manifest, pending)?;
         let took = started.elapsed();
@@ -495,7 +500,11 @@ impl Pause for Disruptions {
         self.state().busy
     }
 
-    fn paused(&self, manifest: &Manifest, pending: HashMap<u64, crate::manifest::Pending>) -> Result<()> {
+    fn paused(
+        &self,
+        manifest: &Manifest,
+        pending: HashMap<u64, crate::manifest::Pending>,
+    ) -> Result<()> {
         {
             let mut state = self.state();
             if let Some(why) = state.failure.clone() {

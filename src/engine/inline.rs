@@ -72,10 +72,9 @@ impl Engine for InlineEngine {
             IoKind::Write { offset, fua } => self.target.write_at(&io.buf, offset, fua),
             IoKind::Read { offset } => self.target.read_at(&mut io.buf, offset),
             IoKind::Flush => self.target.flush(),
-            IoKind::Discard { .. } | IoKind::Zero { .. } => io
-                .kind
-                .space_op(&*self.target)
-                .expect("a space operation"),
+            IoKind::Discard { .. } | IoKind::Zero { .. } => {
+                io.kind.space_op(&*self.target).expect("a space operation")
+            }
         };
         self.done.push(Completion {
             id: io.id,

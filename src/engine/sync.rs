@@ -86,10 +86,9 @@ fn worker(shared: &Shared, target: &dyn Target, completions: &Sender<Completion>
             IoKind::Write { offset, fua } => target.write_at(&io.buf, offset, fua),
             IoKind::Read { offset } => target.read_at(&mut io.buf, offset),
             IoKind::Flush => target.flush(),
-            IoKind::Discard { .. } | IoKind::Zero { .. } => io
-                .kind
-                .space_op(target)
-                .expect("a space operation"),
+            IoKind::Discard { .. } | IoKind::Zero { .. } => {
+                io.kind.space_op(target).expect("a space operation")
+            }
         };
         let completion = Completion {
             id: io.id,

@@ -13,8 +13,8 @@ use std::os::unix::fs::FileExt;
 use serde::{Deserialize, Serialize};
 
 use super::{BlockState, Manifest, ManifestState, Pending, unix_now_s};
-use crate::storage::DiscardReads;
 use crate::error::{Error, Result};
+use crate::storage::DiscardReads;
 
 /// Marks an undo entry as written: the log ends at the first entry without.
 const UNDO_VALID: u64 = 1 << 63;

@@ -34,8 +34,7 @@ use map::MapView;
 
 pub use checkpoint::{Checkpoint, Expected};
 pub use generation::{
-    BlockKind, BlockState, GENERATION_MAX, OpKind, VALUE_MASK, compare_generations,
-    next_generation,
+    BlockKind, BlockState, GENERATION_MAX, OpKind, VALUE_MASK, compare_generations, next_generation,
 };
 pub use header::MAP_OFFSET;
 pub use header::{MANIFEST_VERSION, ManifestHeader, ManifestState, TargetRecord, WriteSession};

@@ -24,6 +24,7 @@
 mod identity;
 pub mod safety;
 pub mod signature;
+pub mod space;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IoSlice};
@@ -35,7 +36,8 @@ use rustix::io::{Errno, ReadWriteFlags};
 
 use self::safety::{DeviceNumber, InUse, SysBlock};
 use self::signature::{HEAD_PROBE_BYTES, Signature, TAIL_PROBE_BYTES};
-use super::{OpenRequest, Target, TargetInfo, TargetKind};
+use self::space::QueueLimits;
+use super::{OpenRequest, SpaceOps, Target, TargetInfo, TargetKind, ZeroFlags};
 use crate::buf::{AlignedBuf, IO_ALIGN};
 use crate::error::{Error, Result};
 
@@ -45,6 +47,8 @@ pub struct BlockDeviceTarget {
     info: TargetInfo,
     device_size_bytes: u64,
     exclusive: bool,
+    /// Discard and write-zeroes limits (see [`space`]).
+    limits: QueueLimits,
 }
 
 impl BlockDeviceTarget {
@@ -101,6 +105,13 @@ impl BlockDeviceTarget {
             device.refuse_if_signed(&file, &geometry)?;
         }
 
+        // Without sysfs nothing says the device discards: discards are
+        // refused, write-zeroes (which the kernel can always do) is not.
+        let limits = QueueLimits::read(Path::new("/sys"), number, geometry.logical_sector_size)
+            .unwrap_or(QueueLimits {
+                logical_sector_size: u64::from(geometry.logical_sector_size),
+                ..QueueLimits::default()
+            });
         let identity = sysfs
             .as_ref()
             .map(|sysfs| identity::from_sysfs(&sysfs.disk_dir()))
@@ -122,6 +133,7 @@ impl BlockDeviceTarget {
             },
             device_size_bytes: geometry.size_bytes,
             exclusive,
+            limits,
         })
     }
 
@@ -138,9 +150,19 @@ impl BlockDeviceTarget {
         self.exclusive
     }
 
+    /// What the kernel's queue limits say about discard and write-zeroes
+    /// (the facts behind [`Target::space_ops`]).
+    pub fn queue_limits(&self) -> &QueueLimits {
+        &self.limits
+    }
+
     fn check_range(&self, len: usize, offset: u64) -> io::Result<()> {
+        self.check_range_u64(len as u64, offset)
+    }
+
+    fn check_range_u64(&self, len: u64, offset: u64) -> io::Result<()> {
         let size = self.info.size_bytes;
-        match offset.checked_add(len as u64) {
+        match offset.checked_add(len) {
             Some(end) if end <= size => Ok(()),
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -210,6 +232,32 @@ impl Target for BlockDeviceTarget {
         // A device has no holes this host can see (thin provisioning is
         // behind the device), so every block may hold data.
         None
+    }
+
+    fn space_ops(&self) -> SpaceOps {
+        self.limits.space_ops()
+    }
+
+    /// `BLKDISCARD`, whole discard units only, in parts of at most
+    /// `max_bytes` (see [`space`]).
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.check_range_u64(len, offset)?;
+        self.limits.check_discard(offset, len, &self.info.uri)?;
+        for (part_offset, part_len) in space::parts(offset, len, self.limits.max_bytes()) {
+            space::blkdiscard(&self.file, part_offset, part_len)?;
+        }
+        Ok(())
+    }
+
+    /// `fallocate(ZERO_RANGE)`, or `PUNCH_HOLE` with unmap allowed (see
+    /// [`space`]); whole logical sectors, in parts of at most `max_bytes`.
+    fn write_zeroes(&self, offset: u64, len: u64, zero: ZeroFlags) -> io::Result<()> {
+        self.check_range_u64(len, offset)?;
+        self.limits.check_zeroes(offset, len, &self.info.uri)?;
+        for (part_offset, part_len) in space::parts(offset, len, self.limits.max_bytes()) {
+            space::zero_range(&self.file, part_offset, part_len, zero)?;
+        }
+        Ok(())
     }
 }
 

@@ -298,7 +298,11 @@ pub fn classify_zeroing(
             found_block: None,
             detail: format!(
                 "should read all zeros ({what}) but still holds generation {found} of this block: the {} did not persist",
-                if what.starts_with("discarded") { "discard" } else { "zeroing" }
+                if what.starts_with("discarded") {
+                    "discard"
+                } else {
+                    "zeroing"
+                }
             ),
             torn_split: None,
             corruption: None,

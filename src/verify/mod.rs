@@ -32,10 +32,10 @@ use crate::manifest::{BlockKind, BlockState, Expected};
 use crate::metrics::Metrics;
 use crate::stamp::{self, MAGIC, RunFormat, SECTOR_BYTES};
 use crate::storage::{self, DiscardReads, Target};
-use std::fmt::Write as _;
 pub use classify::{
     Classified, Corruption, Expectation, FindingClass, SectorSpan, classify, classify_zeroing,
 };
+use std::fmt::Write as _;
 pub use survivors::Survivors;
 pub use watch::{FindingWatch, Watcher};
 
@@ -783,9 +783,9 @@ fn check_space_op(
     let zeros = || bytes.iter().all(|&b| b == 0);
     // What the backing image held at the checkpoint the overlay was taken.
     let backing = || {
-        expected
-            .backing_state(block)
-            .is_some_and(|then| then.is_data() && stamp::holds(format, block, then.generation, bytes))
+        expected.backing_state(block).is_some_and(|then| {
+            then.is_data() && stamp::holds(format, block, then.generation, bytes)
+        })
     };
     let generation = state.generation;
     let promise = expected.discard_reads();
@@ -796,7 +796,13 @@ fn check_space_op(
             if promise != DiscardReads::Zeroes && backing() {
                 return None;
             }
-            classify_zeroing(format, block, generation, "discarded after a zeroing", bytes)
+            classify_zeroing(
+                format,
+                block,
+                generation,
+                "discarded after a zeroing",
+                bytes,
+            )
         }
         BlockKind::Discarded => {
             match promise {
@@ -1239,8 +1245,9 @@ mod tests {
             block_of(&format, 5, 3),
             block_of(&format, 5, 4),
         );
-        let explains =
-            |bytes: &[u8], unit: usize| pending_write_explains(&format, 5, (2, 4), false, unit, bytes);
+        let explains = |bytes: &[u8], unit: usize| {
+            pending_write_explains(&format, 5, (2, 4), false, unit, bytes)
+        };
         // Whole generations from before the oldest pending write to the newest.
         for whole in [&g2, &g3, &g4] {
             assert!(explains(whole, 512));
@@ -1269,13 +1276,61 @@ mod tests {
     }
 
     #[test]
+    fn a_pending_zeroing_may_leave_each_atomic_unit_old_or_zeros_but_not_mixed() {
+        use crate::manifest::{BlockKind, BlockState, Pending};
+        let format = RunFormat::new(7, 8192);
+        let g3 = block_of(&format, 5, 3);
+        let zeros = vec![0u8; 8192];
+        // A write of 3 durable, then a zeroing pending (journal value).
+        let zeroed = BlockState {
+            kind: BlockKind::Zeroed,
+            generation: 3,
+        };
+        let pending = Pending::of_intent(zeroed.value());
+        assert!(pending.zeros);
+        let before =
+            crate::manifest::journal::generation_before_pending(pending.oldest, zeroed.generation);
+        let explains = |bytes: &[u8], unit: usize| {
+            pending_write_explains(&format, 5, (before, pending.newest), true, unit, bytes)
+        };
+        assert!(explains(&g3, 512), "the zeroing was lost: old");
+        assert!(explains(&zeros, 512), "the zeroing landed: new");
+        assert!(explains(&mix(&zeros, &g3, 4096), 4096), "per 4 KiB unit");
+        assert!(
+            !explains(&mix(&zeros, &g3, 512), 4096),
+            "a mix inside a unit"
+        );
+        assert!(
+            !explains(&block_of(&format, 5, 2), 512),
+            "older than the durable write"
+        );
+        assert!(
+            !explains(&block_of(&format, 6, 3), 512),
+            "another block's stamp"
+        );
+        // Without a zeroing pending, zeros where a durable write was are
+        // not explained.
+        let write = Pending::of_intent(4);
+        assert!(!write.zeros);
+        assert!(!pending_write_explains(
+            &format,
+            5,
+            (3, 4),
+            write.zeros,
+            512,
+            &zeros
+        ));
+    }
+
+    #[test]
     fn a_pending_1_after_a_wrap_is_explained_by_32767_or_1_never_by_zeros() {
         use crate::manifest::GENERATION_MAX;
         use crate::manifest::journal::generation_before_pending;
         let format = RunFormat::new(7, 8192);
         // The journal reports no first write; the map says written.
         let before = generation_before_pending(1, 1);
-        let explains = |bytes: &[u8]| pending_write_explains(&format, 5, (before, 1), false, 512, bytes);
+        let explains =
+            |bytes: &[u8]| pending_write_explains(&format, 5, (before, 1), false, 512, bytes);
         assert!(explains(&block_of(&format, 5, GENERATION_MAX)));
         assert!(explains(&block_of(&format, 5, 1)));
         assert!(!explains(&vec![0u8; 8192]), "zeros where 32767 was");
@@ -1283,7 +1338,8 @@ mod tests {
         assert!(!explains(&block_of(&format, 5, GENERATION_MAX - 1)));
         // A first write: the journal reports a pending 0 before the 1.
         let fresh = generation_before_pending(0, 1);
-        let explains = |bytes: &[u8]| pending_write_explains(&format, 5, (fresh, 1), false, 512, bytes);
+        let explains =
+            |bytes: &[u8]| pending_write_explains(&format, 5, (fresh, 1), false, 512, bytes);
         assert!(explains(&vec![0u8; 8192]));
         assert!(explains(&block_of(&format, 5, 1)));
         assert!(!explains(&block_of(&format, 5, GENERATION_MAX)));

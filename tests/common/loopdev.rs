@@ -48,6 +48,25 @@ impl LoopDevice {
             return None;
         }
         let dir = tempfile::tempdir().expect("temp dir for the loop image");
+        Self::attach_prepared_in(dir, size_bytes, options, prepare)
+    }
+
+    /// Like [`attach`](Self::attach), with the image in a temp dir under
+    /// `parent` (a filesystem the test chose, such as a tmpfs it mounted).
+    pub fn attach_in(parent: &Path, size_bytes: u64, options: &[&str]) -> Option<LoopDevice> {
+        if !require(Need::LoopDevices) {
+            return None;
+        }
+        let dir = tempfile::tempdir_in(parent).expect("temp dir for the loop image");
+        Self::attach_prepared_in(dir, size_bytes, options, |_| {})
+    }
+
+    fn attach_prepared_in(
+        dir: tempfile::TempDir,
+        size_bytes: u64,
+        options: &[&str],
+        prepare: impl FnOnce(&File),
+    ) -> Option<LoopDevice> {
         let backing_file = dir.path().join("disk.img");
         let image = File::create(&backing_file).expect("create loop image");
         image.set_len(size_bytes).expect("size loop image");

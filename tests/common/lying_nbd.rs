@@ -25,13 +25,23 @@
 //! and nothing else, is what the verify must report as lost.
 //!
 //! The lie: at flush number `f`, a dirty block `b` whose persisted content
-//! is not all zeros stays volatile when [`lies_about`]`(b, f)`; its first
-//! write is always persisted, so a lost block holds an older write of its
-//! own, never zeros.
+//! is not all zeros and whose latest request was a write stays volatile
+//! when [`lies_about`]`(b, f)`; its first write is always persisted, so a
+//! lost block holds an older write of its own, never zeros.
+//!
+//! Discard and write-zeroes: the export offers TRIM, WRITE_ZEROES and
+//! FAST_ZERO. Both zero the blocks in the cache like a write of zeros (a
+//! TRIM reads zeros afterwards), and a flush never lies about them, so
+//! the lying cache loses writes only. With [`Behaviour::drop_every_nth_zeroing`]
+//! the server acknowledges every Nth WRITE_ZEROES without doing it and
+//! records the byte ranges it dropped ([`LyingNbd::dropped_zeroings`]) and
+//! the blocks a verify must then find not zeroed ([`LyingNbd::lost_zeroings`]).
+//! Every TRIM and WRITE_ZEROES is logged as received
+//! ([`LyingNbd::space_requests`]), so tests see the flags and splitting.
 
 #![allow(dead_code)] // each test binary uses a different part
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -58,6 +68,9 @@ const FLAG_NO_ZEROES: u16 = 2;
 const FLAG_C_NO_ZEROES: u32 = 2;
 const FLAG_HAS_FLAGS: u16 = 1;
 const FLAG_SEND_FLUSH: u16 = 4;
+const FLAG_SEND_TRIM: u16 = 1 << 5;
+const FLAG_SEND_WRITE_ZEROES: u16 = 1 << 6;
+const FLAG_SEND_FAST_ZERO: u16 = 1 << 11;
 const OPT_EXPORT_NAME: u32 = 1;
 const OPT_ABORT: u32 = 2;
 const OPT_INFO: u32 = 6;
@@ -66,11 +79,50 @@ const REP_ACK: u32 = 1;
 const REP_INFO: u32 = 3;
 const REP_ERR_UNSUP: u32 = (1 << 31) | 1;
 const INFO_EXPORT: u16 = 0;
+const INFO_BLOCK_SIZE: u16 = 3;
 const CMD_READ: u16 = 0;
 const CMD_WRITE: u16 = 1;
 const CMD_DISC: u16 = 2;
 const CMD_FLUSH: u16 = 3;
+pub const CMD_TRIM: u16 = 4;
+pub const CMD_WRITE_ZEROES: u16 = 6;
+pub const CMD_FLAG_NO_HOLE: u16 = 1 << 1;
+pub const CMD_FLAG_FAST_ZERO: u16 = 1 << 4;
 const EINVAL: u32 = 22;
+pub const EOVERFLOW: u32 = 75;
+pub const ENOTSUP: u32 = 95;
+
+/// How the server misbehaves. [`LyingNbd::start`] lies about flushes and
+/// nothing else.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Behaviour {
+    /// Keep flushed blocks volatile where [`lies_about`] says so.
+    pub lie_about_flushes: bool,
+    /// Acknowledge the Nth, 2Nth, 3Nth... WRITE_ZEROES the server takes
+    /// (in the order it takes them) without zeroing anything.
+    pub drop_every_nth_zeroing: Option<u64>,
+    /// Fail every WRITE_ZEROES that carries FAST_ZERO with NBD_ENOTSUP
+    /// (zeroing "would be slow"), as the protocol allows.
+    pub refuse_fast_zero: bool,
+    /// Advertise this maximum payload (NBD_INFO_BLOCK_SIZE, minimum and
+    /// preferred [`BLOCK`]) and refuse a longer TRIM or WRITE_ZEROES with
+    /// NBD_EOVERFLOW, as the protocol lets a server do.
+    pub max_payload: Option<u32>,
+    /// Advertise neither TRIM nor WRITE_ZEROES (requests that come anyway
+    /// are still logged and carried out, so a test sees that none came).
+    pub hide_space_ops: bool,
+}
+
+/// A TRIM or WRITE_ZEROES as the server received it, and its answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpaceRequest {
+    pub command: u16,
+    pub flags: u16,
+    pub offset: u64,
+    pub length: u64,
+    /// The error value replied (0: success).
+    pub error: u32,
+}
 
 /// Whether the flush number `flush` keeps `block` volatile (when its
 /// persisted content is not all zeros): one in eight, spread by a hash.
@@ -105,6 +157,7 @@ pub struct LyingNbd {
 
 struct Shared {
     size: u64,
+    behaviour: Behaviour,
     state: Mutex<State>,
 }
 
@@ -129,6 +182,18 @@ struct State {
     expectations: Vec<Expectation>,
     /// Connections open now, to shut down at a power cut.
     connections: Vec<UnixStream>,
+    /// Dirty blocks whose latest request zeroed them (TRIM or
+    /// WRITE_ZEROES): a flush persists them truthfully.
+    zeroed_dirty: HashSet<u64>,
+    /// WRITE_ZEROES taken (carried out or dropped), for the every-Nth count.
+    zeroings: u64,
+    /// Byte ranges of the dropped WRITE_ZEROES, in the order acknowledged.
+    dropped_zeroings: Vec<std::ops::Range<u64>>,
+    /// Blocks whose latest request was a dropped WRITE_ZEROES, and whether
+    /// a flush has been acknowledged since (a power cut before that may
+    /// leave either content, so it forgets them).
+    zeroing_dropped: BTreeMap<u64, bool>,
+    space_requests: Vec<SpaceRequest>,
 }
 
 impl State {
@@ -149,6 +214,8 @@ impl State {
         }
         self.volatile.clear();
         self.dirty.clear();
+        self.zeroed_dirty.clear();
+        self.zeroing_dropped.retain(|_, flushed| *flushed);
         self.reading = false;
         self.writes_since_power_on = 0;
         self.read_since_power_on = false;
@@ -190,19 +257,51 @@ impl State {
             let block = first + i as u64;
             self.volatile.insert(block, chunk.to_vec());
             self.dirty.insert(block);
+            self.zeroed_dirty.remove(&block);
+            self.zeroing_dropped.remove(&block);
         }
     }
 
-    fn flush(&mut self) {
+    /// A TRIM or a WRITE_ZEROES carried out: the blocks read zeros.
+    fn zero(&mut self, offset: u64, length: usize) {
+        self.reading = false;
+        let first = offset / BLOCK as u64;
+        for block in first..first + (length / BLOCK) as u64 {
+            self.volatile.insert(block, vec![0; BLOCK]);
+            self.dirty.insert(block);
+            self.zeroed_dirty.insert(block);
+            self.zeroing_dropped.remove(&block);
+        }
+    }
+
+    /// A WRITE_ZEROES acknowledged and not done.
+    fn drop_zeroing(&mut self, offset: u64, length: usize) {
+        self.reading = false;
+        self.dropped_zeroings.push(offset..offset + length as u64);
+        let first = offset / BLOCK as u64;
+        for block in first..first + (length / BLOCK) as u64 {
+            self.zeroing_dropped.insert(block, false);
+        }
+    }
+
+    fn flush(&mut self, lie: bool) {
         self.reading = false;
         self.flushes += 1;
         let mut lied = false;
+        let zeroed = std::mem::take(&mut self.zeroed_dirty);
+        for flushed in self.zeroing_dropped.values_mut() {
+            *flushed = true;
+        }
         for block in std::mem::take(&mut self.dirty) {
             let content = self.volatile[&block].clone();
             let start = block as usize * BLOCK;
             let persisted = &mut self.durable[start..start + BLOCK];
             self.promised.insert(block, content.clone());
-            if persisted.iter().any(|&b| b != 0) && lies_about(block, self.flushes) {
+            if lie
+                && !zeroed.contains(&block)
+                && persisted.iter().any(|&b| b != 0)
+                && lies_about(block, self.flushes)
+            {
                 lied = true;
                 continue;
             }
@@ -217,13 +316,26 @@ impl LyingNbd {
     /// A server of `size_bytes` (a multiple of [`BLOCK`]), all zeros,
     /// listening on a unix socket in a temp dir of its own.
     pub fn start(size_bytes: u64) -> LyingNbd {
+        LyingNbd::start_with(
+            size_bytes,
+            Behaviour {
+                lie_about_flushes: true,
+                ..Behaviour::default()
+            },
+        )
+    }
+
+    /// As [`LyingNbd::start`], misbehaving as `behaviour` says.
+    pub fn start_with(size_bytes: u64, behaviour: Behaviour) -> LyingNbd {
         assert_eq!(size_bytes % BLOCK as u64, 0);
+        assert_ne!(behaviour.drop_every_nth_zeroing, Some(0));
         let dir = tempfile::Builder::new()
             .prefix("lying-nbd")
             .tempdir()
             .expect("create temp dir");
         let shared = Arc::new(Shared {
             size: size_bytes,
+            behaviour,
             state: Mutex::new(State {
                 durable: vec![0; size_bytes as usize],
                 ..State::default()
@@ -272,6 +384,31 @@ impl LyingNbd {
     /// What each verify had to find, in order.
     pub fn expectations(&self) -> Vec<Expectation> {
         lock(&self.shared.state).expectations.clone()
+    }
+
+    /// The byte ranges of the WRITE_ZEROES acknowledged and not done, in
+    /// the order the server took them.
+    pub fn dropped_zeroings(&self) -> Vec<std::ops::Range<u64>> {
+        lock(&self.shared.state).dropped_zeroings.clone()
+    }
+
+    /// The blocks (of [`BLOCK`] bytes) a verify must find not zeroed now:
+    /// those whose latest request was a dropped WRITE_ZEROES and that do
+    /// not read as zeros. A dropped zeroing not yet followed by a flush
+    /// when the power failed is left out (either content is then allowed).
+    pub fn lost_zeroings(&self) -> BTreeSet<u64> {
+        let state = lock(&self.shared.state);
+        state
+            .zeroing_dropped
+            .keys()
+            .filter(|&&block| state.current(block).iter().any(|&b| b != 0))
+            .copied()
+            .collect()
+    }
+
+    /// Every TRIM and WRITE_ZEROES received, in order, with its answer.
+    pub fn space_requests(&self) -> Vec<SpaceRequest> {
+        lock(&self.shared.state).space_requests.clone()
     }
 
     /// Flushes acknowledged, and those that left a block volatile.
@@ -384,7 +521,15 @@ fn option_reply(
 /// One client: the fixed-newstyle handshake, then requests until it
 /// disconnects or the power fails.
 fn connection(mut stream: UnixStream, shared: &Shared, power_cycle: u64) -> std::io::Result<()> {
-    let transmission_flags = FLAG_HAS_FLAGS | FLAG_SEND_FLUSH;
+    let transmission_flags = if shared.behaviour.hide_space_ops {
+        FLAG_HAS_FLAGS | FLAG_SEND_FLUSH
+    } else {
+        FLAG_HAS_FLAGS
+            | FLAG_SEND_FLUSH
+            | FLAG_SEND_TRIM
+            | FLAG_SEND_WRITE_ZEROES
+            | FLAG_SEND_FAST_ZERO
+    };
     let mut hello = Vec::new();
     hello.extend_from_slice(&NBDMAGIC.to_be_bytes());
     hello.extend_from_slice(&IHAVEOPT.to_be_bytes());
@@ -419,6 +564,14 @@ fn connection(mut stream: UnixStream, shared: &Shared, power_cycle: u64) -> std:
                 info.extend_from_slice(&shared.size.to_be_bytes());
                 info.extend_from_slice(&transmission_flags.to_be_bytes());
                 option_reply(&mut stream, option, REP_INFO, &info)?;
+                if let Some(maximum) = shared.behaviour.max_payload {
+                    let mut sizes = Vec::new();
+                    sizes.extend_from_slice(&INFO_BLOCK_SIZE.to_be_bytes());
+                    sizes.extend_from_slice(&(BLOCK as u32).to_be_bytes());
+                    sizes.extend_from_slice(&(BLOCK as u32).to_be_bytes());
+                    sizes.extend_from_slice(&maximum.to_be_bytes());
+                    option_reply(&mut stream, option, REP_INFO, &sizes)?;
+                }
                 option_reply(&mut stream, option, REP_ACK, &[])?;
                 if option == OPT_GO {
                     break;
@@ -435,7 +588,7 @@ fn connection(mut stream: UnixStream, shared: &Shared, power_cycle: u64) -> std:
         if read_u32(&mut stream)? != REQUEST_MAGIC {
             return Ok(());
         }
-        let _flags = read_u16(&mut stream)?;
+        let flags = read_u16(&mut stream)?;
         let command = read_u16(&mut stream)?;
         let cookie = read_u64(&mut stream)?;
         let offset = read_u64(&mut stream)?;
@@ -464,18 +617,50 @@ fn connection(mut stream: UnixStream, shared: &Shared, power_cycle: u64) -> std:
         }
         let mut reply = Vec::with_capacity(16);
         reply.extend_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
+        let behaviour = shared.behaviour;
         let error = match command {
-            CMD_READ | CMD_WRITE if !in_range => EINVAL,
-            CMD_READ | CMD_WRITE | CMD_FLUSH => 0,
+            CMD_READ | CMD_WRITE | CMD_TRIM | CMD_WRITE_ZEROES if !in_range => EINVAL,
+            CMD_TRIM | CMD_WRITE_ZEROES
+                if behaviour
+                    .max_payload
+                    .is_some_and(|maximum| length > maximum as usize) =>
+            {
+                EOVERFLOW
+            }
+            CMD_WRITE_ZEROES if flags & CMD_FLAG_FAST_ZERO != 0 && behaviour.refuse_fast_zero => {
+                ENOTSUP
+            }
+            CMD_READ | CMD_WRITE | CMD_FLUSH | CMD_TRIM | CMD_WRITE_ZEROES => 0,
             _ => EINVAL,
         };
+        if matches!(command, CMD_TRIM | CMD_WRITE_ZEROES) {
+            state.space_requests.push(SpaceRequest {
+                command,
+                flags,
+                offset,
+                length: length as u64,
+                error,
+            });
+        }
         reply.extend_from_slice(&error.to_be_bytes());
         reply.extend_from_slice(&cookie.to_be_bytes());
         if error == 0 {
             match command {
                 CMD_READ => reply.extend_from_slice(&state.read(offset, length)),
                 CMD_WRITE => state.write(offset, &payload),
-                _ => state.flush(),
+                CMD_TRIM => state.zero(offset, length),
+                CMD_WRITE_ZEROES => {
+                    state.zeroings += 1;
+                    let dropped = behaviour
+                        .drop_every_nth_zeroing
+                        .is_some_and(|n| state.zeroings.is_multiple_of(n));
+                    if dropped {
+                        state.drop_zeroing(offset, length);
+                    } else {
+                        state.zero(offset, length);
+                    }
+                }
+                _ => state.flush(behaviour.lie_about_flushes),
             }
         }
         stream.write_all(&reply)?;

@@ -46,10 +46,16 @@
 //! while the engine lives and a new buffer allocated at its address, a fixed
 //! write of the new buffer would send the old pages.
 //!
+//! Discards and write-zeroes are IORING_OP_FALLOCATE on files; on a block
+//! device (found with fstat when the engine is made) a discard is
+//! BLOCK_URING_CMD_DISCARD, or BLKDISCARD on the submitting thread where
+//! the kernel lacks it (`blockdev`).
+//!
 //! Here: the engine and its ring. `probe` says what the kernel supports,
 //! `pool` keeps the registered buffers, `ops` turns IOs into SQEs and
-//! completions back into results.
+//! completions back into results, `blockdev` carries a device's discards.
 
+mod blockdev;
 mod ops;
 mod pool;
 mod probe;
@@ -126,6 +132,8 @@ pub struct UringEngine {
     lost: usize,
     /// In Drop: finish IOs instead of retrying them.
     closing: bool,
+    /// The target is a block device (see [`blockdev`]).
+    blockdev: Option<blockdev::BlockDevice>,
 }
 
 impl UringEngine {
@@ -176,6 +184,9 @@ impl UringEngine {
             Ok(()) => FileRef::Registered,
             Err(_) => FileRef::Raw(raw_fd),
         };
+        let blockdev = target
+            .raw_fd()
+            .and_then(|fd| blockdev::BlockDevice::detect(&ring, fd, raw_fd, &target.info().uri));
         let (pool, registration_note) = register_pool(&ring, queue_depth, max_io_bytes);
         let dropped_baseline = ring.completion().overflow();
         Ok(UringEngine {
@@ -195,6 +206,7 @@ impl UringEngine {
             dropped_baseline,
             lost: 0,
             closing: false,
+            blockdev,
         })
     }
 
@@ -206,6 +218,16 @@ impl UringEngine {
     /// Why the buffer pool is not registered with the kernel, if it is not.
     pub fn registration_note(&self) -> Option<&str> {
         self.registration_note.as_deref()
+    }
+
+    /// On a block device, whether discards go through the ring
+    /// (BLOCK_URING_CMD_DISCARD) rather than BLKDISCARD on the submitting
+    /// thread; `None` when the target is not a block device. Can turn false
+    /// after the first discard shows the kernel lacks the command.
+    pub fn block_device_discards_through_ring(&self) -> Option<bool> {
+        self.blockdev
+            .as_ref()
+            .map(|device| device.discards_through_ring())
     }
 
     fn check_healthy(&self) -> io::Result<()> {
@@ -286,6 +308,14 @@ impl Engine for UringEngine {
             }
         };
         self.live_ops += 1;
+        if let Some(result) = self.block_device_space_op_now(io.kind) {
+            // Refused, or carried out here: complete at once.
+            if let Some(op) = self.ops[slot].as_mut() {
+                op.submitted = Some(std::time::Instant::now());
+            }
+            self.retire(slot, result);
+            return Ok(());
+        }
         let entry = self.entry(slot);
         if let Err(error) = self.push(&entry) {
             // Never queued: the kernel does not know this IO.

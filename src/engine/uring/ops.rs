@@ -92,7 +92,9 @@ fn next_step(kind: IoKind, len: usize, done: usize, res: i32, retries: u32) -> S
     }
     let done = done + res as usize;
     match kind {
-        IoKind::Flush => Step::Done,
+        // These move no bytes: success is the whole of them, whatever
+        // buffer came with them.
+        IoKind::Flush | IoKind::Discard { .. } | IoKind::Zero { .. } => Step::Done,
         _ if done >= len => Step::Done,
         IoKind::Read { offset } if res == 0 => Step::Failed(io::Error::new(
             io::ErrorKind::UnexpectedEof,
@@ -110,6 +112,10 @@ impl UringEngine {
     /// The SQE for the next part of the IO in `slot`.
     pub(super) fn entry(&mut self, slot: usize) -> squeue::Entry {
         let file = self.file;
+        let discard_through_ring = self
+            .blockdev
+            .as_ref()
+            .is_some_and(|device| device.discards_through_ring());
         let op = self.ops[slot].as_mut().expect("live op slot");
         let done = op.done;
         let len = (op.buf.len() - done) as u32;
@@ -155,6 +161,10 @@ impl UringEngine {
             // On a file a punched hole reads as zeros; on a block device
             // the kernel turns PUNCH_HOLE into an unmapping write-zeroes
             // and ZERO_RANGE into one that keeps the blocks allocated.
+            // On a block device, a discard is BLOCK_URING_CMD_DISCARD.
+            IoKind::Discard { offset, len } if discard_through_ring => {
+                super::blockdev::discard_entry(file, offset, len)
+            }
             IoKind::Discard { offset, len } => {
                 with_file!(file, |fd| opcode::Fallocate::new(fd, len)
                     .offset(offset)
@@ -274,11 +284,23 @@ impl UringEngine {
         }
         let slot = user_data as usize;
         let closing = self.closing;
+        match self.block_device_fallback(slot, res) {
+            Some(super::blockdev::FallBack::Resubmit) => {
+                self.resubmit.push(slot);
+                return;
+            }
+            Some(super::blockdev::FallBack::Finished(result)) => {
+                self.retire(slot, result);
+                return;
+            }
+            None => {}
+        }
         let Some(op) = self.ops.get_mut(slot).and_then(Option::as_mut) else {
             debug_assert!(false, "completion for unknown slot {slot}");
             return;
         };
         if res == -libc::EOPNOTSUPP
+            && self.blockdev.is_none()
             && let IoKind::Zero { zero, .. } = &mut op.kind
             && !zero.unmap
         {
@@ -310,7 +332,7 @@ impl UringEngine {
     }
 
     /// The IO in `slot` is over: hand it to the caller's next `complete`.
-    fn retire(&mut self, slot: usize, result: io::Result<()>) {
+    pub(super) fn retire(&mut self, slot: usize, result: io::Result<()>) {
         let op = self.ops[slot].take().expect("live op slot");
         self.free_slots.push(slot);
         self.live_ops -= 1;
@@ -423,5 +445,20 @@ mod tests {
         assert_eq!(error.raw_os_error(), Some(libc::EIO));
         assert!(matches!(next_step(IoKind::Flush, 0, 0, 0, 0), Step::Done));
         assert!(matches!(next_step(READ, 0, 0, 0, 0), Step::Done));
+    }
+
+    #[test]
+    fn a_discard_or_zeroing_is_done_when_it_succeeds_whatever_its_buffer() {
+        let discard = IoKind::Discard {
+            offset: 8192,
+            len: 4096,
+        };
+        assert!(matches!(next_step(discard, 4096, 0, 0, 0), Step::Done));
+        let zero = IoKind::Zero {
+            offset: 8192,
+            len: 4096,
+            zero: crate::storage::ZeroFlags::default(),
+        };
+        assert!(matches!(next_step(zero, 4096, 0, 0, 0), Step::Done));
     }
 }

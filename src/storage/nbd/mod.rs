@@ -6,6 +6,10 @@
 //! requests at once: the engine's threads each submit on it, and replies
 //! come back in whatever order the server finishes them.
 //!
+//! Discard and write-zeroes go out as NBD_CMD_TRIM and NBD_CMD_WRITE_ZEROES,
+//! only where the export advertises them; a FAST_ZERO the server turns down
+//! is zeroed again without the flag, as the protocol intends.
+//!
 //! - `uri`: parsing the URI.
 //! - `proto`: the wire format, pure encoders and decoders.
 //! - `socket`: TCP or unix stream.
@@ -27,7 +31,9 @@ use self::handshake::{Export, HandshakeError};
 use self::proto::BlockSizes;
 use self::socket::Socket;
 use self::uri::NbdUri;
-use super::{OpenRequest, Target, TargetIdentity, TargetInfo, TargetKind};
+use super::{
+    OpenRequest, SpaceOps, Target, TargetIdentity, TargetInfo, TargetKind, ZeroFlags, unsupported,
+};
 use crate::error::{Error, Result};
 
 /// Give up on a TCP connect after this long.
@@ -156,6 +162,11 @@ impl NbdTarget {
         self.export.block_sizes
     }
 
+    /// The export's transmission flags (`proto::FLAG_*`) as negotiated.
+    pub fn transmission_flags(&self) -> u16 {
+        self.export.transmission_flags
+    }
+
     /// Whether the server takes NBD_CMD_FLUSH.
     pub fn supports_flush(&self) -> bool {
         self.export.transmission_flags & proto::FLAG_SEND_FLUSH != 0
@@ -163,9 +174,9 @@ impl NbdTarget {
 
     /// Refuse, before anything is sent, what the server would reject or what
     /// would desynchronise a simple-reply stream.
-    fn check_range(&self, offset: u64, len: usize) -> io::Result<()> {
+    fn check_range(&self, offset: u64, len: u64) -> io::Result<()> {
         let minimum = u64::from(self.export.block_sizes.minimum);
-        let end = offset.checked_add(len as u64);
+        let end = offset.checked_add(len);
         if end.is_none_or(|end| end > self.info.size_bytes) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -175,7 +186,7 @@ impl NbdTarget {
                 ),
             ));
         }
-        if !offset.is_multiple_of(minimum) || !(len as u64).is_multiple_of(minimum) {
+        if !offset.is_multiple_of(minimum) || !len.is_multiple_of(minimum) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
@@ -207,6 +218,101 @@ impl NbdTarget {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// Whether the export offers `flag` (a `proto::FLAG_SEND_*`) to this
+    /// target: never when it was opened for reading only.
+    fn offers(&self, flag: u16) -> bool {
+        !self.info.read_only
+            && self.export.transmission_flags & proto::FLAG_READ_ONLY == 0
+            && self.export.transmission_flags & flag != 0
+    }
+
+    /// Carry out an effect-only request (TRIM, WRITE_ZEROES) over `len`
+    /// bytes at `offset`: pieces of at most [`proto::MAX_EFFECT_BYTES`],
+    /// all in flight at once, all waited for. A piece the server turns down
+    /// in a way the protocol means to be retried is sent again:
+    /// - FAST_ZERO refused with NBD_ENOTSUP (zeroing would be slow): again
+    ///   without the flag, which the server must then not refuse;
+    /// - a piece longer than the maximum payload refused with
+    ///   NBD_EOVERFLOW or NBD_EINVAL (too costly at that length): again in
+    ///   pieces of the maximum payload (in whole sectors, as reads go).
+    fn effect(&self, command: u16, flags: u16, offset: u64, len: u64) -> io::Result<()> {
+        // chunk_bytes is at most the maximum payload (32 MiB at most), so it fits.
+        let max_payload = u32::try_from(self.chunk_bytes).unwrap_or(proto::DEFAULT_MAX_PAYLOAD);
+        let mut work: Vec<(u64, u32, u16)> =
+            proto::effect_pieces(offset, len, proto::MAX_EFFECT_BYTES)
+                .map(|(piece_offset, length)| (piece_offset, length, flags))
+                .collect();
+        let mut first_error = None;
+        // Each retry clears FAST_ZERO or cuts pieces to the maximum payload,
+        // so no piece is retried more than twice.
+        while !work.is_empty() {
+            let mut sent = Vec::with_capacity(work.len());
+            let mut send_error = None;
+            for &(piece_offset, length, piece_flags) in &work {
+                match self
+                    .client
+                    .submit(command, piece_flags, piece_offset, length, &[], 0)
+                {
+                    Ok(ticket) => sent.push(((piece_offset, length, piece_flags), ticket)),
+                    Err(e) => {
+                        send_error = Some(e);
+                        break;
+                    }
+                }
+            }
+            let mut retry = Vec::new();
+            for ((piece_offset, length, piece_flags), ticket) in sent {
+                let Err(e) = self.client.wait(ticket) else {
+                    continue;
+                };
+                let errno = e.raw_os_error().map(rustix::io::Errno::from_raw_os_error);
+                if piece_flags & proto::CMD_FLAG_FAST_ZERO != 0
+                    && errno == Some(rustix::io::Errno::NOTSUP)
+                {
+                    retry.push((
+                        piece_offset,
+                        length,
+                        piece_flags & !proto::CMD_FLAG_FAST_ZERO,
+                    ));
+                } else if length > max_payload
+                    && matches!(
+                        errno,
+                        Some(rustix::io::Errno::OVERFLOW | rustix::io::Errno::INVAL)
+                    )
+                {
+                    retry.extend(
+                        proto::effect_pieces(piece_offset, u64::from(length), max_payload)
+                            .map(|(offset, length)| (offset, length, piece_flags)),
+                    );
+                } else {
+                    first_error.get_or_insert(e);
+                }
+            }
+            if let Some(e) = send_error {
+                return Err(e);
+            }
+            if first_error.is_some() {
+                break;
+            }
+            work = retry;
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Refuse a space operation this target cannot send.
+    fn check_effect(&self, offset: u64, len: u64, flag: u16, what: &str) -> io::Result<()> {
+        if self.info.read_only {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the NBD target was opened for reading only",
+            ));
+        }
+        if !self.offers(flag) {
+            return Err(unsupported(what));
+        }
+        self.check_range(offset, len)
+    }
+
     /// Pieces of at most `chunk_bytes`: (offset in the export, range in the buffer).
     fn pieces(
         &self,
@@ -226,7 +332,7 @@ impl Target for NbdTarget {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.check_range(offset, buf.len())?;
+        self.check_range(offset, buf.len() as u64)?;
         let mut tickets = Vec::new();
         for (piece_offset, range) in self.pieces(offset, buf.len()) {
             let length = range.len();
@@ -251,7 +357,7 @@ impl Target for NbdTarget {
                 "the NBD target was opened for reading only",
             ));
         }
-        self.check_range(offset, buf.len())?;
+        self.check_range(offset, buf.len() as u64)?;
         let flags = if fua && self.info.supports_fua {
             proto::CMD_FLAG_FUA
         } else {
@@ -296,6 +402,44 @@ impl Target for NbdTarget {
 
     fn max_in_flight(&self) -> Option<usize> {
         Some(self.client.max_in_flight())
+    }
+
+    /// What the export advertises. NBD promises nothing about a read after
+    /// TRIM and does not tell the discard granularity, so both stay untold
+    /// (docs/CONTRACT.md, discard).
+    fn space_ops(&self) -> SpaceOps {
+        let write_zeroes = self.offers(proto::FLAG_SEND_WRITE_ZEROES);
+        SpaceOps {
+            discard: self.offers(proto::FLAG_SEND_TRIM),
+            write_zeroes,
+            // The protocol forbids FAST_ZERO without WRITE_ZEROES.
+            fast_zero: write_zeroes && self.offers(proto::FLAG_SEND_FAST_ZERO),
+            discard_granularity: 0,
+            max_bytes: u64::from(proto::MAX_EFFECT_BYTES),
+            discard_reads: None,
+        }
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.check_effect(
+            offset,
+            len,
+            proto::FLAG_SEND_TRIM,
+            "discard (the NBD export does not offer NBD_CMD_TRIM)",
+        )?;
+        self.effect(proto::CMD_TRIM, 0, offset, len)
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64, zero: ZeroFlags) -> io::Result<()> {
+        self.check_effect(
+            offset,
+            len,
+            proto::FLAG_SEND_WRITE_ZEROES,
+            "write-zeroes (the NBD export does not offer NBD_CMD_WRITE_ZEROES)",
+        )?;
+        let flags =
+            proto::write_zeroes_flags(zero.unmap, zero.fast, self.export.transmission_flags);
+        self.effect(proto::CMD_WRITE_ZEROES, flags, offset, len)
     }
 }
 

@@ -32,6 +32,9 @@ pub const FLAG_HAS_FLAGS: u16 = 1 << 0;
 pub const FLAG_READ_ONLY: u16 = 1 << 1;
 pub const FLAG_SEND_FLUSH: u16 = 1 << 2;
 pub const FLAG_SEND_FUA: u16 = 1 << 3;
+pub const FLAG_SEND_TRIM: u16 = 1 << 5;
+pub const FLAG_SEND_WRITE_ZEROES: u16 = 1 << 6;
+pub const FLAG_SEND_FAST_ZERO: u16 = 1 << 11;
 
 // Options.
 pub const OPT_EXPORT_NAME: u32 = 1;
@@ -61,9 +64,16 @@ pub const CMD_READ: u16 = 0;
 pub const CMD_WRITE: u16 = 1;
 pub const CMD_DISC: u16 = 2;
 pub const CMD_FLUSH: u16 = 3;
+pub const CMD_TRIM: u16 = 4;
+pub const CMD_WRITE_ZEROES: u16 = 6;
 
 // Command flags.
 pub const CMD_FLAG_FUA: u16 = 1 << 0;
+/// NBD_CMD_WRITE_ZEROES: keep the range allocated (no hole).
+pub const CMD_FLAG_NO_HOLE: u16 = 1 << 1;
+/// NBD_CMD_WRITE_ZEROES: fail with NBD_ENOTSUP unless zeroing is faster
+/// than writing zeros.
+pub const CMD_FLAG_FAST_ZERO: u16 = 1 << 4;
 
 // Error values in replies (the protocol's own numbering, not the host's errno).
 pub const EPERM: u32 = 1;
@@ -81,6 +91,13 @@ pub const MAX_STRING_BYTES: usize = 4096;
 /// Largest read or write payload a server must accept when it advertises no
 /// maximum; also our ceiling when it advertises more (0xffffffff = "no limit").
 pub const DEFAULT_MAX_PAYLOAD: u32 = 32 * 1024 * 1024;
+
+/// Longest TRIM or WRITE_ZEROES sent in one request. These carry no
+/// payload, so the maximum payload does not bind them, but the length
+/// field is 32 bits and a server may refuse (NBD_EOVERFLOW) a length it
+/// finds too costly; 1 GiB is a power of two (aligned to any minimum block
+/// size), far below 2^32 and below the 2^31 some servers treat as signed.
+pub const MAX_EFFECT_BYTES: u32 = 1 << 30;
 
 pub const SERVER_MAGIC_BYTES: usize = 16;
 pub const OPTION_REPLY_HEADER_BYTES: usize = 20;
@@ -439,6 +456,35 @@ pub fn encode_request(request: &Request) -> [u8; REQUEST_BYTES] {
     bytes
 }
 
+/// Split an effect-only request (TRIM, WRITE_ZEROES) of `len` bytes at
+/// `offset` into requests of at most `max_bytes` each: (offset, length).
+/// `max_bytes` must be a multiple of the export's minimum block size so
+/// that every piece stays aligned; a zero `max_bytes` counts as 1.
+pub fn effect_pieces(offset: u64, len: u64, max_bytes: u32) -> impl Iterator<Item = (u64, u32)> {
+    let max_bytes = u64::from(max_bytes.max(1));
+    let count = len.div_ceil(max_bytes);
+    (0..count).map(move |index| {
+        let start = index * max_bytes;
+        // Each piece is at most max_bytes, which fits in u32.
+        let length = (len - start).min(max_bytes) as u32;
+        (offset + start, length)
+    })
+}
+
+/// The command flags of an NBD_CMD_WRITE_ZEROES: NO_HOLE unless the range
+/// may be deallocated, FAST_ZERO when asked for and the export offers it
+/// (a client must not send it otherwise).
+pub fn write_zeroes_flags(unmap: bool, fast: bool, transmission_flags: u16) -> u16 {
+    let mut flags = 0;
+    if !unmap {
+        flags |= CMD_FLAG_NO_HOLE;
+    }
+    if fast && transmission_flags & FLAG_SEND_FAST_ZERO != 0 {
+        flags |= CMD_FLAG_FAST_ZERO;
+    }
+    flags
+}
+
 /// A simple reply header; a successful read's data follows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SimpleReply {
@@ -679,6 +725,74 @@ mod tests {
         assert_eq!(errno_of(0xdead), rustix::io::Errno::IO.raw_os_error());
     }
 
+    #[test]
+    fn write_zeroes_request_carries_no_hole_and_fast_zero_bits() {
+        let offers_fast = FLAG_HAS_FLAGS | FLAG_SEND_WRITE_ZEROES | FLAG_SEND_FAST_ZERO;
+        let no_fast = FLAG_HAS_FLAGS | FLAG_SEND_WRITE_ZEROES;
+        // (unmap, fast, export flags) -> command flags on the wire
+        let table = [
+            (false, false, offers_fast, CMD_FLAG_NO_HOLE),
+            (true, false, offers_fast, 0),
+            (
+                false,
+                true,
+                offers_fast,
+                CMD_FLAG_NO_HOLE | CMD_FLAG_FAST_ZERO,
+            ),
+            (true, true, offers_fast, CMD_FLAG_FAST_ZERO),
+            // Never FAST_ZERO unless the export offers it.
+            (true, true, no_fast, 0),
+            (false, true, no_fast, CMD_FLAG_NO_HOLE),
+        ];
+        for (unmap, fast, export, expected) in table {
+            assert_eq!(
+                write_zeroes_flags(unmap, fast, export),
+                expected,
+                "unmap {unmap} fast {fast} export flags {export:#x}"
+            );
+        }
+        let bytes = encode_request(&Request {
+            flags: CMD_FLAG_NO_HOLE | CMD_FLAG_FAST_ZERO,
+            command: CMD_WRITE_ZEROES,
+            cookie: 9,
+            offset: 1 << 20,
+            length: 65536,
+        });
+        assert_eq!(&bytes[4..8], &[0, 0x12, 0, 6]);
+        assert_eq!(&bytes[24..28], &65536u32.to_be_bytes());
+        let trim = encode_request(&Request {
+            flags: 0,
+            command: CMD_TRIM,
+            cookie: 10,
+            offset: 0,
+            length: 4096,
+        });
+        assert_eq!(&trim[4..8], &[0, 0, 0, 4]);
+    }
+
+    #[test]
+    fn effect_requests_split_at_the_cap() {
+        assert_eq!(effect_pieces(4096, 0, MAX_EFFECT_BYTES).count(), 0);
+        assert_eq!(
+            effect_pieces(4096, 8192, MAX_EFFECT_BYTES).collect::<Vec<_>>(),
+            vec![(4096, 8192)]
+        );
+        let gib = u64::from(MAX_EFFECT_BYTES);
+        assert_eq!(
+            effect_pieces(512, 2 * gib + 4096, MAX_EFFECT_BYTES).collect::<Vec<_>>(),
+            vec![
+                (512, MAX_EFFECT_BYTES),
+                (512 + gib, MAX_EFFECT_BYTES),
+                (512 + 2 * gib, 4096)
+            ]
+        );
+        // A 5 GiB zeroing: no piece overflows the 32-bit length field.
+        assert!(
+            effect_pieces(0, 5 * gib, MAX_EFFECT_BYTES)
+                .all(|(_, length)| length == MAX_EFFECT_BYTES)
+        );
+    }
+
     proptest! {
         // A server can send anything: no decoder may panic on any input.
         #[test]
@@ -697,6 +811,18 @@ mod tests {
                 prop_assert!(sizes.minimum.is_power_of_two());
                 prop_assert!(sizes.maximum_payload >= sizes.preferred.min(DEFAULT_MAX_PAYLOAD));
             }
+        }
+
+        #[test]
+        fn effect_pieces_cover_the_range_exactly(offset in 0u64..1 << 40, len in 0u64..1 << 36,
+                                                 max_bytes in 1u32 << 24..=MAX_EFFECT_BYTES) {
+            let mut next = offset;
+            for (piece_offset, length) in effect_pieces(offset, len, max_bytes) {
+                prop_assert_eq!(piece_offset, next);
+                prop_assert!(length > 0 && length <= max_bytes);
+                next += u64::from(length);
+            }
+            prop_assert_eq!(next, offset + len);
         }
 
         #[test]
