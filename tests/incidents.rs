@@ -76,6 +76,8 @@ fn plan() -> BurstPlan {
         coverage: 1.0,
         passes: Some(2),
         seed: SEED,
+        discard: 0.0,
+        zero: 0.0,
     }
 }
 
@@ -174,6 +176,8 @@ fn write_scene() -> Scene {
         queue_depth: QUEUE_DEPTH as u32,
         io_blocks: [1, 1],
         overwrite: 0.0,
+        discard: 0.0,
+        write_zeroes: 0.0,
     };
     manifest.header_mut().record_session(session.clone());
     let layer = Arc::new(FaultTarget::new(Arc::new(file), plan_of_faults));

@@ -140,7 +140,7 @@ impl Manifest {
             .any(|run| {
                 let run = &bytes[run.start as usize * 2..run.end as usize * 2];
                 let mut words = run.chunks_exact(8);
-                let wide = (&mut words)
+                let wide = words
                     .any(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")) & KIND_BITS != 0);
                 wide || words
                     .remainder()
