@@ -13,6 +13,12 @@
 # process); default: both. The sparse rows hold at most SIZE of data on
 # DISK_DIR at a time (plus ~0.6 GiB for the 1 TiB rows' manifest and data).
 #
+# `jobs` (needs root; not in the default) compares `--jobs 1` and `--jobs 2`
+# with fio's `--numjobs 1` and `2` on a loop device over a SIZE file in a
+# tmpfs the script mounts (a fast block device with the real O_DIRECT path;
+# SIZE of memory): IOPS, and whole-process CPU (user + sys) per 4 KiB
+# write. The total queue depth stays 32 (fio: `--iodepth` 32/N per job).
+#
 # DISK_DIR (default: a temp dir under /var/tmp) must be on a real filesystem
 # (O_DIRECT); the buffered comparisons run in /dev/shm. These machines are
 # shared and noisy: one round can move ±25%, so quote one run's table, and
@@ -109,6 +115,32 @@ for round in $(seq "$rounds"); do
   rm -f "$shm_dir/fio.img" "$shm_dir/bs.img"
   fi
 
+  if [[ " $rows " == *" jobs "* ]]; then
+  # 8. Writer jobs on a loop device over tmpfs: IOPS and CPU per write.
+  if [ -z "${jobs_loop:-}" ]; then
+    jobs_mnt=$(mktemp -d /tmp/bs-bench-jobs.XXXXXX)
+    mount -t tmpfs -o size="$(( $(numfmt --from=iec "$size") / 1048576 + 64 ))M" tmpfs "$jobs_mnt"
+    truncate -s "$size" "$jobs_mnt/disk"
+    jobs_loop=$(losetup -f --show "$jobs_mnt/disk")
+    trap 'losetup -d "$jobs_loop"; umount "$jobs_mnt"; rmdir "$jobs_mnt"; rm -rf "$shm_dir" "$disk_dir"/bench-*' EXIT
+  fi
+  writes=$(( $(numfmt --from=iec "$size") / 4096 ))
+  for n in 1 2; do
+    /usr/bin/time -f '%U %S' -o "$disk_dir/bench-time" fio --name=jobs --filename="$jobs_loop" \
+      --size="$size" --io_size=$(( $(numfmt --from=iec "$size") / n )) --bs=4k --rw=randwrite \
+      --ioengine=io_uring --iodepth=$(( 32 / n )) --numjobs="$n" --group_reporting --direct=1 \
+      --output-format=json --output="$disk_dir/bench-jobs.json" >/dev/null
+    add "jobs${n}_iops_fio" "$(json_field "$disk_dir/bench-jobs.json" "d['jobs'][0]['write']['iops']")"
+    add "jobs${n}_cpu_fio" "$(awk -v w="$writes" '{print ($1 + $2) * 1e6 / w}' "$disk_dir/bench-time")"
+    rm -f "$disk_dir/bench-jobs.m"
+    out=$(/usr/bin/time -f '%U %S' -o "$disk_dir/bench-time" $bs write "$jobs_loop" \
+      --manifest "$disk_dir/bench-jobs.m" --queue-depth 32 --jobs "$n" --force)
+    add "jobs${n}_iops_bs" "$(iops_of "$out")"
+    add "jobs${n}_cpu_bs" "$(awk -v w="$writes" '{print ($1 + $2) * 1e6 / w}' "$disk_dir/bench-time")"
+    rm -f "$disk_dir/bench-jobs.m"
+  done
+  fi
+
   if [[ " $rows " == *" sparse "* ]]; then
   # 5. The default path: a fresh sparse file (what `blockstamp run
   # disk.img --size 1GiB` starts from), 4 KiB random writes at QD32,
@@ -158,9 +190,13 @@ row "shm   verify read-back (MB/s)" shm_v
 row "sparse $size randwrite QD32 O_DIRECT (s, lower wins)" sp_w 2
 row "sparse 1 TiB at 0.01%: write (s, lower wins)" tib_w 2
 row "sparse 1 TiB at 0.01%: verify (s, lower wins)" tib_v 2
+row "loop/tmpfs randwrite QD32, 1 job (IOPS)" jobs1_iops
+row "loop/tmpfs randwrite QD32, 2 jobs (IOPS)" jobs2_iops
+row "loop/tmpfs CPU us per 4 KiB write, 1 job (lower wins)" jobs1_cpu 2
+row "loop/tmpfs CPU us per 4 KiB write, 2 jobs (lower wins)" jobs2_cpu 2
 if [ "$rounds" -gt 1 ]; then
   echo
-  for key in disk_w disk_v shm_w shm_v sp_w tib_w tib_v; do
+  for key in disk_w disk_v shm_w shm_v sp_w tib_w tib_v jobs1_iops jobs2_iops jobs1_cpu jobs2_cpu; do
     [ -n "${col[${key}_bs]:-}" ] || continue
     printf '%-8s blockstamp:%s\n%-8s fio:%s\n' "$key" "$(printf ' %.2f' ${col[${key}_bs]})" "" "$(printf ' %.2f' ${col[${key}_fio]})"
   done

@@ -53,6 +53,8 @@ pub struct WriteConfig {
     pub prometheus: Option<PathBuf>,
     /// `--stop-on-finding`: end the writing at the first confirmed finding.
     pub stop_on_finding: bool,
+    /// `--jobs`: engines, each on a thread of its own, carrying the writes.
+    pub jobs: usize,
 }
 
 /// `--reconnect-timeout` when not given, for `soak` and runs with
@@ -234,8 +236,30 @@ impl WriteConfig {
             },
             prometheus: flags.prometheus.clone(),
             stop_on_finding: flags.stop_on_finding,
+            jobs: parse_jobs(&flags.jobs)?,
         })
     }
+}
+
+/// Most `--jobs`: more threads than this only take turns on the cores.
+pub const MAX_JOBS: usize = 256;
+
+/// `--jobs`: a number of writer jobs from 1 to [`MAX_JOBS`], or `auto` (one
+/// per core).
+pub fn parse_jobs(text: &str) -> Result<usize> {
+    if text == "auto" {
+        return Ok(std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(MAX_JOBS));
+    }
+    text.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_JOBS).contains(n))
+        .ok_or_else(|| {
+            Error::usage(format!(
+                "bad --jobs '{text}': give a number of writer jobs from 1 to {MAX_JOBS}, or auto (one per core)"
+            ))
+        })
 }
 
 /// `--verify-backlog` that `--stop-on-finding` turns on when not given

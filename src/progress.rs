@@ -39,7 +39,7 @@ pub enum Goal {
 impl Display {
     /// Start drawing `label` progress when stdout is a terminal.
     pub fn start(label: &str, goal: Goal, counters: Arc<Counters>) -> Option<Display> {
-        if !std::io::stdout().is_terminal() {
+        if !std::io::stdout().is_terminal() || QUIET.load(Ordering::Relaxed) {
             return None;
         }
         let stop = Arc::new(AtomicBool::new(false));
@@ -57,6 +57,14 @@ impl Display {
         })
     }
 }
+
+/// No progress lines from now on: several phases run at once (many
+/// targets), and their lines would overwrite each other.
+pub fn quiet() {
+    QUIET.store(true, Ordering::Relaxed);
+}
+
+static QUIET: AtomicBool = AtomicBool::new(false);
 
 fn draw(label: &str, goal: Goal, counters: &Counters, stop: &AtomicBool) {
     let (length, template) = match goal {

@@ -71,16 +71,35 @@ pub fn human_goes_to_stderr() -> bool {
 
 static HUMAN_TO_STDERR: AtomicBool = AtomicBool::new(false);
 
-/// Print a line for people: stdout, or stderr when stdout is the report.
+/// Print a line for people: stdout, or stderr when stdout is the report;
+/// after the calling thread's line prefix, if it has one.
 #[macro_export]
 macro_rules! say {
     ($($arg:tt)*) => {
-        if $crate::signals::human_goes_to_stderr() {
-            eprintln!($($arg)*);
-        } else {
-            println!($($arg)*);
-        }
+        $crate::signals::say_line(format_args!($($arg)*))
     };
+}
+
+thread_local! {
+    static LINE_PREFIX: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Start every line this thread prints with `say!` with `prefix` (a run
+/// over many targets names the target of each line).
+pub fn set_line_prefix(prefix: String) {
+    LINE_PREFIX.with(|p| *p.borrow_mut() = prefix);
+}
+
+/// The body of [`say!`].
+pub fn say_line(line: std::fmt::Arguments<'_>) {
+    LINE_PREFIX.with(|prefix| {
+        let prefix = prefix.borrow();
+        if human_goes_to_stderr() {
+            eprintln!("{prefix}{line}");
+        } else {
+            println!("{prefix}{line}");
+        }
+    });
 }
 
 /// Whether the process was asked to stop (by a signal or `request_stop`).

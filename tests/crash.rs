@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blockstamp::engine::sync::SyncEngine;
+use blockstamp::engine::{self, EngineChoice};
 use blockstamp::manifest::journal::journal_bytes_for;
 use blockstamp::manifest::{Access, Manifest, NewManifest, TargetRecord};
 use blockstamp::rng::SplitMix64;
@@ -22,10 +23,22 @@ use common::{TestEnv, finding_set};
 
 #[test]
 fn a_writer_killed_at_random_moments_leaves_a_manifest_that_verifies_clean() {
+    kill_the_writer_at_random_moments(&[], 12, 0x5151);
+}
+
+#[test]
+fn a_two_job_writer_killed_at_random_moments_leaves_a_manifest_that_verifies_clean() {
+    kill_the_writer_at_random_moments(&["--jobs", "2"], 6, 0x10b5);
+}
+
+/// SIGKILL a writer (with `extra` flags) `rounds` times at random moments
+/// of its writing; each time verify finds nothing, and a write continuing
+/// the manifest ends with nothing pending.
+fn kill_the_writer_at_random_moments(extra: &[&str], rounds: u32, seed: u64) {
     let env = TestEnv::new();
-    let mut rng = SplitMix64(0x5151);
+    let mut rng = SplitMix64(seed);
     let binary = env!("CARGO_BIN_EXE_blockstamp");
-    for round in 0..12 {
+    for round in 0..rounds {
         let mut child = std::process::Command::new(binary)
             .args([
                 "write",
@@ -45,6 +58,7 @@ fn a_writer_killed_at_random_moments_leaves_a_manifest_that_verifies_clean() {
                 "--sync",
                 "64",
             ])
+            .args(extra)
             .current_dir(env.dir.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -59,7 +73,9 @@ fn a_writer_killed_at_random_moments_leaves_a_manifest_that_verifies_clean() {
         assert_eq!(finding_set(&run.report()), vec![], "round {round}");
     }
     // Continuing the same manifest reconciles it and runs cleanly.
-    env.write("disk.img", "m", &["--passes", "1", "--overwrite", "0.2"]);
+    let mut again = vec!["--passes", "1", "--overwrite", "0.2"];
+    again.extend_from_slice(extra);
+    env.write("disk.img", "m", &again);
     let run = env.verify("disk.img", "m", &[]);
     run.assert_code(0);
     assert!(
@@ -69,10 +85,12 @@ fn a_writer_killed_at_random_moments_leaves_a_manifest_that_verifies_clean() {
     );
 }
 
-/// Write through a power-cut target in-process; return the lost durable
-/// blocks (ground truth) and leave the manifest as the writer did.
+/// Write through a power-cut target in-process, the writes carried by
+/// `jobs` sync engines (`--jobs`); return the lost durable blocks (ground
+/// truth) and leave the manifest as the writer did.
 fn write_until_the_power_fails(
     env: &TestEnv,
+    jobs: usize,
     block_size: u32,
     sync: SyncPolicy,
     fua: bool,
@@ -108,7 +126,15 @@ fn write_until_the_power_fails(
         },
     )
     .unwrap();
-    let mut engine = SyncEngine::new(Arc::clone(&shared), 16);
+    let (mut engine, _) = engine::build_jobs(
+        EngineChoice::Sync,
+        Arc::clone(&shared),
+        16,
+        0,
+        jobs,
+        block_size as u64,
+    )
+    .expect("sync engines");
     let mut workload = BurstWorkload::new(BurstPlan {
         block_count: blocks,
         burst: 16,
@@ -126,7 +152,7 @@ fn write_until_the_power_fails(
         fua,
         ..WriteOptions::default()
     };
-    let result = writer::write(&mut manifest, &mut engine, &mut workload, &options);
+    let result = writer::write(&mut manifest, engine.as_mut(), &mut workload, &options);
     assert!(target.is_dead(), "the power cut happened");
     let error = result
         .expect_err("the write phase fails when the power does")
@@ -145,6 +171,17 @@ fn write_until_the_power_fails(
 
 #[test]
 fn after_a_power_cut_honest_storage_has_no_findings_under_every_sync_policy() {
+    honest_storage_after_power_cuts(1, 3);
+}
+
+#[test]
+fn after_a_power_cut_under_two_jobs_honest_storage_has_no_findings_under_every_sync_policy() {
+    honest_storage_after_power_cuts(2, 2);
+}
+
+/// Cut the power at `seeds` moments under each sync policy, the writes on
+/// `jobs`: verify finds nothing, and continuing reconciles cleanly.
+fn honest_storage_after_power_cuts(jobs: usize, seeds: u64) {
     let policies = [
         (SyncPolicy::None, false),
         (SyncPolicy::Burst, false),
@@ -152,7 +189,7 @@ fn after_a_power_cut_honest_storage_has_no_findings_under_every_sync_policy() {
         (SyncPolicy::None, true),
     ];
     for (round, (sync, fua)) in policies.into_iter().enumerate() {
-        for seed in 0..3u64 {
+        for seed in 0..seeds {
             let env = TestEnv::new();
             let plan = PowerCutPlan {
                 cut_after_writes: 100 + seed * 37 + round as u64 * 23,
@@ -161,14 +198,14 @@ fn after_a_power_cut_honest_storage_has_no_findings_under_every_sync_policy() {
                 ..PowerCutPlan::default()
             };
             // Multi-block writes, so cuts tear inside writes and blocks.
-            let lost = write_until_the_power_fails(&env, 4096, sync, fua, plan, (1, 4));
+            let lost = write_until_the_power_fails(&env, jobs, 4096, sync, fua, plan, (1, 4));
             assert!(lost.is_empty());
             let run = env.verify("disk.img", "m", &[]);
             run.assert_code(0);
             assert_eq!(
                 finding_set(&run.report()),
                 vec![],
-                "{sync:?} fua={fua} seed {seed}"
+                "{sync:?} fua={fua} seed {seed} jobs {jobs}"
             );
             assert!(run.stderr.contains("had writes pending"), "{}", run.stderr);
             // Continuing reconciles the pending blocks; the result verifies.
@@ -180,7 +217,19 @@ fn after_a_power_cut_honest_storage_has_no_findings_under_every_sync_policy() {
 
 #[test]
 fn after_a_power_cut_exactly_the_durable_writes_a_lying_device_dropped_are_reported() {
-    for seed in 0..4u64 {
+    lying_device_after_power_cuts(1, 4);
+}
+
+#[test]
+fn after_a_power_cut_under_two_jobs_exactly_the_durable_writes_a_lying_device_dropped_are_reported()
+{
+    lying_device_after_power_cuts(2, 2);
+}
+
+/// A device that drops flushed writes, cut at `seeds` moments with the
+/// writes on `jobs`: exactly the dropped writes are found, as lost writes.
+fn lying_device_after_power_cuts(jobs: usize, seeds: u64) {
+    for seed in 0..seeds {
         let env = TestEnv::new();
         let mut rng = SplitMix64(seed);
         let victims: HashSet<u64> = (0..24).map(|_| (rng.next_u64() % 512) * 4096).collect();
@@ -192,7 +241,8 @@ fn after_a_power_cut_exactly_the_durable_writes_a_lying_device_dropped_are_repor
             lie_on: victims,
             lie_after_writes: 512,
         };
-        let lost = write_until_the_power_fails(&env, 4096, SyncPolicy::Burst, false, plan, (1, 1));
+        let lost =
+            write_until_the_power_fails(&env, jobs, 4096, SyncPolicy::Burst, false, plan, (1, 1));
         assert!(!lost.is_empty(), "the device lied at least once");
         let run = env.verify("disk.img", "m", &[]);
         run.assert_code(1);
@@ -201,7 +251,7 @@ fn after_a_power_cut_exactly_the_durable_writes_a_lying_device_dropped_are_repor
             .iter()
             .map(|&b| (b, "lost_write".to_string()))
             .collect();
-        assert_eq!(finding_set(&report), expected, "seed {seed}");
+        assert_eq!(finding_set(&report), expected, "seed {seed} jobs {jobs}");
         for finding in report["findings"].as_array().unwrap() {
             assert_eq!(finding["expected_generation"], 2);
             assert_eq!(finding["found_generation"], 1);

@@ -572,6 +572,23 @@ fn every_report_field_and_finding_class_is_in_the_contract() {
         "the soak's disruption is in its report"
     );
     keys_of(&soak, &mut keys);
+    // A run over many targets: its report and its sections.
+    std::fs::create_dir(env.path("many")).expect("create manifest dir");
+    env.run(&[
+        "run",
+        "x.img",
+        "y.img",
+        "--manifest-dir",
+        "many",
+        "--size",
+        "1MiB",
+        "--json",
+        "multi.json",
+    ])
+    .assert_code(0);
+    let multi = read_json(&env, "multi.json");
+    assert_eq!(multi["targets"].as_array().map(Vec::len), Some(2));
+    keys_of(&multi, &mut keys);
     // Every field of a disruption, the optional ones too (a short soak may
     // not see the throughput recover).
     let every_field = blockstamp::report::Disruption {

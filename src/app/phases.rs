@@ -31,18 +31,18 @@ use crate::writer::{self, RollingConfirm, WriteOptions, WriteOutcome};
 /// everything that can be checked without changing the target or the
 /// manifest. As in ripgrep's low → high args split, nothing acts on a flag
 /// before every flag has been checked.
-struct WritePlan {
-    existing: Option<Manifest>,
+pub(super) struct WritePlan {
+    pub(super) existing: Option<Manifest>,
     block_size: u32,
     /// What the image file is created or extended to (block devices: the
     /// part of the device the run uses).
-    create_size: Option<u64>,
+    pub(super) create_size: Option<u64>,
     max_io_bytes: usize,
 }
 
 /// Check every flag of a write against the manifest it continues and the
 /// engines it asks for; changes nothing.
-fn plan_write(
+pub(super) fn plan_write(
     args: &TargetArgs,
     config: &WriteConfig,
     read_engine: Option<EngineChoice>,
@@ -192,6 +192,19 @@ pub(super) fn prepare_write(
     read_engine: Option<EngineChoice>,
 ) -> Result<(Manifest, Arc<dyn Target>)> {
     let plan = plan_write(args, config, read_engine)?;
+    let target = open_planned(args, config, &plan)?;
+    let manifest = manifest_for(args, config, plan, &target)?;
+    Ok((manifest, target))
+}
+
+/// Open the target of a checked plan for writing (creating or extending
+/// an image file) and check it against the plan; the manifest is not
+/// touched yet.
+pub(super) fn open_planned(
+    args: &TargetArgs,
+    config: &WriteConfig,
+    plan: &WritePlan,
+) -> Result<Arc<dyn Target>> {
     let block_size = plan.block_size;
     let request = OpenRequest {
         write: true,
@@ -239,10 +252,22 @@ pub(super) fn prepare_write(
             info.uri
         );
     }
+    Ok(target)
+}
+
+/// The manifest a plan continues, or a new one for `target`.
+pub(super) fn manifest_for(
+    args: &TargetArgs,
+    config: &WriteConfig,
+    plan: WritePlan,
+    target: &Arc<dyn Target>,
+) -> Result<Manifest> {
+    let block_size = plan.block_size;
+    let info = target.info();
     let manifest = match plan.existing {
         Some(manifest) => manifest,
         None => {
-            let mut record = TargetRecord::from_info(&info);
+            let mut record = TargetRecord::from_info(info);
             // Only whole blocks are used; the manifest records that size.
             record.size_bytes = info.size_bytes / block_size as u64 * block_size as u64;
             Manifest::create(
@@ -261,7 +286,7 @@ pub(super) fn prepare_write(
             )?
         }
     };
-    Ok((manifest, target))
+    Ok(manifest)
 }
 
 /// `--discard` and `--write-zeroes` need a target that carries them out,
@@ -318,11 +343,13 @@ pub(super) fn write_phase(
     // Checked by prepare_write before anything changed.
     let io_blocks = io_blocks(config.io_size, block_size)?;
     let max_io_bytes = io_blocks.1 as usize * block_size as usize;
-    let (mut engine, note) = engine::build(
+    let (mut engine, note) = engine::build_jobs(
         config.engine,
         Arc::clone(target),
         config.queue_depth,
         max_io_bytes,
+        config.jobs,
+        block_size,
     )
     .map_err(Error::usage)?;
     if let Some(note) = note {
@@ -405,7 +432,7 @@ pub(super) fn write_phase(
         }
     }
     crate::say!(
-        "wrote {} block(s) in {} writes, {} in {:.2} s: {}, {:.0} IOPS (queue depth {}, engine {}, seed {seed})",
+        "wrote {} block(s) in {} writes, {} in {:.2} s: {}, {:.0} IOPS (queue depth {}, engine {}{}, seed {seed})",
         outcome.blocks_written,
         outcome.writes,
         format_size(outcome.bytes_written),
@@ -414,6 +441,7 @@ pub(super) fn write_phase(
         outcome.iops(),
         engine.queue_depth(),
         engine.name(),
+        jobs_phrase(config.jobs),
     );
     if outcome.zeroings + outcome.discards > 0 {
         crate::say!(
@@ -467,6 +495,15 @@ pub(super) fn write_phase(
         }
     }
     Ok(outcome)
+}
+
+/// ", N jobs" after the engine's name in the summary (nothing for one).
+fn jobs_phrase(jobs: usize) -> String {
+    if jobs > 1 {
+        format!(", {jobs} jobs")
+    } else {
+        String::new()
+    }
 }
 
 /// The name `--scatter` takes for a scatter.
@@ -647,19 +684,7 @@ pub(super) fn emit_report(report: &Report, config: &VerifyConfig) -> Result<Exit
         Some(_) => String::new(),
         None => report.human_summary(config.show),
     };
-    match config.json.as_deref() {
-        Some("-") => {
-            eprint!("{summary}");
-            println!("{}", report.to_json());
-        }
-        Some(path) => {
-            std::fs::write(path, report.to_json() + "\n")
-                .map_err(|e| Error::run(format!("cannot write JSON report {path}: {e}")))?;
-            print!("{summary}");
-        }
-        None => print!("{summary}"),
-    }
-    let _ = std::io::stdout().flush();
+    emit_summary_and_json(&summary, config.json.as_deref(), || report.to_json())?;
     if let Some(path) = &config.junit {
         junit::TestSuites::of_report(report, crate::manifest::unix_now_s()).write(path)?;
     }
@@ -674,6 +699,29 @@ pub(super) fn emit_report(report: &Report, config: &VerifyConfig) -> Result<Exit
     } else {
         ExitCode::Findings
     })
+}
+
+/// The human summary on stdout and the JSON report to `json`; with
+/// `--json -` the report takes stdout and the summary goes to stderr.
+pub(super) fn emit_summary_and_json(
+    summary: &str,
+    json: Option<&str>,
+    report_json: impl FnOnce() -> String,
+) -> Result<()> {
+    match json {
+        Some("-") => {
+            eprint!("{summary}");
+            println!("{}", report_json());
+        }
+        Some(path) => {
+            std::fs::write(path, report_json() + "\n")
+                .map_err(|e| Error::run(format!("cannot write JSON report {path}: {e}")))?;
+            print!("{summary}");
+        }
+        None => print!("{summary}"),
+    }
+    let _ = std::io::stdout().flush();
+    Ok(())
 }
 
 /// Start recording a write's metrics, keeping its `--prometheus` textfile

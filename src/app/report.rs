@@ -28,7 +28,25 @@ fn html_command(args: &ReportArgs) -> Result<ExitCode> {
         ));
     };
     let out = output_path("--html", out)?;
-    let report = report::load(run)?;
+    let mut reports = report::load_all(run)?;
+    if reports.len() != 1 {
+        // A run over many targets: its targets as a fleet.
+        let fleet = fleet::merge(&reports);
+        write_output(out, "HTML page", &fleet_page(&fleet))?;
+        if out != "-" {
+            println!(
+                "wrote {out}: {} target(s), {}",
+                fleet.report_count,
+                if fleet.clean {
+                    "clean".to_string()
+                } else {
+                    format!("{} with findings", fleet.reports_with_findings)
+                }
+            );
+        }
+        return Ok(ExitCode::Clean);
+    }
+    let (_, report) = reports.remove(0);
     write_output(out, "HTML page", &run_page(&report))?;
     if out != "-" {
         println!(
@@ -104,11 +122,15 @@ fn merge_command(args: &MergeArgs) -> Result<ExitCode> {
     if let Some(path) = &args.junit {
         crate::outfile::check_path("--junit", path)?;
     }
-    let reports = args
+    // A run over many targets counts as one report per target.
+    let reports: Vec<(String, report::Report)> = args
         .reports
         .iter()
-        .map(|path| Ok((display(path), report::load(path)?)))
-        .collect::<Result<Vec<_>>>()?;
+        .map(|path| report::load_all(path))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
     let fleet = fleet::merge(&reports);
     if let Some(path) = &args.junit {
         let suites = reports

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::disruptions;
 use super::on_finding;
 use super::phases::{emit_report, prepare_write, start_recording, verify_report, write_phase};
-use crate::cli::SoakArgs;
+use crate::cli::{SoakArgs, TargetArgs};
 use crate::config::{VerifyConfig, WriteConfig};
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
@@ -19,59 +19,119 @@ use crate::storage::Target;
 use crate::units::parse_duration;
 use crate::writer::WriteOutcome;
 
-pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
+pub fn soak_command(args: &SoakArgs, target_args: &TargetArgs) -> Result<ExitCode> {
     let started = Instant::now();
-    let mut write_config = WriteConfig::from_flags(&args.write)?;
-    if args.write.target_loss.reconnect_timeout.is_none()
-        && crate::storage::is_nbd_uri(&args.target.target)
-    {
-        // A soak over NBD is meant to outlive a server restart: it
-        // reconnects by default. A file or device is reopened only when
-        // asked (or with --disrupt): the reopening target drives IO through
-        // the sync engine, as io_uring holds a descriptor a reopen replaces.
-        write_config.target_loss.reconnect_timeout = Some(crate::config::DEFAULT_SOAK_RECONNECT);
-    }
-    let mut verify_config = VerifyConfig::from_flags(&args.verify)?;
-    crate::signals::human_to_stderr(verify_config.json.as_deref() == Some("-"));
-    let Some(duration) = write_config.options.duration else {
-        return Err(Error::usage("soak needs --duration, e.g. --duration 8h"));
-    };
-    let verify_every = parse_duration(&args.verify_every)
-        .map_err(|e| Error::usage(format!("--verify-every: {e}")))?;
-    if verify_every.is_zero() {
-        return Err(Error::usage(
-            "bad --verify-every 0: give an interval such as 10m",
-        ));
-    }
-    if write_config.options.verify_backlog.is_none() {
-        // Rolling verify is part of a soak: by default, read back every
-        // 1024 writes.
-        write_config.options.verify_backlog = Some(1024);
-    }
+    let SoakSettings {
+        mut write,
+        mut verify,
+        duration,
+        verify_every,
+    } = SoakSettings::from_args(args)?;
+    reconnect_by_default(&mut write, args, &target_args.target);
     let recording = start_recording(
         args.metrics.metrics.as_deref(),
-        &write_config,
+        &write,
         "soak",
-        &args.target.target,
+        &target_args.target,
     )?;
-    write_config.options.metrics = Some(recording.metrics());
-    verify_config.options.metrics = Some(recording.metrics());
-    let (mut manifest, target) =
-        prepare_write(&args.target, &write_config, Some(verify_config.engine))?;
+    write.options.metrics = Some(recording.metrics());
+    verify.options.metrics = Some(recording.metrics());
+    let (mut manifest, target) = prepare_write(target_args, &write, Some(verify.engine))?;
     recording.run_started(manifest.header().run_id);
+    let (report, any_earlier_findings) = soak_prepared(
+        &recording,
+        &mut manifest,
+        &target,
+        write,
+        &verify,
+        (duration, verify_every),
+        started,
+    )?;
+    let code = emit_report(&report, &verify)?;
+    if let Some(warning) = recording.finish() {
+        eprintln!("warning: {warning}");
+    }
+    Ok(if any_earlier_findings {
+        ExitCode::Findings
+    } else {
+        code
+    })
+}
+
+/// A soak's flags, checked: the write and verify settings, how long, and
+/// how often the full verify runs.
+pub(super) struct SoakSettings {
+    pub(super) write: WriteConfig,
+    pub(super) verify: VerifyConfig,
+    pub(super) duration: Duration,
+    pub(super) verify_every: Duration,
+}
+
+impl SoakSettings {
+    pub(super) fn from_args(args: &SoakArgs) -> Result<SoakSettings> {
+        let mut write = WriteConfig::from_flags(&args.write)?;
+        let verify = VerifyConfig::from_flags(&args.verify)?;
+        crate::signals::human_to_stderr(verify.json.as_deref() == Some("-"));
+        let Some(duration) = write.options.duration else {
+            return Err(Error::usage("soak needs --duration, e.g. --duration 8h"));
+        };
+        let verify_every = parse_duration(&args.verify_every)
+            .map_err(|e| Error::usage(format!("--verify-every: {e}")))?;
+        if verify_every.is_zero() {
+            return Err(Error::usage(
+                "bad --verify-every 0: give an interval such as 10m",
+            ));
+        }
+        if write.options.verify_backlog.is_none() {
+            // Rolling verify is part of a soak: by default, read back every
+            // 1024 writes.
+            write.options.verify_backlog = Some(1024);
+        }
+        Ok(SoakSettings {
+            write,
+            verify,
+            duration,
+            verify_every,
+        })
+    }
+}
+
+/// A soak over NBD is meant to outlive a server restart: it reconnects by
+/// default. A file or device is reopened only when asked (or with
+/// --disrupt): the reopening target drives IO through the sync engine, as
+/// io_uring holds a descriptor a reopen replaces.
+pub(super) fn reconnect_by_default(config: &mut WriteConfig, args: &SoakArgs, uri: &str) {
+    if args.write.target_loss.reconnect_timeout.is_none() && crate::storage::is_nbd_uri(uri) {
+        config.target_loss.reconnect_timeout = Some(crate::config::DEFAULT_SOAK_RECONNECT);
+    }
+}
+
+/// The soak of a prepared target, with its disruptions and
+/// `--on-finding`: the final report (its `soak` section filled in), and
+/// whether a check before the final verify found anything.
+pub(super) fn soak_prepared(
+    recording: &MetricsRecording,
+    manifest: &mut Manifest,
+    target: &Arc<dyn Target>,
+    mut write_config: WriteConfig,
+    verify_config: &VerifyConfig,
+    (duration, verify_every): (Duration, Duration),
+    started: Instant,
+) -> Result<(Report, bool)> {
+    let mut verify_config = verify_config.clone();
     crate::signals::install();
     let actions = on_finding::arm(
         &mut verify_config,
         Some(&mut write_config),
-        &manifest,
-        &target,
+        manifest,
+        target,
         started,
     );
-    let schedule = disruptions::start(&mut write_config, &target, &manifest, &verify_config);
+    let schedule = disruptions::start(&mut write_config, target, manifest, &verify_config);
     let result = soak_loop(
-        &recording,
-        &mut manifest,
-        &target,
+        recording,
+        manifest,
+        target,
         &write_config,
         &verify_config,
         duration,
@@ -84,7 +144,7 @@ pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
             return Err(error);
         }
     };
-    let disrupted = disruptions::finish(schedule, &manifest)?;
+    let disrupted = disruptions::finish(schedule, manifest)?;
     let any_earlier_findings = !soak.rolling_findings.is_empty() || soak.interval_findings > 0;
     if any_earlier_findings {
         report.clean = false;
@@ -95,17 +155,10 @@ pub fn soak_command(args: &SoakArgs) -> Result<ExitCode> {
         );
     }
     report.soak = Some(soak);
+    report.write_jobs = Some(write_config.jobs as u32);
     disruptions::add_to_report(&mut report, disrupted);
     on_finding::finish(&actions, &mut report);
-    let code = emit_report(&report, &verify_config)?;
-    if let Some(warning) = recording.finish() {
-        eprintln!("warning: {warning}");
-    }
-    Ok(if any_earlier_findings {
-        ExitCode::Findings
-    } else {
-        code
-    })
+    Ok((report, any_earlier_findings))
 }
 
 /// The soak's write intervals and their verifies, and the final verify:

@@ -53,6 +53,30 @@ pub struct TargetArgs {
     pub manifest: PathBuf,
 }
 
+/// The targets of `write`, `verify`, `run` and `soak`: one with its
+/// `--manifest`, or several with `--manifest-dir` (docs/CONTRACT.md, "Many
+/// targets in one run").
+#[derive(Debug, Args)]
+pub struct TargetsArgs {
+    /// Image file, block device, or nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH;
+    /// several with --manifest-dir, run at once.
+    #[arg(value_name = "TARGET", required = true, num_args = 1..)]
+    pub targets: Vec<String>,
+    /// The manifest file (never on the target).
+    #[arg(
+        long,
+        short = 'm',
+        value_name = "M",
+        required_unless_present = "manifest_dir",
+        conflicts_with = "manifest_dir"
+    )]
+    pub manifest: Option<PathBuf>,
+    /// Directory of the manifests, one per target, named after the target
+    /// (for several targets in one run).
+    #[arg(long, value_name = "DIR")]
+    pub manifest_dir: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct WriteFlags {
     /// Target size; creates or extends an image file (sparse). E.g. 1GiB.
@@ -145,6 +169,11 @@ pub struct WriteFlags {
     /// turns on --verify-backlog 1024 when it is not given.
     #[arg(long)]
     pub stop_on_finding: bool,
+    /// Writer jobs: threads each carrying its share of every burst on an
+    /// IO engine of its own (an io_uring ring each); a number, or auto (one
+    /// per core).
+    #[arg(long, value_name = "N", default_value = "1")]
+    pub jobs: String,
 }
 
 #[derive(Debug, Args)]
@@ -225,7 +254,7 @@ pub struct MetricsFlags {
 #[derive(Debug, Args)]
 pub struct WriteArgs {
     #[command(flatten)]
-    pub target: TargetArgs,
+    pub targets: TargetsArgs,
     #[command(flatten)]
     pub write: WriteFlags,
     #[command(flatten)]
@@ -235,7 +264,7 @@ pub struct WriteArgs {
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     #[command(flatten)]
-    pub target: TargetArgs,
+    pub targets: TargetsArgs,
     /// Verify against the state remembered as this checkpoint.
     #[arg(long, value_name = "CHECKPOINT")]
     pub at: Option<String>,
@@ -250,7 +279,7 @@ pub struct VerifyArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
-    pub target: TargetArgs,
+    pub targets: TargetsArgs,
     #[command(flatten)]
     pub write: WriteFlags,
     #[command(flatten)]
@@ -290,7 +319,7 @@ pub struct InspectArgs {
 #[derive(Debug, Args)]
 pub struct SoakArgs {
     #[command(flatten)]
-    pub target: TargetArgs,
+    pub targets: TargetsArgs,
     /// Full verification pass at this interval, e.g. 10m.
     #[arg(long, value_name = "DURATION", default_value = "10m")]
     pub verify_every: String,

@@ -8,6 +8,7 @@
 //! block while either is in flight, so completion order does not matter.
 
 pub mod inline;
+pub mod jobs;
 pub mod sync;
 pub mod uring;
 
@@ -228,6 +229,39 @@ pub fn build(
         Decision::Refuse(message) => Err(format!("target {uri}: {message}")),
         Decision::Uring => unreachable!("choose gives Uring only when io_uring works"),
     }
+}
+
+/// Build `jobs` engines as [`build`] does behind one [`jobs::JobsEngine`]
+/// (`--jobs`): the first driven by the caller's thread, each other by a
+/// thread of its own. One job is [`build`]'s engine itself.
+pub fn build_jobs(
+    choice: EngineChoice,
+    target: Arc<dyn Target>,
+    queue_depth: usize,
+    max_io_bytes: usize,
+    jobs: usize,
+    block_bytes: u64,
+) -> Result<Built, String> {
+    if jobs <= 1 {
+        return build(choice, target, queue_depth, max_io_bytes);
+    }
+    let mut engines = Vec::with_capacity(jobs);
+    let mut note = None;
+    for job in 0..jobs {
+        // Each job may be handed every IO in flight (the writer bounds them
+        // over all jobs), so each engine holds the whole queue depth. The
+        // buffers lent out are the first job's: only it registers any.
+        let io_bytes = if job == 0 { max_io_bytes } else { 0 };
+        let (engine, built_note) = build(choice, Arc::clone(&target), queue_depth, io_bytes)?;
+        if job == 0 {
+            note = built_note;
+        }
+        engines.push(engine);
+    }
+    let uri = target.info().uri.clone();
+    let engine = jobs::JobsEngine::new(engines, queue_depth, block_bytes)
+        .map_err(|e| format!("target {uri}: cannot start {jobs} writer jobs: {e}"))?;
+    Ok((Box::new(engine), note))
 }
 
 #[cfg(test)]

@@ -26,6 +26,42 @@ pub fn load(path: &Path) -> Result<Report> {
     parse(text).map_err(|message| Error::usage(format!("{}: {message}", path.display())))
 }
 
+/// Read one report file, or a run over many targets
+/// (`blockstamp.multi/1`): each report with the name it is shown under
+/// (the file's path; `PATH#NAME` for a target of a multi-target report).
+/// Targets of a multi-target report that failed before their verify
+/// ended have no report and are left out.
+pub fn load_all(path: &Path) -> Result<Vec<(String, Report)>> {
+    let shown = path.display().to_string();
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(vec![(shown, load(path)?)]);
+    };
+    #[derive(Deserialize)]
+    struct Multi {
+        schema: String,
+        targets: Vec<Section>,
+    }
+    #[derive(Deserialize)]
+    struct Section {
+        name: String,
+        report: Option<serde_json::Value>,
+    }
+    let multi = match serde_json::from_str::<Multi>(&text) {
+        Ok(multi) if multi.schema == super::MULTI_SCHEMA => multi,
+        _ => return Ok(vec![(shown, load(path)?)]),
+    };
+    multi
+        .targets
+        .into_iter()
+        .filter_map(|section| section.report.map(|report| (section.name, report)))
+        .map(|(name, report)| {
+            parse(&report.to_string())
+                .map(|report| (format!("{shown}#{name}"), report))
+                .map_err(|message| Error::usage(format!("{shown}: target {name}: {message}")))
+        })
+        .collect()
+}
+
 /// Parse a report's text; the error says what is wrong, for a person.
 pub fn parse(text: &str) -> std::result::Result<Report, String> {
     // The schema first, so a JSON file of another kind is named as such

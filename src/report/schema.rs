@@ -80,6 +80,10 @@ pub struct Report {
     /// did not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_on_finding: Option<FindingTrigger>,
+    /// The writer jobs (`--jobs`) of the write phase of `run` and `soak`;
+    /// absent from `verify` reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_jobs: Option<u32>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -340,6 +344,7 @@ impl Report {
             metrics: None,
             on_finding: None,
             stopped_on_finding: None,
+            write_jobs: None,
         }
     }
 
@@ -532,5 +537,66 @@ mod tests {
         assert_eq!(report.total_findings(), 4);
         let value: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
         assert_eq!(value, json);
+    }
+}
+
+pub const MULTI_SCHEMA: &str = "blockstamp.multi/1";
+
+/// The JSON report of a run over many targets (`T1 T2 … --manifest-dir
+/// DIR --json FILE`, docs/CONTRACT.md "Many targets in one run"): the
+/// verdict of the whole run, and a section per target holding that
+/// target's own `blockstamp.report/1`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MultiReport {
+    pub schema: String,
+    #[serde(default)]
+    pub tool_version: String,
+    #[serde(default)]
+    pub host: String,
+    /// `verify`, `run` or `soak`.
+    pub command: String,
+    /// Every target verified clean.
+    pub clean: bool,
+    /// The run's exit status: the worst of the targets'.
+    pub exit_status: u8,
+    pub target_count: usize,
+    pub targets_with_findings: usize,
+    pub failed_targets: usize,
+    /// A signal stopped the writing early.
+    #[serde(default)]
+    pub interrupted: bool,
+    /// Every target's findings, added up per class.
+    #[serde(default)]
+    pub findings_by_class: BTreeMap<String, u64>,
+    pub targets: Vec<TargetRun>,
+}
+
+/// One target of a [`MultiReport`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TargetRun {
+    /// The name derived from the target; its manifest is `NAME.manifest`.
+    pub name: String,
+    /// The target as given on the command line.
+    pub target: String,
+    pub manifest: String,
+    /// `clean`, `findings` or `failed`.
+    pub outcome: String,
+    /// What the exit status would be for this target alone.
+    pub exit_status: u8,
+    /// A signal stopped this target's writing early.
+    #[serde(default)]
+    pub interrupted: bool,
+    /// Why the target failed (`outcome` `failed`).
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The target's report; absent when it failed before its verify ended
+    /// (a target lost during its verify keeps its partial report).
+    #[serde(default)]
+    pub report: Option<Report>,
+}
+
+impl MultiReport {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("report serialises")
     }
 }
