@@ -17,16 +17,17 @@
 mod common;
 #[path = "common/nbd_server.rs"]
 mod nbd_server;
+#[path = "common/qcow2.rs"]
+mod qcow2;
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
 
 use common::need::{Need, require};
 use common::{TestEnv, finding, finding_set};
 use nbd_server::{NbdServer, free_port};
+use qcow2::Qcow2Metadata;
 use serde_json::Value;
 
 const KIB: u64 = 1024;
@@ -334,104 +335,6 @@ fn vmdk_chain_at_4k_blocks_verifies_clean_through_grain_copy_on_write() {
 }
 
 // ---- damaged qcow2 metadata ----
-
-/// The parts of a qcow2 image's metadata that map a guest cluster to a
-/// host cluster: header → L1 table → L2 tables → data clusters. All
-/// big-endian.
-struct Qcow2Metadata {
-    file: File,
-    cluster_bytes: u64,
-    l1_table_offset: u64,
-    l1_entries: u64,
-}
-
-/// L1 and L2 entries: bits 9–55 hold the host offset.
-const QCOW2_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
-/// L2 entry: the cluster is compressed (the rest of the entry differs then).
-const QCOW2_COMPRESSED: u64 = 1 << 62;
-/// Incompatible feature bits this parser does not handle: an external data
-/// file (bit 2) and extended L2 entries with subclusters (bit 4).
-const QCOW2_UNHANDLED_FEATURES: u64 = (1 << 2) | (1 << 4);
-
-impl Qcow2Metadata {
-    fn open(path: &Path) -> Qcow2Metadata {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .expect("open qcow2 image");
-        let mut header = [0u8; 80];
-        file.read_exact_at(&mut header, 0)
-            .expect("read qcow2 header");
-        let be32 = |at: usize| u32::from_be_bytes(header[at..at + 4].try_into().unwrap());
-        let be64 = |at: usize| u64::from_be_bytes(header[at..at + 8].try_into().unwrap());
-        assert_eq!(&header[0..4], b"QFI\xfb", "not a qcow2 image");
-        let version = be32(4);
-        if version >= 3 {
-            let incompatible = be64(72);
-            assert_eq!(
-                incompatible & QCOW2_UNHANDLED_FEATURES,
-                0,
-                "qcow2 incompatible features {incompatible:#x}"
-            );
-        }
-        Qcow2Metadata {
-            file,
-            cluster_bytes: 1 << be32(20),
-            l1_entries: u64::from(be32(36)),
-            l1_table_offset: be64(40),
-        }
-    }
-
-    fn read_u64(&self, at: u64) -> u64 {
-        let mut bytes = [0u8; 8];
-        self.file.read_exact_at(&mut bytes, at).expect("read qcow2");
-        u64::from_be_bytes(bytes)
-    }
-
-    fn write_u64(&self, at: u64, value: u64) {
-        self.file
-            .write_all_at(&value.to_be_bytes(), at)
-            .expect("write qcow2");
-    }
-
-    /// Where in the file the L2 entry of `guest_cluster` lives.
-    fn l2_entry_at(&self, guest_cluster: u64) -> u64 {
-        let l2_entries = self.cluster_bytes / 8;
-        let l1_index = guest_cluster / l2_entries;
-        assert!(
-            l1_index < self.l1_entries,
-            "cluster {guest_cluster} is past the L1 table"
-        );
-        let l2_table = self.read_u64(self.l1_table_offset + 8 * l1_index) & QCOW2_OFFSET_MASK;
-        assert_ne!(l2_table, 0, "cluster {guest_cluster} has no L2 table");
-        l2_table + 8 * (guest_cluster % l2_entries)
-    }
-
-    /// The L2 entry of a cluster the overlay holds itself, uncompressed.
-    fn allocated_entry(&self, guest_cluster: u64) -> u64 {
-        let entry = self.read_u64(self.l2_entry_at(guest_cluster));
-        assert_eq!(
-            entry & QCOW2_COMPRESSED,
-            0,
-            "cluster {guest_cluster} is compressed"
-        );
-        assert_ne!(
-            entry & QCOW2_OFFSET_MASK,
-            0,
-            "cluster {guest_cluster} is not allocated in the overlay"
-        );
-        entry
-    }
-
-    fn set_entry(&self, guest_cluster: u64, entry: u64) {
-        self.write_u64(self.l2_entry_at(guest_cluster), entry);
-    }
-
-    fn sync(&self) {
-        self.file.sync_all().expect("sync qcow2");
-    }
-}
 
 /// A qcow2 overlay whose every cluster holds generation 2 over a base at
 /// generation 1; then two L2 entries swapped (clusters A and B) and one
@@ -744,12 +647,12 @@ fn workflows_in_docs_run_as_written() {
     let script = sh_blocks(&doc);
     let verifies = script.matches("blockstamp verify").count();
     assert!(
-        verifies >= 5,
+        verifies >= 8,
         "the workflows verify {verifies} times:\n{script}"
     );
     // Each soak ends with a verify of its own.
     let soaks = script.matches("blockstamp soak").count();
-    assert!(soaks >= 2, "the workflows soak {soaks} times:\n{script}");
+    assert!(soaks >= 3, "the workflows soak {soaks} times:\n{script}");
 
     let env = TestEnv::new();
     let _servers = [
@@ -781,6 +684,8 @@ fn workflows_in_docs_run_as_written() {
         .env("LAB_CUT_EVERY", "5s")
         .env("UPDATE_DURATION", "8s")
         .env("UPDATE_AT", "2s")
+        .env("THIN_DURATION", "4s")
+        .env("THIN_VERIFY_EVERY", "2s")
         .output()
         .expect("run bash");
     eprintln!(

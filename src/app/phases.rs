@@ -443,6 +443,15 @@ pub(super) fn write_phase(
         engine.name(),
         jobs_phrase(config.jobs),
     );
+    if outcome.zeroings + outcome.discards > 0 {
+        crate::say!(
+            "{} block(s) zeroed in {} write-zeroes, {} block(s) discarded in {} discards",
+            outcome.blocks_zeroed,
+            outcome.zeroings,
+            outcome.blocks_discarded,
+            outcome.discards,
+        );
+    }
     crate::say!(
         "manifest {}: run {:016x}, {} of {} blocks written, {} flush(es), {} journal sync(s)",
         manifest.path().display(),

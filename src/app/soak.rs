@@ -188,6 +188,8 @@ fn soak_loop(
     let mut intervals = Vec::new();
     let mut rolling = Vec::new();
     let (mut writes, mut bytes_written, mut rolling_checked, mut interval_findings) = (0, 0, 0, 0);
+    // Zeroings, blocks zeroed, discards, blocks discarded.
+    let mut space_ops = [0u64; 4];
     // The last interval's verify while nothing has been written since: if
     // the soak ends now (its time is up, or a signal came while that verify
     // ran), that verify is the final one; a second would check the same.
@@ -204,6 +206,14 @@ fn soak_loop(
         let mut outcome = write_phase(manifest, target, &interval_config)?;
         writes += outcome.writes;
         bytes_written += outcome.bytes_written;
+        for (total, count) in space_ops.iter_mut().zip([
+            outcome.zeroings,
+            outcome.blocks_zeroed,
+            outcome.discards,
+            outcome.blocks_discarded,
+        ]) {
+            *total += count;
+        }
         rolling_checked += outcome.rolling_checked_blocks;
         // Confirmed by the writer as they were found.
         let found_rolling = std::mem::take(&mut outcome.rolling_findings);
@@ -283,6 +293,10 @@ fn soak_loop(
         intervals,
         writes,
         bytes_written,
+        zeroings: space_ops[0],
+        blocks_zeroed: space_ops[1],
+        discards: space_ops[2],
+        blocks_discarded: space_ops[3],
         rolling_checked_blocks: rolling_checked,
         rolling_findings: rolling_records,
         interval_findings,

@@ -109,7 +109,7 @@ impl BlockState {
 }
 
 /// Compare generations with wrap-around (serial-number arithmetic over the
-/// 15-bit space): negative when `found` is older than `expected`.
+/// 13-bit space): negative when `found` is older than `expected`.
 pub fn compare_generations(found: u32, expected: u32) -> std::cmp::Ordering {
     use std::cmp::Ordering;
     if found == expected {

@@ -14,11 +14,12 @@
 //! 0      control slot A (head, sequence, CRC32C)
 //! 4 KiB  control slot B
 //! 8 KiB  entries: u64 each, bit 63 valid, bit 62 lap parity, bit 61
-//!        first write, bits 15..=60 block, bits 0..=14 generation
+//!        first write, bit 60 before zeros, bits 15..=59 block,
+//!        bits 0..=14 value (kind << 13 | generation)
 //! ```
 //!
-//! Generations wrap (32767 is followed by 1), so a pending generation 1 has
-//! two possible predecessors: 0 (the block was never written) or 32767. The
+//! Generations wrap (8191 is followed by 1), so a pending generation 1 has
+//! two possible predecessors: 0 (the block was never written) or 8191. The
 //! first-write bit tells them apart; see [`generation_before_pending`].
 //!
 //! Entries carry the parity of the lap they were written in, so a scan from

@@ -1,7 +1,8 @@
 //! The generation map: 2 bytes per block, memory-mapped from the manifest.
 //!
-//! Each entry holds a 15-bit generation (0 = never written) and, in the top
-//! bit, "written since the latest checkpoint". The map carries a CRC32C in
+//! Each entry holds a block's value, a 2-bit kind over a 13-bit generation
+//! (see `generation::BlockState`; 0 = never written), and, in the top bit,
+//! "written since the latest checkpoint". The map carries a CRC32C in
 //! the header whenever the manifest is closed cleanly, so a damaged map is
 //! caught before it can make a verify report wrong findings.
 

@@ -161,6 +161,16 @@ pub struct SoakSection {
     pub intervals: Vec<Interval>,
     pub writes: u64,
     pub bytes_written: u64,
+    /// Write-zeroes and discards completed (`--write-zeroes`, `--discard`),
+    /// and the blocks they covered (0 in reports from before them).
+    #[serde(default)]
+    pub zeroings: u64,
+    #[serde(default)]
+    pub blocks_zeroed: u64,
+    #[serde(default)]
+    pub discards: u64,
+    #[serde(default)]
+    pub blocks_discarded: u64,
     pub rolling_checked_blocks: u64,
     /// Findings of the rolling verify, as the verify report lists findings.
     pub rolling_findings: Vec<FindingRecord>,
