@@ -234,11 +234,39 @@ fn a_file_that_is_not_a_manifest_is_refused() {
 #[test]
 fn a_manifest_of_another_version_is_refused() {
     let env = written_env();
+    set_format_version(&env, 9);
+    refuses(
+        &env,
+        &["verify", "disk.img", "--manifest", "m"],
+        2,
+        "has format version 9",
+    );
+}
+
+#[test]
+fn a_version_1_manifest_is_read_while_no_block_passed_8191_writes() {
+    let env = written_env();
+    set_format_version(&env, 1);
+    let run = env.verify("disk.img", "m", &[]);
+    run.assert_code(0);
+    // Writing on it makes it version 2.
+    env.write("disk.img", "m", &[]);
+    let manifest =
+        blockstamp::manifest::Manifest::open(&env.path("m"), blockstamp::manifest::Access::Read)
+            .unwrap();
+    assert_eq!(manifest.header().format_version, 2);
+}
+
+/// Rewrite both header slots of manifest `m` to say `version`.
+fn set_format_version(env: &TestEnv, version: u32) {
     let mut bytes = std::fs::read(env.path("m")).unwrap();
     for slot in [0usize, 32 * 1024] {
         let length = u32::from_le_bytes(bytes[slot + 16..slot + 20].try_into().unwrap()) as usize;
         let json = String::from_utf8(bytes[slot + 24..slot + 24 + length].to_vec()).unwrap();
-        let json = json.replace("\"format_version\":1", "\"format_version\":9");
+        let json = json.replace(
+            "\"format_version\":2",
+            &format!("\"format_version\":{version}"),
+        );
         assert_eq!(json.len(), length);
         bytes[slot + 24..slot + 24 + length].copy_from_slice(json.as_bytes());
         let crc =
@@ -246,12 +274,6 @@ fn a_manifest_of_another_version_is_refused() {
         bytes[slot + 20..slot + 24].copy_from_slice(&crc.to_le_bytes());
     }
     std::fs::write(env.path("m"), &bytes).unwrap();
-    refuses(
-        &env,
-        &["verify", "disk.img", "--manifest", "m"],
-        2,
-        "has format version 9",
-    );
 }
 
 #[test]
