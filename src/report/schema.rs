@@ -477,6 +477,7 @@ mod tests {
             ],
             "writes": 38224,
             "bytes_written": 156565504,
+            "zeroings": 12, "blocks_zeroed": 12, "discards": 9, "blocks_discarded": 10,
             "rolling_checked_blocks": 34161,
             "rolling_findings": [rolling],
             "interval_findings": 0
