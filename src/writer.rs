@@ -34,7 +34,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::engine::{Completion, Engine, Io, IoKind};
 use crate::error::{Error, Result};
 use crate::manifest::journal::{BEFORE_ZEROS, FIRST_WRITE};
-use crate::manifest::{BlockKind, BlockState, Manifest, OpKind, Pending};
+use crate::manifest::{
+    BlockKind, BlockState, GENERATION_MAX, Manifest, OpKind, Pending, VALUE_MASK,
+};
 use crate::signals::StopToken;
 use crate::stamp::{self, WriteStamp};
 use crate::storage::LossCounters;
@@ -248,10 +250,11 @@ struct Submitted {
     /// sent on.
     epoch: u64,
     op: WriteOp,
-    /// Each block's new state value (see [`BlockState::value`]).
+    /// Each block's intent, as [`Planned::generations`]; kept only where
+    /// the writer may need them again (a target that reconnects, whose
+    /// stale writes are sent again, or pauses, told what is not yet
+    /// durable), else empty: one allocation less per write.
     generations: Vec<u32>,
-    /// Each block's intent flags ([`FIRST_WRITE`], [`BEFORE_ZEROS`]).
-    flags: Vec<u32>,
     write_seq: u64,
     write_time_s: u32,
 }
@@ -259,13 +262,12 @@ struct Submitted {
 /// A write whose generations are decided and whose intent is logged.
 struct Planned {
     op: WriteOp,
-    /// Each block's state value after this operation (for a write, the
-    /// generation it stamps).
+    /// Each block's journal intent: its state value after this operation
+    /// (for a write, the generation it stamps; see [`BlockState::value`]),
+    /// or'ed with the flags [`FIRST_WRITE`] (never written before) and
+    /// [`BEFORE_ZEROS`] (it may have read zeros before). [`VALUE_MASK`]
+    /// takes the value.
     generations: Vec<u32>,
-    /// Each block's intent flags: never written before
-    /// ([`crate::manifest::journal::FIRST_WRITE`]), or it may have read
-    /// zeros before ([`crate::manifest::journal::BEFORE_ZEROS`]).
-    flags: Vec<u32>,
     /// Journal position just after this write's entries.
     journal_end: u64,
     /// Its intents are still to be logged.
@@ -500,7 +502,6 @@ impl Writer<'_> {
             }
             let mut writes = Vec::with_capacity(burst.len());
             for op in burst.iter().copied() {
-                let mut flags = Vec::with_capacity(op.block_count as usize);
                 let generations: Vec<u32> = (op.first_block..op.end())
                     .map(|block| {
                         let current = BlockState::from_value(
@@ -516,17 +517,15 @@ impl Writer<'_> {
                         if current.kind != BlockKind::Data {
                             flag |= BEFORE_ZEROS;
                         }
-                        flags.push(flag);
                         let next = current.after(op.kind).value();
                         self.planned_generation.insert(block, next);
-                        next
+                        next | flag
                     })
                     .collect();
                 entries += generations.len();
                 writes.push(Planned {
                     op,
                     generations,
-                    flags,
                     journal_end: 0,
                     unjournaled: journaling,
                 });
@@ -607,12 +606,7 @@ impl Writer<'_> {
         let mut entries: Vec<(u64, u32)> = Vec::with_capacity(self.unjournaled_entries);
         for write in planned.iter().flatten().filter(|w| w.unjournaled) {
             let blocks = write.op.first_block..write.op.end();
-            let values = write
-                .generations
-                .iter()
-                .zip(&write.flags)
-                .map(|(v, f)| v | f);
-            entries.extend(blocks.zip(values));
+            entries.extend(blocks.zip(write.generations.iter().copied()));
         }
         let mut position = self.manifest.journal().map_or(0, |j| j.tail());
         self.manifest.journal_append(&entries)?;
@@ -657,7 +651,7 @@ impl Writer<'_> {
         // A zeroing or discard carries no data (its buffer is empty).
         for (i, chunk) in buf.chunks_exact_mut(block_size).enumerate() {
             let block = op.first_block + i as u64;
-            let generation = write.generations[i];
+            let generation = write.generations[i] & GENERATION_MAX;
             stamp::build_write(
                 &format,
                 &WriteStamp {
@@ -675,8 +669,11 @@ impl Writer<'_> {
             durable: false,
             epoch: self.epoch(),
             op,
-            generations: write.generations.clone(),
-            flags: write.flags.clone(),
+            generations: if self.options.loss.is_some() || self.options.pause.is_some() {
+                write.generations.clone()
+            } else {
+                Vec::new()
+            },
             write_seq,
             write_time_s,
         });
@@ -772,9 +769,9 @@ impl Writer<'_> {
                 // the epoch moves on and the next round sends it again.
                 entry.epoch = epoch;
                 let slot = self.submitted_base + i as u64;
-                for (j, &generation) in entry.generations.iter().enumerate() {
+                for (j, &intent) in entry.generations.iter().enumerate() {
                     let block = entry.op.first_block + j as u64;
-                    if self.manifest.value(block) != generation {
+                    if self.manifest.value(block) != intent & VALUE_MASK {
                         continue;
                     }
                     match stale.last_mut() {
@@ -834,7 +831,7 @@ impl Writer<'_> {
                 &format,
                 &WriteStamp {
                     block: op.first_block + i as u64,
-                    generation: entry.generations[skip + i],
+                    generation: entry.generations[skip + i] & GENERATION_MAX,
                     write_seq: entry.write_seq,
                     write_time_s: entry.write_time_s,
                 },
@@ -850,9 +847,9 @@ impl Writer<'_> {
     fn not_yet_durable(&self) -> HashMap<u64, Pending> {
         let mut pending: HashMap<u64, Pending> = HashMap::new();
         for entry in self.submitted.iter().filter(|s| !s.durable) {
-            for (i, (&value, &flags)) in entry.generations.iter().zip(&entry.flags).enumerate() {
-                let mut one = Pending::of_intent(value | flags);
-                if flags & FIRST_WRITE != 0 {
+            for (i, &intent) in entry.generations.iter().enumerate() {
+                let mut one = Pending::of_intent(intent);
+                if intent & FIRST_WRITE != 0 {
                     one.merge(Pending::of_intent(0));
                 }
                 pending
@@ -1053,7 +1050,7 @@ impl Writer<'_> {
     fn absorb(&mut self, completions: Vec<Completion>) -> Result<()> {
         let mut released = None;
         for completion in completions {
-            let (write, slot) = match self.in_flight.remove(&completion.id) {
+            let (mut write, slot) = match self.in_flight.remove(&completion.id) {
                 Some(InFlight::Write(write, slot)) => (write, slot),
                 Some(InFlight::Read {
                     op,
@@ -1086,10 +1083,12 @@ impl Writer<'_> {
             }
             match completion.result {
                 Ok(()) => {
-                    for (i, generation) in write.generations.iter().enumerate() {
+                    for (i, intent) in write.generations.iter_mut().enumerate() {
+                        // The value alone from here on (the read-back's).
+                        *intent &= VALUE_MASK;
                         let block = op.first_block + i as u64;
-                        self.manifest.set_generation(block, *generation);
-                        if self.planned_generation.get(&block) == Some(generation) {
+                        self.manifest.set_generation(block, *intent);
+                        if self.planned_generation.get(&block) == Some(intent) {
                             self.planned_generation.remove(&block);
                         }
                     }
