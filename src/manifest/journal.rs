@@ -127,6 +127,7 @@ impl Background {
             .name("bs-journal".to_string())
             .spawn(move || {
                 for append in job_queue {
+                    super::slow_sync_stand_in();
                     let result = append
                         .writes
                         .iter()
@@ -276,6 +277,9 @@ impl Journal {
         self.settle()?;
         let writes = self.encode(file, entries)?;
         let writer = self.appender.as_ref().unwrap_or(file);
+        if self.appender.is_some() {
+            super::slow_sync_stand_in();
+        }
         for (offset, bytes) in &writes {
             writer.write_all_at(bytes, *offset)?;
         }
@@ -294,6 +298,7 @@ impl Journal {
     pub fn append_in_background(&mut self, file: &File, entries: &[(u64, u32)]) -> io::Result<u64> {
         let Some(appender) = &self.appender else {
             self.append(file, entries)?;
+            super::slow_sync_stand_in();
             file.sync_data()?;
             self.durable_tail = self.tail;
             return Ok(self.tail);
@@ -366,6 +371,7 @@ impl Journal {
             // head expects to find: make the current head durable first.
             self.settle()?;
             self.store_control(file)?;
+            super::slow_sync_stand_in();
             file.sync_data()?;
             self.durable_head = self.head;
         }
@@ -431,6 +437,7 @@ impl Journal {
     pub fn store_durable(&mut self, file: &File) -> io::Result<()> {
         self.settle()?;
         self.store_control(file)?;
+        super::slow_sync_stand_in();
         file.sync_data()?;
         self.durable_head = self.head;
         Ok(())

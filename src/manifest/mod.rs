@@ -541,6 +541,29 @@ fn sync_point(path: &Path) {
     {
         observer(path);
     }
+    slow_sync_stand_in();
+}
+
+/// A measurement stand-in, off unless `BLOCKSTAMP_TEST_MANIFEST_SYNC_MS`
+/// is set: every sync of a manifest (and every synced journal append)
+/// sleeps that many milliseconds first, as on a disk whose flushes are
+/// slow (a VM disk with a host cache, a consumer SSD: ~50 ms). It models
+/// the latency of a flush only, not the stall a flush causes to other IO
+/// on the same disk. The journal's cost is measured with it (README,
+/// "Measuring"); nothing else reads it.
+#[doc(hidden)]
+pub fn slow_sync_stand_in() {
+    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    let delay = DELAY.get_or_init(|| {
+        std::env::var("BLOCKSTAMP_TEST_MANIFEST_SYNC_MS")
+            .ok()
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .filter(|&ms| ms > 0)
+            .map(std::time::Duration::from_millis)
+    });
+    if let Some(delay) = delay {
+        std::thread::sleep(*delay);
+    }
 }
 
 #[cfg(test)]
