@@ -137,7 +137,10 @@ impl Manifest {
         // the filesystem to allocate blocks.
         reserve(&file, path, &header)?;
         let map = map::map_view(&file, path, &header, Access::Write)?;
-        let journal = load_journal(&file, temp_path, &header, Access::Write)?;
+        // The appender opens the file by its temporary name; its syncs are
+        // the manifest's, under the name it will have.
+        let journal = load_journal(&file, temp_path, &header, Access::Write)?
+            .map(|journal| journal.at_path(path));
         let mut manifest = Manifest {
             path: path.to_path_buf(),
             file,
@@ -331,12 +334,12 @@ impl Manifest {
             return Ok(());
         }
         // Released entries no longer cover their blocks after a crash: the
-        // map must hold their generations first, durably. The control slot
-        // that moves the head is written without a sync, and the kernel may
-        // write it back before the map's dirty pages; after a power cut the
-        // map would then lag the released writes (a false finding).
+        // map must hold their generations first, durably. The journal syncs
+        // the manifest before it stores the new head (on its own thread,
+        // when it has one): were the control slot to reach the disk before
+        // the map's dirty pages, a power cut would leave the map behind the
+        // released writes (a false finding).
         self.persist_undo()?;
-        self.flush_map()?;
         let Some(journal) = &mut self.journal else {
             return Ok(());
         };
@@ -395,7 +398,7 @@ fn load_journal(
         }
     };
     Journal::load(file, header.journal_offset, header.journal_bytes)
-        .map(|journal| Some(journal.with_appender(appender)))
+        .map(|journal| Some(journal.with_appender(appender, path)))
         .map_err(|e| {
             Error::usage(format!(
                 "manifest {} is damaged: its journal cannot be read ({e})",
