@@ -6,11 +6,16 @@
 #   ROUNDS=5 scripts/bench-vs-fio.sh      # alternate 5 times, print medians
 #   ROWS=sparse ROUNDS=3 scripts/bench-vs-fio.sh   # only the sparse rows
 #   BLOCKSTAMP=/path/to/blockstamp scripts/bench-vs-fio.sh   # another build
+#   ROWS=journal ROUNDS=5 scripts/bench-vs-fio.sh   # the journal's cost
 #
 # ROWS picks the row groups: `dense` (rows 1-4: preallocated and /dev/shm
 # files at SIZE), `sparse` (rows 5-7: a fresh sparse SIZE file, and a
 # 1 TiB sparse file at 0.01% coverage, written and verified, timed whole
-# process); default: both. The sparse rows hold at most SIZE of data on
+# process); `journal` (rows 8-11: a preallocated and a fresh sparse SIZE
+# file, blockstamp with and without its journal against fio --end_fsync=1,
+# whole process; blockstamp's manifest syncs each sleep JOURNAL_SYNC_MS
+# first, default 50, the stand-in for a disk whose flushes are slow);
+# default: dense and sparse. The sparse rows hold at most SIZE of data on
 # DISK_DIR at a time (plus ~0.6 GiB for the 1 TiB rows' manifest and data).
 #
 # `jobs` (needs root; not in the default) compares `--jobs 1` and `--jobs 2`
@@ -32,6 +37,7 @@ mkdir -p "$disk_dir"
 size=${2:-1G}
 rounds=${ROUNDS:-1}
 rows=${ROWS:-dense sparse}
+journal_sync_ms=${JOURNAL_SYNC_MS:-50}
 shm_dir=$(mktemp -d /dev/shm/bs-bench.XXXXXX)
 trap 'rm -rf "$shm_dir" "$disk_dir"/bench-*' EXIT
 
@@ -171,6 +177,27 @@ for round in $(seq "$rounds"); do
   add tib_v_bs "$(seconds $bs verify "$disk_dir/bench-tib-bs.img" --manifest "$disk_dir/bench-tib-bs.m")"
   rm -f "$disk_dir/bench-tib-fio.img" "$disk_dir/bench-tib-bs.img" "$disk_dir/bench-tib-bs.m"
   fi
+
+  if [[ " $rows " == *" journal "* ]]; then
+  # The journal's cost where a manifest sync costs JOURNAL_SYNC_MS: the same
+  # writes with and without it, against fio with its final fsync.
+  for kind in prealloc sparse; do
+    file="$disk_dir/bench-j-fio.img"; rm -f "$file"
+    if [ "$kind" = prealloc ]; then fallocate -l "$size" "$file"; else truncate -s "$size" "$file"; fi
+    fio_secs=$(seconds fio --name=j --filename="$file" --size="$size" --fallocate=none --bs=4k \
+      --rw=randwrite --ioengine=io_uring --iodepth=32 --direct=1 --end_fsync=1)
+    rm -f "$file"
+    for mode in journal nojournal; do
+      add "j_${kind}_${mode}_fio" "$fio_secs"
+      file="$disk_dir/bench-j-bs.img"; rm -f "$file" "$disk_dir/bench-j-bs.m"
+      if [ "$kind" = prealloc ]; then fallocate -l "$size" "$file"; else truncate -s "$size" "$file"; fi
+      flag=(); [ "$mode" = nojournal ] && flag=(--no-journal)
+      add "j_${kind}_${mode}_bs" "$(BLOCKSTAMP_TEST_MANIFEST_SYNC_MS=$journal_sync_ms seconds \
+        $bs write "$file" --manifest "$disk_dir/bench-j-bs.m" --queue-depth 32 "${flag[@]}")"
+      rm -f "$file" "$disk_dir/bench-j-bs.m"
+    done
+  done
+  fi
 done
 
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk -v digits="${2:-0}" '{v[NR]=$1} END {m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; printf "%.*f", digits, m}'; }
@@ -194,9 +221,14 @@ row "loop/tmpfs randwrite QD32, 1 job (IOPS)" jobs1_iops
 row "loop/tmpfs randwrite QD32, 2 jobs (IOPS)" jobs2_iops
 row "loop/tmpfs CPU us per 4 KiB write, 1 job (lower wins)" jobs1_cpu 2
 row "loop/tmpfs CPU us per 4 KiB write, 2 jobs (lower wins)" jobs2_cpu 2
+row "journal, ${journal_sync_ms} ms syncs, preallocated $size (s)" j_prealloc_journal 2
+row "--no-journal, preallocated $size (s)" j_prealloc_nojournal 2
+row "journal, ${journal_sync_ms} ms syncs, fresh sparse $size (s)" j_sparse_journal 2
+row "--no-journal, fresh sparse $size (s)" j_sparse_nojournal 2
 if [ "$rounds" -gt 1 ]; then
   echo
-  for key in disk_w disk_v shm_w shm_v sp_w tib_w tib_v jobs1_iops jobs2_iops jobs1_cpu jobs2_cpu; do
+  for key in disk_w disk_v shm_w shm_v sp_w tib_w tib_v jobs1_iops jobs2_iops jobs1_cpu jobs2_cpu \
+    j_prealloc_journal j_prealloc_nojournal j_sparse_journal j_sparse_nojournal; do
     [ -n "${col[${key}_bs]:-}" ] || continue
     printf '%-8s blockstamp:%s\n%-8s fio:%s\n' "$key" "$(printf ' %.2f' ${col[${key}_bs]})" "" "$(printf ' %.2f' ${col[${key}_fio]})"
   done

@@ -16,10 +16,11 @@
 //!   Intents are logged a batch of bursts ahead, one synced append per
 //!   batch made on the journal's own thread while the batch before runs,
 //!   so the IO thread rarely waits for it and the journal costs little
-//!   throughput. When the writer flushes, every intent logged ahead is a
-//!   write verify must forgive after a crash although it was never at
-//!   risk: then the look-ahead is at most twice the queue depth, and the
-//!   next batch is logged just before each flush, while the target flushes.
+//!   throughput, whatever the sync policy: an intent of a write not yet
+//!   submitted lets verify accept nothing the target could hold (see
+//!   [`Writer::batch_entries`]). Releases (sync the map, then move the
+//!   head) run on that thread too, so a flush costs the IO thread the
+//!   target's flush and nothing of the manifest's.
 //!
 //! The writer's time and its stop request come in its options: a
 //! [`Clock`] (the system's, or a manual one in tests and the selftest) and
@@ -227,11 +228,10 @@ impl Hasher for IntHasher {
     }
 }
 
-/// Intents logged per journal sync, at least, when the writer does not
-/// flush (a batch is whole bursts, however small they are: each sync is a
-/// flush of the manifest's filesystem, which stalls the target's queue when
-/// both share a disk). Nothing is durable before the end then, so every
-/// write is at risk anyway and a big batch widens nothing.
+/// Intents logged per journal sync, at least (a batch is whole bursts,
+/// however small they are: each sync is a flush of the manifest's
+/// filesystem, which stalls the target's queue when both share a disk).
+/// A big batch widens nothing (see [`Writer::batch_entries`]).
 const INTENT_BATCH_ENTRIES: usize = 4096;
 
 /// Completed writes kept waiting for a flush, at most: past this the writer
@@ -310,9 +310,6 @@ struct Writer<'a> {
     planned_entries: usize,
     /// ... and of those whose intents are not yet logged.
     unjournaled_entries: usize,
-    /// Writes planned since the last planned `--sync N` flush: a batch
-    /// ends where a flush will be, so its intents are logged during one.
-    planned_toward_flush: u64,
 }
 
 /// Run the write phase to the end of the workload (or the duration, or
@@ -341,7 +338,6 @@ pub fn write(
         backlog: Vec::new(),
         planned_entries: 0,
         unjournaled_entries: 0,
-        planned_toward_flush: 0,
     };
     let mut planned: VecDeque<Vec<Planned>> = VecDeque::new();
     let mut burst = Vec::new();
@@ -530,16 +526,7 @@ impl Writer<'_> {
                     unjournaled: journaling,
                 });
             }
-            let writes_in_burst = writes.len() as u64;
             planned.push_back(writes);
-            if let SyncPolicy::Every(n) = self.options.sync {
-                self.planned_toward_flush += writes_in_burst;
-                if self.planned_toward_flush >= n {
-                    // The writer flushes after this burst.
-                    self.planned_toward_flush = 0;
-                    break;
-                }
-            }
         }
         self.planned_entries += entries;
         if journaling {
@@ -555,30 +542,31 @@ impl Writer<'_> {
 
     /// Intents per batch: [`INTENT_BATCH_ENTRIES`], or a quarter of a small
     /// journal, so a batch can be logged while the one before it is still
-    /// pending; at most the look-ahead when the writer flushes.
+    /// pending.
+    ///
+    /// The same whatever the sync policy: an intent logged for a write not
+    /// yet submitted names a generation the target cannot hold, so after a
+    /// crash it lets verify accept nothing the block could show but its
+    /// durable generation (and for a first write, what a never-written
+    /// block may hold anyway). Logging far ahead of the flushes widens no
+    /// window; logging only as far as the queue depth cost a synced append
+    /// per few dozen writes, which on a disk with 50 ms flushes cost more
+    /// than the writes. This holds for stamped writes only: an operation
+    /// that leaves no stamp (write-zeroes, discard) lets verify accept the
+    /// zeros it leaves, which a block can hold without it. Those intents go
+    /// in the same batches all the same, and after a crash the blocks of
+    /// zeroings logged but never sent (two batches at most) accept zeros
+    /// (docs/FORMAT.md, "Log ahead"; docs/CONTRACT.md on crashes).
     fn batch_entries(&self) -> usize {
         let capacity = self.manifest.journal().map_or(u64::MAX, |j| j.capacity());
-        let batch = INTENT_BATCH_ENTRIES.min((capacity / 4).max(1) as usize);
-        self.look_ahead().map_or(batch, |ahead| batch.min(ahead))
+        INTENT_BATCH_ENTRIES.min((capacity / 4).max(1) as usize)
     }
 
-    /// When writes become durable while writing (flushes or FUA): the most
-    /// intents logged for writes not yet submitted, twice the queue depth.
-    /// A crash then leaves pending only the writes no completed flush
-    /// covered, and at most this many more.
-    fn look_ahead(&self) -> Option<usize> {
-        let flushing = self.options.fua || self.options.sync != SyncPolicy::None;
-        flushing.then(|| 2 * self.engine.queue_depth())
-    }
-
-    /// Time to plan (and log) another batch? Without flushes, while less
-    /// than a batch is planned; with them, once every planned write went
-    /// out, so what is logged ahead stays within the look-ahead.
+    /// Time to plan (and log) another batch? While less than a batch is
+    /// planned, so the next batch's intents become durable while the one
+    /// before it runs.
     fn wants_batch(&self) -> bool {
-        match self.look_ahead() {
-            None => self.planned_entries < self.batch_entries(),
-            Some(_) => self.planned_entries == 0,
-        }
+        self.planned_entries < self.batch_entries()
     }
 
     /// Log the intents of the planned writes not yet in the journal; the

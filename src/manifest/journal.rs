@@ -30,8 +30,10 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use super::VALUE_MASK;
@@ -89,58 +91,100 @@ pub struct Journal {
     durable_head: u64,
     /// Absolute position of the next entry.
     tail: u64,
-    control_seq: u64,
+    /// Sequence number of the last control slot written (shared with the
+    /// background thread, which writes the slots of releases).
+    control_seq: Arc<AtomicU64>,
     /// The manifest opened O_DSYNC: each append is durable when written,
     /// and syncs only its own range (fdatasync would also write back every
     /// dirty page of the memory-mapped generation map).
     appender: Option<File>,
+    /// The manifest's path, for its sync points.
+    path: PathBuf,
     /// Entries before this position are known durable.
     durable_tail: u64,
     /// The thread making appends durable, once there has been one.
     background: Option<Background>,
 }
 
-/// Synced appends made on a thread of their own. A synced write sleeps until
-/// the manifest's filesystem has committed it; were the IO thread to sleep
-/// there, the scheduler tends to wake it on the CPU that takes the target's
-/// completion interrupts and leave it there, which costs a fifth of the IOPS
-/// on a small VM. The writer logs a batch of intents ahead and only waits
+/// Synced appends and releases made on a thread of their own. A synced
+/// write sleeps until the manifest's filesystem has committed it; were the
+/// IO thread to sleep there, the scheduler tends to wake it on the CPU that
+/// takes the target's completion interrupts and leave it there, which costs
+/// a fifth of the IOPS on a small VM. On a disk whose flushes take tens of
+/// milliseconds, a sync on the IO thread at every release would cost more
+/// than the writes. The writer logs a batch of intents ahead and only waits
 /// for them (rarely: they had a whole batch of writes to finish) before the
-/// first write they describe.
+/// first write they describe; it never waits for a release.
 #[derive(Debug)]
 struct Background {
-    jobs: Option<Sender<Append>>,
-    /// The end position of each append, in order, once durable (behind a
-    /// mutex only so that a manifest can be shared by checking threads).
-    done: Mutex<Receiver<io::Result<u64>>>,
+    jobs: Option<Sender<Job>>,
+    /// What each job did, in order (behind a mutex only so that a manifest
+    /// can be shared by checking threads).
+    done: Mutex<Receiver<io::Result<Option<u64>>>>,
     thread: Option<JoinHandle<()>>,
     /// End position of the last append handed to the thread.
     issued: u64,
-    /// An append that failed: every later wait fails with it.
+    /// Jobs handed to the thread, and jobs it reported done.
+    jobs_issued: u64,
+    jobs_done: u64,
+    /// The head the next release job stores (the newest asked for) ...
+    wanted_head: Arc<AtomicU64>,
+    /// ... and whether such a job is queued: releases asked for while one
+    /// waits share it (one sync for many, when they come faster).
+    release_queued: Arc<AtomicBool>,
+    /// An append or release that failed: every later wait fails with it.
     failed: Option<String>,
 }
 
-/// One append: entry bytes at manifest offsets, and the position after it.
+/// Work for the background thread.
 #[derive(Debug)]
-struct Append {
-    writes: Vec<(u64, Vec<u8>)>,
-    end: u64,
+enum Job {
+    /// Entry bytes at manifest offsets, and the position after them.
+    Append {
+        writes: Vec<(u64, Vec<u8>)>,
+        end: u64,
+    },
+    /// Sync the manifest (its map holds the generations of every write
+    /// before the wanted head), then store the wanted head in a control
+    /// slot, unsynced: a stale head only makes verify accept more.
+    Release,
 }
 
 impl Background {
-    fn start(appender: &File) -> io::Result<Background> {
-        let file = appender.try_clone()?;
-        let (jobs, job_queue) = channel::<Append>();
+    fn start(journal: &Journal, appender: &File, file: &File) -> io::Result<Background> {
+        let appender = appender.try_clone()?;
+        let file = file.try_clone()?;
+        let path = journal.path.clone();
+        let offset = journal.offset;
+        let control_seq = Arc::clone(&journal.control_seq);
+        let wanted_head = Arc::new(AtomicU64::new(journal.head));
+        let release_queued = Arc::new(AtomicBool::new(false));
+        let (wanted, queued) = (Arc::clone(&wanted_head), Arc::clone(&release_queued));
+        let (jobs, job_queue) = channel::<Job>();
         let (report, done) = channel();
         let thread = std::thread::Builder::new()
             .name("bs-journal".to_string())
             .spawn(move || {
-                for append in job_queue {
-                    let result = append
-                        .writes
-                        .iter()
-                        .try_for_each(|(offset, bytes)| file.write_all_at(bytes, *offset))
-                        .map(|()| append.end);
+                for job in job_queue {
+                    let result = match job {
+                        Job::Append { writes, end } => {
+                            super::slow_sync_stand_in();
+                            writes
+                                .iter()
+                                .try_for_each(|(at, bytes)| appender.write_all_at(bytes, *at))
+                                .map(|()| Some(end))
+                        }
+                        Job::Release => {
+                            // Cleared before the head is read: a release
+                            // asked for after the read queues a job again.
+                            queued.store(false, Ordering::SeqCst);
+                            let head = wanted.load(Ordering::SeqCst);
+                            super::sync_point(&path);
+                            file.sync_data()
+                                .and_then(|()| write_control(&file, offset, &control_seq, head))
+                                .map(|()| None)
+                        }
+                    };
                     if report.send(result).is_err() {
                         return;
                     }
@@ -150,20 +194,73 @@ impl Background {
             jobs: Some(jobs),
             done: Mutex::new(done),
             thread: Some(thread),
-            issued: 0,
+            issued: journal.tail,
+            jobs_issued: 0,
+            jobs_done: 0,
+            wanted_head,
+            release_queued,
             failed: None,
         })
+    }
+
+    fn send(&mut self, job: Job) -> io::Result<()> {
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(job).is_ok());
+        if !sent {
+            return Err(io::Error::other("the journal appending thread stopped"));
+        }
+        self.jobs_issued += 1;
+        Ok(())
+    }
+
+    /// Wait for the next job's report; the end of an append it made.
+    fn next_done(&mut self) -> io::Result<Option<u64>> {
+        if let Some(failed) = &self.failed {
+            return Err(io::Error::other(failed.clone()));
+        }
+        let received = self
+            .done
+            .get_mut()
+            .map_err(|_| io::Error::other("journal thread state poisoned"))?
+            .recv();
+        self.jobs_done += 1;
+        match received {
+            Ok(Ok(end)) => Ok(end),
+            Ok(Err(error)) => {
+                self.failed = Some(error.to_string());
+                Err(error)
+            }
+            Err(_) => {
+                let stopped = "the journal appending thread stopped".to_string();
+                self.failed = Some(stopped.clone());
+                Err(io::Error::other(stopped))
+            }
+        }
     }
 }
 
 impl Drop for Background {
     fn drop(&mut self) {
-        // Let the appends handed over finish: none is abandoned half-way.
+        // Let the jobs handed over finish: none is abandoned half-way.
         self.jobs.take();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
+}
+
+/// Store `head` in the next control slot (not synced).
+fn write_control(file: &File, offset: u64, control_seq: &AtomicU64, head: u64) -> io::Result<()> {
+    let seq = control_seq.fetch_add(1, Ordering::SeqCst) + 1;
+    let mut control = [0u8; 28];
+    control[..8].copy_from_slice(CONTROL_MAGIC);
+    control[8..16].copy_from_slice(&seq.to_le_bytes());
+    control[16..24].copy_from_slice(&head.to_le_bytes());
+    let crc = crc32c::crc32c(&control[8..24]);
+    control[24..28].copy_from_slice(&crc.to_le_bytes());
+    file.write_all_at(&control, offset + (seq % 2) * CONTROL_SLOT)
 }
 
 impl Journal {
@@ -196,8 +293,9 @@ impl Journal {
             head,
             durable_head: head,
             tail: head,
-            control_seq,
+            control_seq: Arc::new(AtomicU64::new(control_seq)),
             appender: None,
+            path: PathBuf::new(),
             durable_tail: head,
             background: None,
         };
@@ -208,9 +306,17 @@ impl Journal {
         Ok(journal)
     }
 
-    /// Append through `appender` (an O_DSYNC descriptor of the manifest).
-    pub fn with_appender(mut self, appender: Option<File>) -> Journal {
+    /// Append through `appender` (an O_DSYNC descriptor of the manifest
+    /// at `path`), and release in the background.
+    pub fn with_appender(mut self, appender: Option<File>, path: &Path) -> Journal {
         self.appender = appender;
+        self.path = path.to_path_buf();
+        self
+    }
+
+    /// Name the manifest's syncs with `path`.
+    pub fn at_path(mut self, path: &Path) -> Journal {
+        self.path = path.to_path_buf();
         self
     }
 
@@ -292,6 +398,9 @@ impl Journal {
         self.settle()?;
         let writes = self.encode(file, entries)?;
         let writer = self.appender.as_ref().unwrap_or(file);
+        if self.appender.is_some() {
+            super::slow_sync_stand_in();
+        }
         for (offset, bytes) in &writes {
             writer.write_all_at(bytes, *offset)?;
         }
@@ -310,23 +419,18 @@ impl Journal {
     pub fn append_in_background(&mut self, file: &File, entries: &[(u64, u32)]) -> io::Result<u64> {
         let Some(appender) = &self.appender else {
             self.append(file, entries)?;
+            super::slow_sync_stand_in();
             file.sync_data()?;
             self.durable_tail = self.tail;
             return Ok(self.tail);
         };
         if self.background.is_none() {
-            self.background = Some(Background::start(appender)?);
+            self.background = Some(Background::start(self, appender, file)?);
         }
         let writes = self.encode(file, entries)?;
         let end = self.tail + entries.len() as u64;
         let background = self.background.as_mut().expect("started above");
-        let sent = background
-            .jobs
-            .as_ref()
-            .is_some_and(|jobs| jobs.send(Append { writes, end }).is_ok());
-        if !sent {
-            return Err(io::Error::other("the journal appending thread stopped"));
-        }
+        background.send(Job::Append { writes, end })?;
         background.issued = end;
         self.tail = end;
         Ok(end)
@@ -340,31 +444,27 @@ impl Journal {
                     "journal position beyond what was appended",
                 ));
             };
-            if let Some(failed) = &background.failed {
-                return Err(io::Error::other(failed.clone()));
-            }
-            let received = background
-                .done
-                .get_mut()
-                .map_err(|_| io::Error::other("journal thread state poisoned"))?
-                .recv();
-            match received {
-                Ok(Ok(end)) => self.durable_tail = end,
-                Ok(Err(error)) => background.failed = Some(error.to_string()),
-                Err(_) => {
-                    background.failed = Some("the journal appending thread stopped".to_string())
-                }
+            if let Some(end) = background.next_done()? {
+                self.durable_tail = end;
             }
         }
         Ok(())
     }
 
-    /// Wait for every append handed to the appending thread.
+    /// Wait for every job handed to the background thread.
     fn settle(&mut self) -> io::Result<()> {
-        match self.background.as_ref().map(|b| b.issued) {
-            Some(issued) => self.wait_durable(issued),
-            None => Ok(()),
+        let Some(background) = self.background.as_mut() else {
+            return Ok(());
+        };
+        while background.jobs_done < background.jobs_issued {
+            if let Some(end) = background.next_done()? {
+                self.durable_tail = end;
+            }
         }
+        background
+            .failed
+            .as_ref()
+            .map_or(Ok(()), |failed| Err(io::Error::other(failed.clone())))
     }
 
     /// The entry bytes for `entries` at the tail, in one run per lap, after
@@ -380,8 +480,11 @@ impl Journal {
         if self.tail + count > self.durable_head + self.capacity {
             // The new entries would overwrite ones a scan from the durable
             // head expects to find: make the current head durable first.
+            // Settled, the map is durable up to the head (a release syncs
+            // it before storing the head).
             self.settle()?;
             self.store_control(file)?;
+            super::sync_point(&self.path);
             file.sync_data()?;
             self.durable_head = self.head;
         }
@@ -422,36 +525,42 @@ impl Journal {
         self.offset + ENTRIES_OFFSET + (position % self.capacity) * 8
     }
 
-    /// Everything before `position` is durable on the target.
+    /// Everything before `position` is durable on the target, and the
+    /// generations of those writes are in the manifest's map. The map is
+    /// synced before the head moves past them on storage (were the control
+    /// slot to reach the disk first, a power cut would leave the map behind
+    /// released writes: false findings); with a background thread, both
+    /// happen there, and this returns at once.
     pub fn release(&mut self, file: &File, position: u64) -> io::Result<()> {
         debug_assert!(position <= self.tail);
-        if position > self.head {
-            self.head = position;
-            // Not synced: a stale durable head only makes a later verify
-            // accept more, never less.
-            self.store_control(file)?;
+        if position <= self.head {
+            return Ok(());
         }
-        Ok(())
+        self.head = position;
+        if let Some(background) = self.background.as_mut() {
+            background.wanted_head.fetch_max(position, Ordering::SeqCst);
+            if !background.release_queued.swap(true, Ordering::SeqCst) {
+                background.send(Job::Release)?;
+            }
+            return Ok(());
+        }
+        super::sync_point(&self.path);
+        file.sync_data()?;
+        // Not synced: a stale durable head only makes a later verify
+        // accept more, never less.
+        self.store_control(file)
     }
 
     fn store_control(&mut self, file: &File) -> io::Result<()> {
-        self.control_seq += 1;
-        let mut control = [0u8; 28];
-        control[..8].copy_from_slice(CONTROL_MAGIC);
-        control[8..16].copy_from_slice(&self.control_seq.to_le_bytes());
-        control[16..24].copy_from_slice(&self.head.to_le_bytes());
-        let crc = crc32c::crc32c(&control[8..24]);
-        control[24..28].copy_from_slice(&crc.to_le_bytes());
-        file.write_all_at(
-            &control,
-            self.offset + (self.control_seq % 2) * CONTROL_SLOT,
-        )
+        write_control(file, self.offset, &self.control_seq, self.head)
     }
 
     /// Make the current head durable (on a clean close).
     pub fn store_durable(&mut self, file: &File) -> io::Result<()> {
+        // Settled, the map is durable up to the head (see `encode`).
         self.settle()?;
         self.store_control(file)?;
+        super::sync_point(&self.path);
         file.sync_data()?;
         self.durable_head = self.head;
         Ok(())
@@ -522,7 +631,7 @@ mod tests {
             .unwrap();
         let mut journal = Journal::load(f, 100, bytes)
             .unwrap()
-            .with_appender(Some(appender));
+            .with_appender(Some(appender), file.path());
         let mut expected = Vec::new();
         let mut ends = Vec::new();
         // Three laps' worth, released as they go, so the ring wraps.
@@ -546,6 +655,39 @@ mod tests {
             journal.wait_durable(19).is_err(),
             "nothing was appended there"
         );
+    }
+
+    #[test]
+    fn releases_made_in_the_background_store_the_newest_head_once_settled() {
+        let (file, bytes) = journal_file(16);
+        let f = file.as_file();
+        let appender = std::fs::OpenOptions::new()
+            .write(true)
+            .open(file.path())
+            .unwrap();
+        let mut journal = Journal::load(f, 100, bytes)
+            .unwrap()
+            .with_appender(Some(appender), file.path());
+        let end = journal
+            .append_in_background(f, &[(1, 1), (2, 1), (3, 1), (4, 1)])
+            .unwrap();
+        journal.wait_durable(end).unwrap();
+        // Asked for in a row: the head moves at once in memory, and on
+        // storage once the thread has run them, to the newest asked for.
+        journal.release(f, 1).unwrap();
+        journal.release(f, 3).unwrap();
+        assert_eq!(journal.head(), 3);
+        assert!(journal.has_room(15) && !journal.has_room(16));
+        journal.store_durable(f).unwrap();
+        let reloaded = Journal::load(f, 100, bytes).unwrap();
+        assert_eq!(reloaded.head(), 3);
+        assert_eq!(reloaded.pending(f).unwrap(), vec![(4, 1)]);
+        // A release before a later append is on storage when it is.
+        journal.release(f, 4).unwrap();
+        let end = journal.append_in_background(f, &[(5, 2)]).unwrap();
+        journal.wait_durable(end).unwrap();
+        let reloaded = Journal::load(f, 100, bytes).unwrap();
+        assert_eq!(reloaded.pending(f).unwrap(), vec![(5, 2)]);
     }
 
     #[test]
