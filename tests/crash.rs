@@ -303,7 +303,7 @@ fn intents_logged_ahead_of_a_flush_hide_no_durable_write_a_lying_device_dropped(
         let pending = manifest.pending_writes().unwrap();
         assert!(
             lost.iter()
-                .any(|b| pending.get(b).is_some_and(|&(_, newest)| newest == 3)),
+                .any(|b| pending.get(b).is_some_and(|p| p.newest == 3)),
             "{sync:?} fua={fua}: some dropped block has an intent logged ahead"
         );
         drop(manifest);
