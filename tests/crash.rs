@@ -92,8 +92,7 @@ fn write_until_the_power_fails(
     env: &TestEnv,
     jobs: usize,
     block_size: u32,
-    sync: SyncPolicy,
-    fua: bool,
+    (sync, fua): (SyncPolicy, bool),
     plan: PowerCutPlan,
     io_blocks: (u32, u32),
     passes: u64,
@@ -199,7 +198,7 @@ fn honest_storage_after_power_cuts(jobs: usize, seeds: u64) {
                 ..PowerCutPlan::default()
             };
             // Multi-block writes, so cuts tear inside writes and blocks.
-            let lost = write_until_the_power_fails(&env, jobs, 4096, sync, fua, plan, (1, 4), 2);
+            let lost = write_until_the_power_fails(&env, jobs, 4096, (sync, fua), plan, (1, 4), 2);
             assert!(lost.is_empty());
             let run = env.verify("disk.img", "m", &[]);
             run.assert_code(0);
@@ -246,8 +245,7 @@ fn lying_device_after_power_cuts(jobs: usize, seeds: u64) {
             &env,
             jobs,
             4096,
-            SyncPolicy::Burst,
-            false,
+            (SyncPolicy::Burst, false),
             plan,
             (1, 1),
             2,
@@ -297,7 +295,7 @@ fn intents_logged_ahead_of_a_flush_hide_no_durable_write_a_lying_device_dropped(
             lie_on: victims,
             lie_after_writes: 512,
         };
-        let lost = write_until_the_power_fails(&env, 1, 4096, sync, fua, plan, (1, 1), 3);
+        let lost = write_until_the_power_fails(&env, 1, 4096, (sync, fua), plan, (1, 1), 3);
         assert!(!lost.is_empty(), "the device lied at least once");
         let manifest = Manifest::open(&env.path("m"), Access::Read).unwrap();
         let pending = manifest.pending_writes().unwrap();

@@ -146,8 +146,7 @@ fn a_loop_device_carries_discards_and_zeroings_and_verify_holds_it_to_them() {
     assert_eq!(found, strict);
 }
 
-/// A run with discards and zeroings over an nbdkit export is clean, and so
-/// is its verify after the writer is killed mid-run.
+/// A run with discards and zeroings over an nbdkit export is clean.
 fn nbdkit_round_trip(server: &NbdServer) {
     let env = TestEnv::new();
     let uri = server.uri("");
@@ -160,8 +159,38 @@ fn nbdkit_round_trip(server: &NbdServer) {
     let states = states(&env.path("m"));
     assert!(states.iter().any(|s| s.kind == BlockKind::Zeroed));
     assert!(states.iter().any(|s| s.kind == BlockKind::Discarded));
+}
 
-    // Killed mid-run with zeroings and discards in flight.
+#[test]
+fn nbdkit_memory_carries_discards_and_zeroings_exactly() {
+    let Some(server) = NbdServer::nbdkit(&["memory", "size=16M"]) else {
+        return;
+    };
+    nbdkit_round_trip(&server);
+}
+
+/// nbdkit over a file, and its verify after the writer is killed mid-run
+/// with zeroings and discards in flight. nbdkit 1.32 itself can die when
+/// a client vanishes with TRIM replies in flight (an assertion in its
+/// connections.c, `sock >= 0`), so the verify goes to a new server on the
+/// same file, as after any server restart.
+#[test]
+fn nbdkit_file_carries_discards_and_zeroings_exactly_across_a_killed_writer() {
+    // The file plugin serves a file that exists: a sparse one.
+    let scratch = tempfile::tempdir().unwrap();
+    let disk = scratch.path().join("disk.img");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let serve = || NbdServer::nbdkit(&["file", disk.to_str().unwrap()]);
+    let Some(server) = serve() else {
+        return;
+    };
+    nbdkit_round_trip(&server);
+
+    let env = TestEnv::new();
+    let uri = server.uri("");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_blockstamp"))
         .args(["write", uri.as_str(), "--manifest", "k"])
         .args([
@@ -174,38 +203,25 @@ fn nbdkit_round_trip(server: &NbdServer) {
         ])
         .current_dir(env.dir.path())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(env.path("writer.err")).unwrap())
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
     child.kill().unwrap();
     child.wait().unwrap();
-    let run = env.verify(&uri, "k", &[]);
+    drop(server);
+    let server = serve().expect("nbdkit started once already");
+    let run = env.verify(&server.uri(""), "k", &[]);
     run.assert_code(0);
     assert_eq!(finding_set(&run.report()), vec![]);
-}
-
-#[test]
-fn nbdkit_memory_carries_discards_and_zeroings_exactly() {
-    let Some(server) = NbdServer::nbdkit(&["memory", "size=16M"]) else {
-        return;
-    };
-    nbdkit_round_trip(&server);
-}
-
-#[test]
-fn nbdkit_file_carries_discards_and_zeroings_exactly() {
-    // The file plugin serves a file that exists: a sparse one.
-    let scratch = tempfile::tempdir().unwrap();
-    let disk = scratch.path().join("disk.img");
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(16 << 20)
-        .unwrap();
-    let Some(server) = NbdServer::nbdkit(&["file", disk.to_str().unwrap()]) else {
-        return;
-    };
-    nbdkit_round_trip(&server);
+    // The map says what the writer completed before the kill.
+    assert!(
+        states(&env.path("k"))
+            .iter()
+            .any(|s| *s != BlockState::NEVER_WRITTEN),
+        "the writer wrote before it was killed: {}",
+        std::fs::read_to_string(env.path("writer.err")).unwrap_or_default()
+    );
 }
 
 #[test]
