@@ -16,8 +16,8 @@ use std::os::fd::{BorrowedFd, RawFd};
 
 use io_uring::{IoUring, opcode, register, squeue, types};
 
+use super::FileRef;
 use super::UringEngine;
-use super::ops::FileRef;
 use crate::engine::IoKind;
 use crate::storage::blockdev::space::{self, QueueLimits};
 

@@ -61,18 +61,28 @@ mod pool;
 mod probe;
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use io_uring::{IoUring, cqueue};
 
-use self::ops::{FileRef, Op};
+use self::ops::Op;
 use self::pool::{BufferPool, register_pool};
 use self::probe::check_ring;
 pub use self::probe::{probe, unavailable_reason};
 use super::{Completion, Engine, Io};
 use crate::buf::AlignedBuf;
 use crate::storage::Target;
+
+/// How SQEs name the target's file.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum FileRef {
+    /// Index 0 of the ring's registered files: spares the kernel an fd
+    /// lookup and reference count per IO.
+    Registered,
+    /// Registration failed; use the descriptor itself.
+    Raw(RawFd),
+}
 
 /// The kernel's limit on SQ entries is 32768; past 4096 a bigger ring buys
 /// nothing but memory, since bursts larger than the SQ are sent in parts.

@@ -3,12 +3,11 @@
 //! a short transfer, is retried, or failed.
 
 use std::io;
-use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types};
 
-use super::UringEngine;
+use super::{FileRef, UringEngine};
 use crate::buf::AlignedBuf;
 use crate::engine::{Completion, IoKind};
 
@@ -17,16 +16,6 @@ use crate::engine::{Completion, IoKind};
 const MAX_RETRIES: u32 = 8;
 /// `user_data` of the cancel requests sent when the engine is dropped.
 const CANCEL_USER_DATA: u64 = u64::MAX;
-
-/// How SQEs name the target's file.
-#[derive(Clone, Copy, Debug)]
-pub(super) enum FileRef {
-    /// Index 0 of the ring's registered files: spares the kernel an fd
-    /// lookup and reference count per IO.
-    Registered,
-    /// Registration failed; use the descriptor itself.
-    Raw(RawFd),
-}
 
 /// Build an opcode with the right kind of file reference (the crate's
 /// trait for "Fd or Fixed" is sealed, so it cannot be named in a generic).
