@@ -234,6 +234,10 @@ impl Hasher for IntHasher {
 /// A big batch widens nothing (see [`Writer::batch_entries`]).
 const INTENT_BATCH_ENTRIES: usize = 4096;
 
+/// The most a batch grows to, in multiples of [`INTENT_BATCH_ENTRIES`],
+/// where the journal's syncs are slow (see [`Writer::batch_entries`]).
+const MAX_BATCH_SCALE: usize = 16;
+
 /// Completed writes kept waiting for a flush, at most: past this the writer
 /// flushes (without a journal, which bounds them otherwise, and without a
 /// sync policy, nothing would), so what it remembers to write again after a
@@ -310,6 +314,9 @@ struct Writer<'a> {
     planned_entries: usize,
     /// ... and of those whose intents are not yet logged.
     unjournaled_entries: usize,
+    /// Batches are this many times [`INTENT_BATCH_ENTRIES`] (see
+    /// [`Writer::batch_entries`]).
+    batch_scale: usize,
 }
 
 /// Run the write phase to the end of the workload (or the duration, or
@@ -338,6 +345,7 @@ pub fn write(
         backlog: Vec::new(),
         planned_entries: 0,
         unjournaled_entries: 0,
+        batch_scale: 1,
     };
     let mut planned: VecDeque<Vec<Planned>> = VecDeque::new();
     let mut burst = Vec::new();
@@ -557,9 +565,15 @@ impl Writer<'_> {
     /// in the same batches all the same, and after a crash the blocks of
     /// zeroings logged but never sent (two batches at most) accept zeros
     /// (docs/FORMAT.md, "Log ahead"; docs/CONTRACT.md on crashes).
+    ///
+    /// Where a sync of the manifest takes longer than a batch's writes (a
+    /// disk whose flushes cost tens of milliseconds, under a fast target),
+    /// the writer would wait for every batch: each time it waits, batches
+    /// double, up to [`MAX_BATCH_SCALE`] times, so the journal's syncs fall
+    /// behind no more.
     fn batch_entries(&self) -> usize {
         let capacity = self.manifest.journal().map_or(u64::MAX, |j| j.capacity());
-        INTENT_BATCH_ENTRIES.min((capacity / 4).max(1) as usize)
+        (INTENT_BATCH_ENTRIES * self.batch_scale).min((capacity / 4).max(1) as usize)
     }
 
     /// Time to plan (and log) another batch? While less than a batch is
@@ -629,7 +643,11 @@ impl Writer<'_> {
             return Ok(());
         }
         // Its intent is durable before the write goes out (write-ahead).
-        self.manifest.journal_wait(write.journal_end)?;
+        // The first batch is always waited for; a later wait means the
+        // journal's syncs are slower than a batch of writes.
+        if self.manifest.journal_wait(write.journal_end)? && self.outcome.writes > 0 {
+            self.batch_scale = (self.batch_scale * 2).min(MAX_BATCH_SCALE);
+        }
         let format = self.manifest.format();
         let block_size = format.block_size as usize;
         let write_seq = self.manifest.header().next_write_seq;

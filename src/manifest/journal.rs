@@ -437,7 +437,8 @@ impl Journal {
     }
 
     /// Wait until every entry before `position` is durable.
-    pub fn wait_durable(&mut self, position: u64) -> io::Result<()> {
+    pub fn wait_durable(&mut self, position: u64) -> io::Result<bool> {
+        let waited = self.durable_tail < position;
         while self.durable_tail < position {
             let Some(background) = self.background.as_mut().filter(|b| position <= b.issued) else {
                 return Err(io::Error::other(
@@ -448,7 +449,7 @@ impl Journal {
                 self.durable_tail = end;
             }
         }
-        Ok(())
+        Ok(waited)
     }
 
     /// Wait for every job handed to the background thread.

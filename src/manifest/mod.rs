@@ -329,10 +329,11 @@ impl Manifest {
             .map_err(|e| self.journal_error(e))
     }
 
-    /// Wait until the intents before journal `position` are durable.
-    pub fn journal_wait(&mut self, position: u64) -> Result<()> {
+    /// Wait until the intents before journal `position` are durable; true
+    /// when that had to wait (the journal's syncs fell behind).
+    pub fn journal_wait(&mut self, position: u64) -> Result<bool> {
         let Some(journal) = &mut self.journal else {
-            return Ok(());
+            return Ok(false);
         };
         journal
             .wait_durable(position)
