@@ -24,10 +24,9 @@ use std::time::Duration;
 
 use blockstamp::manifest::{Access, BlockKind, BlockState, Manifest};
 use blockstamp::rng::SplitMix64;
-use common::need::{Need, require};
 use common::{Image, TestEnv, finding, finding_set};
 use nbd_server::NbdServer;
-use qcow2::{QCOW2_COPIED, QCOW2_OFFSET_MASK, QCOW2_ZERO, Qcow2Metadata};
+use qcow2::{QCOW2_COPIED, QCOW2_OFFSET_MASK, QCOW2_ZERO, Qcow2Metadata, have_qemu, qemu_img};
 use serde_json::Value;
 
 const KIB: u64 = 1024;
@@ -260,26 +259,6 @@ fn discard_and_write_zeroes_over_every_operation_are_refused_before_anything_is_
 }
 
 // ---- qcow2 through qemu-nbd ----
-
-fn have_qemu() -> bool {
-    require(Need::QemuImg) && require(Need::QemuNbd)
-}
-
-/// qemu-img in the scratch dir; its stdout, or the test fails with its words.
-fn qemu_img(env: &TestEnv, args: &[&str]) -> String {
-    let output = Command::new("qemu-img")
-        .args(args)
-        .current_dir(env.dir.path())
-        .output()
-        .expect("run qemu-img");
-    assert!(
-        output.status.success(),
-        "qemu-img {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("qemu-img output is UTF-8")
-}
 
 /// qemu-nbd serving qcow2 `image` of the scratch dir.
 fn serve(env: &TestEnv, image: &str, args: &[&str]) -> NbdServer {

@@ -27,7 +27,7 @@ use std::process::Command;
 use common::need::{Need, require};
 use common::{TestEnv, finding, finding_set};
 use nbd_server::{NbdServer, free_port};
-use qcow2::Qcow2Metadata;
+use qcow2::{Qcow2Metadata, have_qemu, qemu_img};
 use serde_json::Value;
 
 const KIB: u64 = 1024;
@@ -59,28 +59,6 @@ const VMDK: Format = Format {
     create_options: Some("subformat=monolithicSparse"),
     commit_empties_overlay: false,
 };
-
-/// qemu-img and qemu-nbd are here; otherwise skip (or fail under CI=true).
-fn have_qemu() -> bool {
-    require(Need::QemuImg) && require(Need::QemuNbd)
-}
-
-/// Run qemu-img in the scratch dir; its stdout. Fails the test with
-/// qemu-img's message when it fails.
-fn qemu_img(env: &TestEnv, args: &[&str]) -> String {
-    let output = Command::new("qemu-img")
-        .args(args)
-        .current_dir(env.dir.path())
-        .output()
-        .expect("run qemu-img");
-    assert!(
-        output.status.success(),
-        "qemu-img {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("qemu-img output is UTF-8")
-}
 
 fn create_base(env: &TestEnv, format: Format, image: &str, size_bytes: u64) {
     let size = size_bytes.to_string();

@@ -1,12 +1,39 @@
-//! qcow2 metadata as the tests damage it: the header, the L1 table and
-//! the L2 tables that map a guest cluster to a host cluster, so a test can
-//! point a cluster at the wrong data the way a format bug would.
+//! qcow2 images for tests: qemu-img in a test's scratch dir, and the
+//! metadata as the tests damage it: the header, the L1 table and the L2
+//! tables that map a guest cluster to a host cluster, so a test can point
+//! a cluster at the wrong data the way a format bug would.
 
 #![allow(dead_code)] // each test binary uses a different part
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::process::Command;
+
+use crate::common::TestEnv;
+use crate::common::need::{Need, require};
+
+/// qemu-img and qemu-nbd are here; otherwise skip (or fail under CI=true).
+pub fn have_qemu() -> bool {
+    require(Need::QemuImg) && require(Need::QemuNbd)
+}
+
+/// Run qemu-img in the scratch dir; its stdout. Fails the test with
+/// qemu-img's message when it fails.
+pub fn qemu_img(env: &TestEnv, args: &[&str]) -> String {
+    let output = Command::new("qemu-img")
+        .args(args)
+        .current_dir(env.dir.path())
+        .output()
+        .expect("run qemu-img");
+    assert!(
+        output.status.success(),
+        "qemu-img {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("qemu-img output is UTF-8")
+}
 
 /// The parts of a qcow2 image's metadata that map a guest cluster to a
 /// host cluster: header → L1 table → L2 tables → data clusters. All
