@@ -179,10 +179,9 @@ impl Manifest {
     /// Record that `block` now holds `value`: a generation of data, or
     /// any state's [`BlockState::value`].
     pub fn set_generation(&mut self, block: u64, value: u32) {
-        let generation = value;
-        debug_assert!(generation <= VALUE_MASK);
+        debug_assert!(value <= VALUE_MASK);
         let old = self.raw_entry(block);
-        let mut new = generation as u16;
+        let mut new = value as u16;
         if !self.header.checkpoints.is_empty() {
             new |= DIRTY_BIT;
             if old & DIRTY_BIT == 0 {

@@ -406,16 +406,6 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// A write of `generation` pending (the unit tests' and the writer's
-    /// shorthand).
-    pub fn writes(oldest: u32, newest: u32) -> Pending {
-        Pending {
-            oldest,
-            newest,
-            zeros: false,
-        }
-    }
-
     /// One journal intent: its value, with [`journal::BEFORE_ZEROS`].
     pub fn of_intent(value: u32) -> Pending {
         let state = BlockState::from_value(value & VALUE_MASK);

@@ -223,13 +223,14 @@ pub fn classify(format: &RunFormat, expect: Expectation, block: &[u8]) -> Option
 }
 
 /// Classify a block that should read all zeros: zeroed (`what` says how,
-/// for the detail), after its data write `generation` (0: none). `None`
-/// when it is all zeros.
+/// and `op` names the operation that did not persist, for the detail),
+/// after its data write `generation` (0: none). `None` when it is all
+/// zeros.
 pub fn classify_zeroing(
     format: &RunFormat,
     block: u64,
     generation: u32,
-    what: &str,
+    (what, op): (&str, &str),
     bytes: &[u8],
 ) -> Option<Classified> {
     if bytes.iter().all(|&b| b == 0) {
@@ -297,12 +298,7 @@ pub fn classify_zeroing(
             found_generation: Some(found),
             found_block: None,
             detail: format!(
-                "should read all zeros ({what}) but still holds generation {found} of this block: the {} did not persist",
-                if what.starts_with("discarded") {
-                    "discard"
-                } else {
-                    "zeroing"
-                }
+                "should read all zeros ({what}) but still holds generation {found} of this block: the {op} did not persist"
             ),
             torn_split: None,
             corruption: None,

@@ -791,7 +791,9 @@ fn check_space_op(
     let promise = expected.discard_reads();
     match state.kind {
         BlockKind::Data => unreachable!("a data block"),
-        BlockKind::Zeroed => classify_zeroing(format, block, generation, "zeroed", bytes),
+        BlockKind::Zeroed => {
+            classify_zeroing(format, block, generation, ("zeroed", "zeroing"), bytes)
+        }
         BlockKind::DiscardedZeros => {
             if promise != DiscardReads::Zeroes && backing() {
                 return None;
@@ -800,7 +802,7 @@ fn check_space_op(
                 format,
                 block,
                 generation,
-                "discarded after a zeroing",
+                ("discarded after a zeroing", "discard"),
                 bytes,
             )
         }
@@ -811,7 +813,7 @@ fn check_space_op(
                         format,
                         block,
                         generation,
-                        "discarded, and the target's discards read zeros",
+                        ("discarded, and the target's discards read zeros", "discard"),
                         bytes,
                     );
                 }
