@@ -63,6 +63,7 @@ fn random_writes(engine: &mut dyn Engine, count: u64, seed: &mut u64) -> Duratio
                 id: submitted,
                 kind: IoKind::Write { offset, fua: false },
                 buf,
+                stamps: None,
             };
             engine.submit(io).unwrap();
             submitted += 1;

@@ -181,6 +181,43 @@ pub fn build_write(format: &RunFormat, write: &WriteStamp, block: &mut [u8]) {
     }
 }
 
+/// The stamps of one write of consecutive blocks, built into its buffer by
+/// whichever thread sends it (an engine, see `engine::Io::stamps`): with
+/// many jobs, each job's thread stamps its own share of the writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteStamps {
+    pub format: RunFormat,
+    pub first_block: u64,
+    /// Each block's generation, in order from `first_block`.
+    pub generations: Vec<u32>,
+    pub write_seq: u64,
+    pub write_time_s: u32,
+}
+
+impl WriteStamps {
+    /// Fill `buf` (one `format.block_size` per generation) with the write.
+    pub fn build(&self, buf: &mut [u8]) {
+        let block_size = self.format.block_size as usize;
+        debug_assert_eq!(buf.len(), block_size * self.generations.len());
+        for (i, (chunk, &generation)) in buf
+            .chunks_exact_mut(block_size)
+            .zip(&self.generations)
+            .enumerate()
+        {
+            build_write(
+                &self.format,
+                &WriteStamp {
+                    block: self.first_block + i as u64,
+                    generation,
+                    write_seq: self.write_seq,
+                    write_time_s: self.write_time_s,
+                },
+                chunk,
+            );
+        }
+    }
+}
+
 /// Does `bytes` hold exactly what the write of (block, generation) put there?
 pub fn holds(format: &RunFormat, block: u64, generation: u32, bytes: &[u8]) -> bool {
     let (stamp_block, stamp_generation) = format.stamp_identity(block, generation);

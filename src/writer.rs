@@ -39,7 +39,7 @@ use crate::manifest::{
     BlockKind, BlockState, GENERATION_MAX, Manifest, OpKind, Pending, VALUE_MASK,
 };
 use crate::signals::StopToken;
-use crate::stamp::{self, WriteStamp};
+use crate::stamp::WriteStamps;
 use crate::storage::LossCounters;
 use crate::storage::ZeroFlags;
 use crate::workload::{Workload, WriteOp};
@@ -648,27 +648,9 @@ impl Writer<'_> {
         if self.manifest.journal_wait(write.journal_end)? && self.outcome.writes > 0 {
             self.batch_scale = (self.batch_scale * 2).min(MAX_BATCH_SCALE);
         }
-        let format = self.manifest.format();
-        let block_size = format.block_size as usize;
         let write_seq = self.manifest.header().next_write_seq;
         self.manifest.header_mut().next_write_seq += 1;
         let write_time_s = self.options.clock.unix_now_s() as u32;
-        let mut buf = self.io_buffer(op);
-        // A zeroing or discard carries no data (its buffer is empty).
-        for (i, chunk) in buf.chunks_exact_mut(block_size).enumerate() {
-            let block = op.first_block + i as u64;
-            let generation = write.generations[i] & GENERATION_MAX;
-            stamp::build_write(
-                &format,
-                &WriteStamp {
-                    block,
-                    generation,
-                    write_seq,
-                    write_time_s,
-                },
-                chunk,
-            );
-        }
         let slot = self.submitted_base + self.submitted.len() as u64;
         self.submitted.push_back(Submitted {
             journal_end: write.journal_end,
@@ -683,7 +665,25 @@ impl Writer<'_> {
             write_seq,
             write_time_s,
         });
-        self.send(op, buf, InFlight::Write(write, slot))
+        let mut write = write;
+        // A write's generations travel with it as its stamps, built by the
+        // engine in the thread that sends it, and come back in its
+        // completion; a zeroing or discard carries no data.
+        let stamps = (op.kind == OpKind::Write).then(|| {
+            let mut generations = std::mem::take(&mut write.generations);
+            for generation in &mut generations {
+                *generation &= GENERATION_MAX;
+            }
+            WriteStamps {
+                format: self.manifest.format(),
+                first_block: op.first_block,
+                generations,
+                write_seq,
+                write_time_s,
+            }
+        });
+        let buf = self.io_buffer(op);
+        self.send(op, buf, stamps, InFlight::Write(write, slot))
     }
 
     /// A buffer for all of `op`'s blocks (none for a zeroing or discard).
@@ -699,7 +699,13 @@ impl Writer<'_> {
 
     /// Claim `op`'s blocks (no other IO touches them until this one
     /// completes) and hand the IO to the engine.
-    fn send(&mut self, op: WriteOp, buf: crate::buf::AlignedBuf, entry: InFlight) -> Result<()> {
+    fn send(
+        &mut self,
+        op: WriteOp,
+        buf: crate::buf::AlignedBuf,
+        stamps: Option<WriteStamps>,
+        entry: InFlight,
+    ) -> Result<()> {
         let block_size = self.manifest.header().block_size as u64;
         let offset = op.first_block * block_size;
         let len = op.block_count as u64 * block_size;
@@ -720,7 +726,12 @@ impl Writer<'_> {
         let id = self.next_id;
         self.next_id += 1;
         self.engine
-            .submit(Io { id, kind, buf })
+            .submit(Io {
+                id,
+                kind,
+                buf,
+                stamps,
+            })
             .map_err(engine_error)?;
         self.in_flight.insert(id, entry);
         Ok(())
@@ -826,26 +837,22 @@ impl Writer<'_> {
         }
         // Reaping may have released durable writes ahead of it (FUA).
         let index = (slot - self.submitted_base) as usize;
-        let format = self.manifest.format();
-        let block_size = format.block_size as usize;
-        let mut buf = self.io_buffer(op);
+        let buf = self.io_buffer(op);
         let entry = &self.submitted[index];
         let skip = (op.first_block - entry.op.first_block) as usize;
         // A zeroing or discard is issued again as it was (no buffer).
-        for (i, chunk) in buf.chunks_exact_mut(block_size).enumerate() {
-            stamp::build_write(
-                &format,
-                &WriteStamp {
-                    block: op.first_block + i as u64,
-                    generation: entry.generations[skip + i] & GENERATION_MAX,
-                    write_seq: entry.write_seq,
-                    write_time_s: entry.write_time_s,
-                },
-                chunk,
-            );
-        }
+        let stamps = (op.kind == OpKind::Write).then(|| WriteStamps {
+            format: self.manifest.format(),
+            first_block: op.first_block,
+            generations: entry.generations[skip..skip + op.block_count as usize]
+                .iter()
+                .map(|intent| intent & GENERATION_MAX)
+                .collect(),
+            write_seq: entry.write_seq,
+            write_time_s: entry.write_time_s,
+        });
         self.outcome.rewrites += 1;
-        self.send(op, buf, InFlight::Rewrite { op, slot })
+        self.send(op, buf, stamps, InFlight::Rewrite { op, slot })
     }
 
     /// Blocks whose latest writes are not yet durable, with the oldest and
@@ -895,6 +902,7 @@ impl Writer<'_> {
                 id: u64::MAX,
                 kind: IoKind::Flush,
                 buf,
+                stamps: None,
             })
             .map_err(engine_error)?;
         for completion in self.engine.complete(1).map_err(engine_error)? {
@@ -939,6 +947,7 @@ impl Writer<'_> {
             self.send(
                 op,
                 buf,
+                None,
                 InFlight::Read {
                     op,
                     generations,
@@ -1083,6 +1092,9 @@ impl Writer<'_> {
                 }
                 None => continue,
             };
+            if let Some(stamps) = completion.stamps {
+                write.generations = stamps.generations;
+            }
             let op = write.op;
             for block in op.first_block..op.end() {
                 self.blocks_in_flight.remove(&block);

@@ -283,6 +283,7 @@ fn space_io(id: u64, kind: IoKind) -> Io {
         id,
         kind,
         buf: AlignedBuf::new(0),
+        stamps: None,
     }
 }
 

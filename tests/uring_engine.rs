@@ -104,6 +104,7 @@ fn a_burst_of_scattered_writes_reads_back_identical() {
                     fua: false,
                 },
                 buf,
+                stamps: None,
             }
         })
         .collect();
@@ -144,6 +145,7 @@ fn a_burst_of_scattered_writes_reads_back_identical() {
                     offset: block * BLOCK as u64,
                 },
                 buf,
+                stamps: None,
             }
         })
         .collect();
@@ -198,6 +200,7 @@ fn a_fua_write_and_a_flush_complete() {
             fua: true,
         },
         buf,
+        stamps: None,
     };
     let completions = run(&mut engine, vec![write]);
     completions[0].result.as_ref().unwrap();
@@ -206,6 +209,7 @@ fn a_fua_write_and_a_flush_complete() {
         id: 2,
         kind: IoKind::Flush,
         buf: AlignedBuf::new(0),
+        stamps: None,
     };
     let completions = run(&mut engine, vec![flush]);
     assert_eq!((completions[0].id, completions[0].kind), (2, IoKind::Flush));
@@ -228,6 +232,7 @@ fn a_read_crossing_end_of_file_reports_eof_and_keeps_the_partial_data() {
         id: 9,
         kind: IoKind::Read { offset: 4096 },
         buf: engine.take_buffer(8192),
+        stamps: None,
     };
     let completion = run(&mut engine, vec![read]).pop().unwrap();
     let error = completion.result.unwrap_err();
@@ -304,6 +309,7 @@ fn short_reads_are_finished_by_resubmitting_the_rest() {
         id: 1,
         kind: IoKind::Read { offset: 0 },
         buf: engine.take_buffer(BLOCK),
+        stamps: None,
     };
     engine.submit(read).unwrap();
     engine.kick().unwrap();
@@ -343,6 +349,7 @@ fn a_signal_while_waiting_does_not_fail_complete() {
         id: 1,
         kind: IoKind::Read { offset: 0 },
         buf: AlignedBuf::new(BLOCK),
+        stamps: None,
     };
     engine.submit(read).unwrap();
     engine.kick().unwrap();
@@ -375,6 +382,7 @@ fn dropping_the_engine_cancels_a_read_that_would_never_complete() {
             id: 1,
             kind: IoKind::Read { offset: 0 },
             buf: engine.take_buffer(BLOCK),
+            stamps: None,
         };
         engine.submit(read).unwrap();
         engine.kick().unwrap();
@@ -408,16 +416,19 @@ fn misaligned_direct_writes_fail_in_their_completion_with_einval() {
             id: 1,
             kind: misaligned_offset,
             buf: engine.take_buffer(BLOCK),
+            stamps: None,
         },
         Io {
             id: 2,
             kind: misaligned_offset,
             buf: AlignedBuf::new(BLOCK),
+            stamps: None,
         },
         Io {
             id: 3,
             kind: misaligned_length,
             buf: engine.take_buffer(100),
+            stamps: None,
         },
     ];
     let completions = run(&mut engine, ios);
@@ -451,6 +462,7 @@ fn in_flight_counts_ios_from_submit_until_complete_returns_them() {
                 offset: id * BLOCK as u64,
             },
             buf: engine.take_buffer(BLOCK),
+            stamps: None,
         };
         engine.submit(io).unwrap();
         assert_eq!(engine.in_flight(), id as usize + 1);

@@ -67,6 +67,7 @@ impl Engine for InlineEngine {
     }
 
     fn submit(&mut self, mut io: Io) -> io::Result<()> {
+        io.build_stamps();
         let started = Instant::now();
         let result = match io.kind {
             IoKind::Write { offset, fua } => self.target.write_at(&io.buf, offset, fua),
@@ -80,6 +81,7 @@ impl Engine for InlineEngine {
             id: io.id,
             kind: io.kind,
             buf: io.buf,
+            stamps: io.stamps,
             result,
             latency: started.elapsed(),
         });
@@ -123,6 +125,7 @@ mod tests {
                     fua: false,
                 },
                 buf,
+                stamps: None,
             })
             .unwrap();
         engine
@@ -130,6 +133,7 @@ mod tests {
                 id: 2,
                 kind: IoKind::Flush,
                 buf: AlignedBuf::new(0),
+                stamps: None,
             })
             .unwrap();
         assert_eq!(engine.in_flight(), 2);
@@ -143,6 +147,7 @@ mod tests {
                 id: 3,
                 kind: IoKind::Read { offset: 8192 },
                 buf,
+                stamps: None,
             })
             .unwrap();
         let done = engine.complete(1).unwrap();
@@ -154,6 +159,7 @@ mod tests {
                 id: 4,
                 kind: IoKind::Read { offset: 1 << 20 },
                 buf,
+                stamps: None,
             })
             .unwrap();
         assert!(engine.complete(1).unwrap()[0].result.is_err());

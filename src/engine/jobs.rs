@@ -1,19 +1,21 @@
 //! Many jobs: `--jobs N` carries the writer's IOs on N engines (N io_uring
 //! rings, or N sync or inline engines), the first driven by the writer's
-//! own thread and each other by a thread of its own, so that submitting
-//! and reaping use more than one core.
+//! own thread and each other by a thread of its own. Each job's thread
+//! builds the stamps of its share of the writes (they travel with the IO as
+//! [`crate::stamp::WriteStamps`], see [`Io::build_stamps`]), sends them and
+//! reaps them, so stamping, submitting and reaping use more than one core.
 //!
-//! The writer above stays one: it plans every burst, logs its intents,
-//! stamps the blocks and records completions in the manifest, so the
-//! write-ahead order of the journal, the generation order in the map and
-//! the flush that releases intents are exactly those of one job. What is
-//! split is the engine's work: each IO goes to the job that owns its first
-//! block ([`Stripes::job_of`], a hash of the block number, so every burst's
-//! writes spread over the jobs whatever their scatter), and the jobs' rings
-//! send their shares of a burst at once. No two in-flight IOs touch one
-//! block across jobs because the writer never has two IOs of one block in
-//! flight at all (the engine contract in the module above); a one-block IO
-//! of a block always goes to the same job besides.
+//! The writer above stays one: it plans every burst, logs its intents and
+//! records completions in the manifest, so the write-ahead order of the
+//! journal, the generation order in the map and the flush that releases
+//! intents are exactly those of one job, and the manifest has one owner.
+//! What is split is the work per IO: each IO goes to the job that owns its
+//! first block ([`Stripes::job_of`], a hash of the block number, so every
+//! burst's writes spread over the jobs whatever their scatter), and the
+//! jobs' rings send their shares of a burst at once. No two in-flight IOs
+//! touch one block across jobs because the writer never has two IOs of one
+//! block in flight at all (the engine contract in the module above); a
+//! one-block IO of a block always goes to the same job besides.
 //!
 //! A flush goes to the first job: the writer drains before flushing, and a
 //! flush of the target covers every write completed before it, whichever
@@ -83,7 +85,7 @@ pub struct JobsEngine {
     name: &'static str,
     queue_depth: usize,
     /// The first job's engine. Its registered buffers are the ones lent
-    /// out (the writer stamps a buffer before it knows the job); the other
+    /// out (the writer takes a buffer before it knows the job); the other
     /// jobs write them as plain buffers.
     local: Box<dyn Engine + Send>,
     /// IOs of the other jobs submitted and not yet returned.
@@ -346,6 +348,7 @@ mod tests {
 
     use super::*;
     use crate::engine::inline::InlineEngine;
+    use crate::stamp::{RunFormat, WriteStamps};
     use crate::storage::file::FileTarget;
     use crate::storage::{OpenRequest, Target};
     use crate::workload::{BurstPlan, BurstWorkload, Scatter, Workload, WriteOp};
@@ -444,6 +447,131 @@ mod tests {
         }
     }
 
+    /// An engine that notes which thread built each write's stamps.
+    struct Noting {
+        inner: InlineEngine,
+        stamped_on: Arc<Mutex<HashMap<u64, std::thread::ThreadId>>>,
+    }
+
+    impl Engine for Noting {
+        fn name(&self) -> &'static str {
+            "noting"
+        }
+        fn queue_depth(&self) -> usize {
+            self.inner.queue_depth()
+        }
+        fn in_flight(&self) -> usize {
+            self.inner.in_flight()
+        }
+        fn submit(&mut self, io: Io) -> io::Result<()> {
+            if io.stamps.is_some() {
+                let me = std::thread::current().id();
+                self.stamped_on.lock().unwrap().insert(io.id, me);
+            }
+            self.inner.submit(io)
+        }
+        fn kick(&mut self) -> io::Result<()> {
+            self.inner.kick()
+        }
+        fn complete(&mut self, min: usize) -> io::Result<Vec<Completion>> {
+            self.inner.complete(min)
+        }
+    }
+
+    #[test]
+    fn each_job_stamps_its_share_in_its_own_thread_and_returns_the_stamps() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("img");
+        let blocks = 64u64;
+        let target: Arc<dyn Target> = Arc::new(
+            FileTarget::open(
+                &path,
+                "img",
+                &OpenRequest {
+                    write: true,
+                    create_size: Some(blocks * BLOCK),
+                    direct: false,
+                    force: false,
+                },
+            )
+            .unwrap(),
+        );
+        let stamped_on = Arc::new(Mutex::new(HashMap::new()));
+        let engines: Vec<Box<dyn Engine + Send>> = (0..2)
+            .map(|_| {
+                Box::new(Noting {
+                    inner: InlineEngine::new(Arc::clone(&target), 8),
+                    stamped_on: Arc::clone(&stamped_on),
+                }) as Box<dyn Engine + Send>
+            })
+            .collect();
+        let mut engine = JobsEngine::new(engines, 8, BLOCK).unwrap();
+        let format = RunFormat {
+            run_id: 0x5eed,
+            block_size: BLOCK as u32,
+            random_bytes: crate::stamp::PAYLOAD_BYTES as u16,
+            dedup_permille: 0,
+        };
+        let generation = |block: u64| (block % 5 + 1) as u32;
+        let mut returned = HashMap::new();
+        let mut take = |done: Vec<Completion>| {
+            for c in done {
+                c.result.unwrap();
+                returned.insert(c.id, c.stamps.expect("stamps come back"));
+            }
+        };
+        for block in 0..blocks {
+            while engine.in_flight() >= engine.queue_depth() {
+                take(engine.complete(1).unwrap());
+            }
+            let mut buf = engine.take_buffer(BLOCK as usize);
+            buf.set_len(BLOCK as usize);
+            let stamps = WriteStamps {
+                format,
+                first_block: block,
+                generations: vec![generation(block)],
+                write_seq: block,
+                write_time_s: 7,
+            };
+            let io = Io {
+                id: block,
+                kind: write_at(block),
+                buf,
+                stamps: Some(stamps),
+            };
+            engine.submit(io).unwrap();
+        }
+        while engine.in_flight() > 0 {
+            let n = engine.in_flight();
+            take(engine.complete(n).unwrap());
+        }
+        drop(engine);
+        let me = std::thread::current().id();
+        let stamped_on = stamped_on.lock().unwrap();
+        let stripes = stripes(2);
+        let mut on_jobs = std::collections::HashSet::new();
+        for block in 0..blocks {
+            let thread = stamped_on[&block];
+            // The first job's share in the caller's thread, the other's not.
+            assert_eq!(
+                thread == me,
+                stripes.job_of(&write_at(block)) == 0,
+                "block {block}"
+            );
+            on_jobs.insert(thread);
+            assert_eq!(returned[&block].generations, vec![generation(block)]);
+        }
+        assert_eq!(on_jobs.len(), 2, "both jobs stamped");
+        let image = std::fs::read(&path).unwrap();
+        for (block, bytes) in image.chunks_exact(BLOCK as usize).enumerate() {
+            let block = block as u64;
+            assert!(
+                crate::stamp::holds(&format, block, generation(block), bytes),
+                "block {block} holds its stamp"
+            );
+        }
+    }
+
     #[test]
     fn a_flush_goes_to_the_first_job() {
         assert_eq!(stripes(4).job_of(&IoKind::Flush), 0);
@@ -488,6 +616,7 @@ mod tests {
                     id: block,
                     kind: write_at(block),
                     buf,
+                    stamps: None,
                 })
                 .unwrap();
         }
@@ -503,6 +632,7 @@ mod tests {
             id: u64::MAX,
             kind: IoKind::Flush,
             buf: engine.take_buffer(0),
+            stamps: None,
         };
         engine.submit(flush).unwrap();
         let flushed = engine.complete(1).unwrap();

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::buf::AlignedBuf;
+use crate::stamp::WriteStamps;
 use crate::storage::Target;
 
 /// What an IO does.
@@ -56,6 +57,20 @@ pub struct Io {
     pub id: u64,
     pub kind: IoKind,
     pub buf: AlignedBuf,
+    /// A write's stamps, which the engine builds into `buf` in the thread
+    /// that sends it ([`Io::build_stamps`]) and returns in the completion;
+    /// `None`: `buf` is sent as it is.
+    pub stamps: Option<WriteStamps>,
+}
+
+impl Io {
+    /// Build the stamps, if any, into the buffer. Every engine calls this
+    /// before it sends the IO, in the thread that sends it.
+    pub fn build_stamps(&mut self) {
+        if let Some(stamps) = &self.stamps {
+            stamps.build(&mut self.buf);
+        }
+    }
 }
 
 /// A finished IO.
@@ -64,6 +79,8 @@ pub struct Completion {
     pub id: u64,
     pub kind: IoKind,
     pub buf: AlignedBuf,
+    /// The IO's stamps, as submitted.
+    pub stamps: Option<WriteStamps>,
     pub result: io::Result<()>,
     /// From submission to completion.
     pub latency: Duration,

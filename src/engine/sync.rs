@@ -82,6 +82,11 @@ fn worker(shared: &Shared, target: &dyn Target, completions: &Sender<Completion>
                 queue = shared.ready.wait(queue).expect("engine queue lock");
             }
         };
+        // Stamping is this thread's work, not the target's: it is left out
+        // of the latency.
+        let stamping = io.stamps.is_some().then(Instant::now);
+        io.build_stamps();
+        let stamped_in = stamping.map(|at| at.elapsed()).unwrap_or_default();
         let result = match io.kind {
             IoKind::Write { offset, fua } => target.write_at(&io.buf, offset, fua),
             IoKind::Read { offset } => target.read_at(&mut io.buf, offset),
@@ -94,8 +99,9 @@ fn worker(shared: &Shared, target: &dyn Target, completions: &Sender<Completion>
             id: io.id,
             kind: io.kind,
             buf: io.buf,
+            stamps: io.stamps,
             result,
-            latency: submitted.elapsed(),
+            latency: submitted.elapsed().saturating_sub(stamped_in),
         };
         if completions.send(completion).is_err() {
             return;

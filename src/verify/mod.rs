@@ -352,6 +352,7 @@ pub fn verify(
                             offset: range.start,
                         },
                         buf,
+                        stamps: None,
                     })
                     .map_err(|e| Error::run(format!("read engine failed: {e}")))?;
                 chunks.insert(chunk_index, chunk);

@@ -286,7 +286,7 @@ impl Engine for UringEngine {
         }
     }
 
-    fn submit(&mut self, io: Io) -> io::Result<()> {
+    fn submit(&mut self, mut io: Io) -> io::Result<()> {
         self.check_healthy()?;
         if u32::try_from(io.buf.len()).is_err() {
             return Err(io::Error::new(
@@ -297,11 +297,13 @@ impl Engine for UringEngine {
                 ),
             ));
         }
+        io.build_stamps();
         let fixed = self.pool.fixed_index(&io.buf);
         let op = Op {
             id: io.id,
             kind: io.kind,
             buf: io.buf,
+            stamps: io.stamps,
             fixed,
             done: 0,
             retries: 0,
@@ -428,7 +430,14 @@ mod tests {
         for id in 0..3 * free_at_start as u64 {
             let buf = engine.take_buffer(0);
             let kind = IoKind::Flush;
-            engine.submit(Io { id, kind, buf }).unwrap();
+            engine
+                .submit(Io {
+                    id,
+                    kind,
+                    buf,
+                    stamps: None,
+                })
+                .unwrap();
             for completion in engine.complete(1).unwrap() {
                 completion.result.unwrap();
             }
@@ -473,7 +482,14 @@ mod tests {
                 offset: id * 4096,
                 fua: false,
             };
-            engine.submit(Io { id, kind, buf }).unwrap();
+            engine
+                .submit(Io {
+                    id,
+                    kind,
+                    buf,
+                    stamps: None,
+                })
+                .unwrap();
         }
         engine.kick().unwrap();
         // Let every write finish while nothing reaps: 8 completions fit. An

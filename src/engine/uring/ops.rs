@@ -10,6 +10,7 @@ use io_uring::{opcode, squeue, types};
 use super::{FileRef, UringEngine};
 use crate::buf::AlignedBuf;
 use crate::engine::{Completion, IoKind};
+use crate::stamp::WriteStamps;
 
 /// How often one IO is retried after `-EAGAIN` or `-EINTR` before the error
 /// is reported as its result.
@@ -40,6 +41,8 @@ pub(super) struct Op {
     pub(super) id: u64,
     pub(super) kind: IoKind,
     pub(super) buf: AlignedBuf,
+    /// Its stamps, built into `buf` before it was queued, for the completion.
+    pub(super) stamps: Option<WriteStamps>,
     /// Index in the ring's registered buffers when `buf` is one of them.
     pub(super) fixed: Option<u16>,
     /// Bytes already moved by earlier, short, completions.
@@ -329,6 +332,7 @@ impl UringEngine {
             id: op.id,
             kind: op.kind,
             buf: op.buf,
+            stamps: op.stamps,
             result,
             latency: op.submitted.map(|at| at.elapsed()).unwrap_or_default(),
         });
