@@ -21,8 +21,10 @@
 # `jobs` (needs root; not in the default) compares `--jobs 1` and `--jobs 2`
 # with fio's `--numjobs 1` and `2` on a loop device over a SIZE file in a
 # tmpfs the script mounts (a fast block device with the real O_DIRECT path;
-# SIZE of memory): IOPS, and whole-process CPU (user + sys) per 4 KiB
-# write. The total queue depth stays 32 (fio: `--iodepth` 32/N per job).
+# SIZE of memory): IOPS, whole-process CPU (user + sys) per 4 KiB write,
+# and how busy the whole machine was (the loop device's kernel worker does
+# its copies outside the process: at 100% another job cannot add IOPS).
+# The total queue depth stays 32 (fio: `--iodepth` 32/N per job).
 #
 # DISK_DIR (default: a temp dir under /var/tmp) must be on a real filesystem
 # (O_DIRECT); the buffered comparisons run in /dev/shm. These machines are
@@ -82,6 +84,12 @@ tib_writes=$(python3 -c "print(round((1 << 40) / 4096 * 0.0001))")
 # Columns, one value per round.
 declare -A col
 add() { col[$1]="${col[$1]:-} $2"; }
+# The whole machine's CPU time so far (user, nice, system, irq, softirq,
+# steal) and all of it, in ticks: two readings give how busy every core was.
+cpu_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
+busy_pct() { # before after
+  awk -v a="$1" -v b="$2" 'BEGIN {split(a, x, " "); split(b, y, " "); printf "%.0f", 100 * (y[1] - x[1]) / (y[2] - x[2])}'
+}
 
 for round in $(seq "$rounds"); do
   [ "$rounds" -gt 1 ] && echo "round $round of $rounds" >&2
@@ -132,15 +140,19 @@ for round in $(seq "$rounds"); do
   fi
   writes=$(( $(numfmt --from=iec "$size") / 4096 ))
   for n in 1 2; do
+    before=$(cpu_ticks)
     /usr/bin/time -f '%U %S' -o "$disk_dir/bench-time" fio --name=jobs --filename="$jobs_loop" \
       --size="$size" --io_size=$(( $(numfmt --from=iec "$size") / n )) --bs=4k --rw=randwrite \
       --ioengine=io_uring --iodepth=$(( 32 / n )) --numjobs="$n" --group_reporting --direct=1 \
       --output-format=json --output="$disk_dir/bench-jobs.json" >/dev/null
+    add "jobs${n}_busy_fio" "$(busy_pct "$before" "$(cpu_ticks)")"
     add "jobs${n}_iops_fio" "$(json_field "$disk_dir/bench-jobs.json" "d['jobs'][0]['write']['iops']")"
     add "jobs${n}_cpu_fio" "$(awk -v w="$writes" '{print ($1 + $2) * 1e6 / w}' "$disk_dir/bench-time")"
     rm -f "$disk_dir/bench-jobs.m"
+    before=$(cpu_ticks)
     out=$(/usr/bin/time -f '%U %S' -o "$disk_dir/bench-time" $bs write "$jobs_loop" \
       --manifest "$disk_dir/bench-jobs.m" --queue-depth 32 --jobs "$n" --force)
+    add "jobs${n}_busy_bs" "$(busy_pct "$before" "$(cpu_ticks)")"
     add "jobs${n}_iops_bs" "$(iops_of "$out")"
     add "jobs${n}_cpu_bs" "$(awk -v w="$writes" '{print ($1 + $2) * 1e6 / w}' "$disk_dir/bench-time")"
     rm -f "$disk_dir/bench-jobs.m"
@@ -221,13 +233,15 @@ row "loop/tmpfs randwrite QD32, 1 job (IOPS)" jobs1_iops
 row "loop/tmpfs randwrite QD32, 2 jobs (IOPS)" jobs2_iops
 row "loop/tmpfs CPU us per 4 KiB write, 1 job (lower wins)" jobs1_cpu 2
 row "loop/tmpfs CPU us per 4 KiB write, 2 jobs (lower wins)" jobs2_cpu 2
+row "loop/tmpfs every core busy, 1 job (% of the machine)" jobs1_busy
+row "loop/tmpfs every core busy, 2 jobs (% of the machine)" jobs2_busy
 row "journal, ${journal_sync_ms} ms syncs, preallocated $size (s)" j_prealloc_journal 2
 row "--no-journal, preallocated $size (s)" j_prealloc_nojournal 2
 row "journal, ${journal_sync_ms} ms syncs, fresh sparse $size (s)" j_sparse_journal 2
 row "--no-journal, fresh sparse $size (s)" j_sparse_nojournal 2
 if [ "$rounds" -gt 1 ]; then
   echo
-  for key in disk_w disk_v shm_w shm_v sp_w tib_w tib_v jobs1_iops jobs2_iops jobs1_cpu jobs2_cpu \
+  for key in disk_w disk_v shm_w shm_v sp_w tib_w tib_v jobs1_iops jobs2_iops jobs1_cpu jobs2_cpu jobs1_busy jobs2_busy \
     j_prealloc_journal j_prealloc_nojournal j_sparse_journal j_sparse_nojournal; do
     [ -n "${col[${key}_bs]:-}" ] || continue
     printf '%-8s blockstamp:%s\n%-8s fio:%s\n' "$key" "$(printf ' %.2f' ${col[${key}_bs]})" "" "$(printf ' %.2f' ${col[${key}_fio]})"
