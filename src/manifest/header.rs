@@ -204,6 +204,16 @@ impl ManifestHeader {
 impl Manifest {
     /// Persist the header as it is now (e.g. counters during a long run).
     pub fn store_header(&mut self) -> Result<()> {
+        self.write_header()?;
+        super::sync_point(&self.path);
+        self.file
+            .sync_data()
+            .map_err(|e| self.io_error("sync", e))?;
+        Ok(())
+    }
+
+    /// Write the header to its next slot, leaving it to a later sync.
+    pub(super) fn write_header(&mut self) -> Result<()> {
         self.header_seq += 1;
         let json = serde_json::to_vec(&self.header).expect("manifest header serialises");
         if json.len() + SLOT_PREFIX > SLOT_BYTES as usize {
@@ -222,12 +232,7 @@ impl Manifest {
         let at = (self.header_seq % 2) * SLOT_BYTES;
         self.file
             .write_all_at(&slot, at)
-            .map_err(|e| self.io_error("write", e))?;
-        super::sync_point(&self.path);
-        self.file
-            .sync_data()
-            .map_err(|e| self.io_error("sync", e))?;
-        Ok(())
+            .map_err(|e| self.io_error("write", e))
     }
 }
 

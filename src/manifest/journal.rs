@@ -556,15 +556,18 @@ impl Journal {
         write_control(file, self.offset, &self.control_seq, self.head)
     }
 
-    /// Make the current head durable (on a clean close).
-    pub fn store_durable(&mut self, file: &File) -> io::Result<()> {
-        // Settled, the map is durable up to the head (see `encode`).
+    /// On a clean close, once the map is durable: release every intent and
+    /// write the head, left for the caller's next sync (the header's) to
+    /// make durable; then call [`Journal::head_synced`].
+    pub fn store_all_released(&mut self, file: &File) -> io::Result<()> {
         self.settle()?;
-        self.store_control(file)?;
-        super::sync_point(&self.path);
-        file.sync_data()?;
+        self.head = self.tail;
+        self.store_control(file)
+    }
+
+    /// The head written by [`Journal::store_all_released`] is durable.
+    pub fn head_synced(&mut self) {
         self.durable_head = self.head;
-        Ok(())
     }
 }
 
@@ -679,7 +682,7 @@ mod tests {
         journal.release(f, 3).unwrap();
         assert_eq!(journal.head(), 3);
         assert!(journal.has_room(15) && !journal.has_room(16));
-        journal.store_durable(f).unwrap();
+        journal.settle().unwrap();
         let reloaded = Journal::load(f, 100, bytes).unwrap();
         assert_eq!(reloaded.head(), 3);
         assert_eq!(reloaded.pending(f).unwrap(), vec![(4, 1)]);
@@ -689,6 +692,32 @@ mod tests {
         journal.wait_durable(end).unwrap();
         let reloaded = Journal::load(f, 100, bytes).unwrap();
         assert_eq!(reloaded.pending(f).unwrap(), vec![(5, 2)]);
+    }
+
+    #[test]
+    fn a_clean_close_releases_every_intent_and_waits_for_the_thread_first() {
+        let (file, bytes) = journal_file(16);
+        let f = file.as_file();
+        let appender = std::fs::OpenOptions::new()
+            .write(true)
+            .open(file.path())
+            .unwrap();
+        let mut journal = Journal::load(f, 100, bytes)
+            .unwrap()
+            .with_appender(Some(appender), file.path());
+        let end = journal
+            .append_in_background(f, &[(1, 1), (2, 1), (3, 1)])
+            .unwrap();
+        journal.wait_durable(end).unwrap();
+        // A release still queued on the thread must not overwrite the head
+        // the close stores.
+        journal.release(f, 1).unwrap();
+        journal.store_all_released(f).unwrap();
+        journal.head_synced();
+        assert_eq!(journal.head(), journal.tail());
+        let reloaded = Journal::load(f, 100, bytes).unwrap();
+        assert_eq!(reloaded.head(), 3);
+        assert_eq!(reloaded.pending(f).unwrap(), vec![]);
     }
 
     #[test]

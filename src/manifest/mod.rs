@@ -155,8 +155,10 @@ impl Manifest {
             journal,
         };
         manifest.header.map_crc32c = Some(manifest.map_crc());
+        // Both slots valid from the start, synced once: nobody sees the
+        // file before it is renamed into place.
+        manifest.write_header()?;
         manifest.store_header()?;
-        manifest.store_header()?; // both slots valid from the start
         Ok(manifest)
     }
 
@@ -284,25 +286,24 @@ impl Manifest {
     /// Make the map durable and mark the manifest clean.
     pub fn finish_write(&mut self) -> Result<()> {
         self.persist_undo()?;
+        // The map is durable before anything says it is complete: a power
+        // cut in between leaves the manifest being written, its journal
+        // telling verify what may be missing.
+        self.flush_map()?;
         if let Some(journal) = &mut self.journal {
             // Every write the map records was flushed: nothing is pending.
-            let tail = journal.tail();
             journal
-                .release(&self.file, tail)
+                .store_all_released(&self.file)
                 .map_err(|e| Error::run(format!("cannot write manifest journal: {e}")))?;
-            sync_point(&self.path);
-            journal
-                .store_durable(&self.file)
-                .map_err(|e| Error::run(format!("cannot sync manifest journal: {e}")))?;
         }
-        self.flush_map()?;
-        sync_point(&self.path);
-        self.file
-            .sync_data()
-            .map_err(|e| self.io_error("sync", e))?;
         self.header.map_crc32c = Some(self.map_crc());
         self.header.state = ManifestState::Clean;
-        self.store_header()
+        // One sync for the journal's head and the header.
+        self.store_header()?;
+        if let Some(journal) = &mut self.journal {
+            journal.head_synced();
+        }
+        Ok(())
     }
 
     fn io_error(&self, what: &str, e: io::Error) -> Error {
