@@ -636,7 +636,7 @@ impl Writer<'_> {
         Ok(())
     }
 
-    fn submit(&mut self, write: Planned) -> Result<()> {
+    fn submit(&mut self, mut write: Planned) -> Result<()> {
         let op = write.op;
         self.wait_for_room(op)?;
         if self.failure.is_some() {
@@ -665,25 +665,36 @@ impl Writer<'_> {
             write_seq,
             write_time_s,
         });
-        let mut write = write;
-        // A write's generations travel with it as its stamps, built by the
-        // engine in the thread that sends it, and come back in its
-        // completion; a zeroing or discard carries no data.
+        // A write's generations travel with it as its stamps and come back
+        // in its completion.
         let stamps = (op.kind == OpKind::Write).then(|| {
-            let mut generations = std::mem::take(&mut write.generations);
-            for generation in &mut generations {
-                *generation &= GENERATION_MAX;
-            }
-            WriteStamps {
-                format: self.manifest.format(),
-                first_block: op.first_block,
-                generations,
-                write_seq,
-                write_time_s,
-            }
+            let intents = std::mem::take(&mut write.generations);
+            self.stamps(op, intents, write_seq, write_time_s)
         });
         let buf = self.io_buffer(op);
         self.send(op, buf, stamps, InFlight::Write(write, slot))
+    }
+
+    /// The stamps of write `op` whose blocks' intents are `intents`, for
+    /// the engine to build in the thread that sends it (a zeroing or
+    /// discard carries no data, and no stamps).
+    fn stamps(
+        &self,
+        op: WriteOp,
+        mut intents: Vec<u32>,
+        write_seq: u64,
+        write_time_s: u32,
+    ) -> WriteStamps {
+        for intent in &mut intents {
+            *intent &= GENERATION_MAX;
+        }
+        WriteStamps {
+            format: self.manifest.format(),
+            first_block: op.first_block,
+            generations: intents,
+            write_seq,
+            write_time_s,
+        }
     }
 
     /// A buffer for all of `op`'s blocks (none for a zeroing or discard).
@@ -841,15 +852,9 @@ impl Writer<'_> {
         let entry = &self.submitted[index];
         let skip = (op.first_block - entry.op.first_block) as usize;
         // A zeroing or discard is issued again as it was (no buffer).
-        let stamps = (op.kind == OpKind::Write).then(|| WriteStamps {
-            format: self.manifest.format(),
-            first_block: op.first_block,
-            generations: entry.generations[skip..skip + op.block_count as usize]
-                .iter()
-                .map(|intent| intent & GENERATION_MAX)
-                .collect(),
-            write_seq: entry.write_seq,
-            write_time_s: entry.write_time_s,
+        let stamps = (op.kind == OpKind::Write).then(|| {
+            let intents = entry.generations[skip..skip + op.block_count as usize].to_vec();
+            self.stamps(op, intents, entry.write_seq, entry.write_time_s)
         });
         self.outcome.rewrites += 1;
         self.send(op, buf, stamps, InFlight::Rewrite { op, slot })
