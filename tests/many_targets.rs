@@ -602,3 +602,77 @@ fn a_target_that_fails_is_failed_the_others_finish_and_the_exit_status_is_3() {
         "{failed}"
     );
 }
+
+#[path = "common/loopdev.rs"]
+mod loopdev;
+
+/// An MBR with one Linux partition of `sectors` 512-byte sectors at 1 MiB.
+fn write_mbr(image: &std::fs::File, sectors: u32) {
+    use std::os::unix::fs::FileExt;
+    let mut entry = [0u8; 16];
+    entry[4] = 0x83;
+    entry[8..12].copy_from_slice(&2048u32.to_le_bytes());
+    entry[12..16].copy_from_slice(&sectors.to_le_bytes());
+    image.write_all_at(&entry, 446).unwrap();
+    image.write_all_at(&[0x55, 0xAA], 510).unwrap();
+}
+
+#[test]
+fn a_disk_with_its_partition_or_a_loop_device_with_its_backing_file_is_refused() {
+    let Some(device) = loopdev::LoopDevice::attach_prepared(16 << 20, &["--partscan"], |image| {
+        write_mbr(image, 8192)
+    }) else {
+        return;
+    };
+    let Some(()) = device.add_partitions() else {
+        return;
+    };
+    let env = TestEnv::new();
+    std::fs::create_dir(env.path("man")).expect("create manifest dir");
+    let backing = device.backing_file.to_str().unwrap().to_string();
+    let partition = format!("{}p1", device.uri());
+    let other = env.p("other.img");
+    let before = device.contents();
+    for pair in [
+        [backing.as_str(), device.uri()],
+        [device.uri(), partition.as_str()],
+        [partition.as_str(), backing.as_str()],
+    ] {
+        let args = [
+            "write",
+            &other,
+            pair[0],
+            pair[1],
+            "--manifest-dir",
+            "man",
+            "--size",
+            "4MiB",
+            "--force",
+        ];
+        let run = env.run(&args);
+        run.assert_code(2);
+        let expected = format!("targets {} and {} share storage", pair[0], pair[1]);
+        assert!(run.stderr.contains(&expected), "{}", run.stderr);
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    }
+    assert!(
+        device.contents() == before,
+        "the refusals changed the device"
+    );
+    assert!(!env.path("other.img").exists(), "no image was created");
+    let manifests = std::fs::read_dir(env.path("man")).unwrap().count();
+    assert_eq!(manifests, 0, "no manifest was made");
+    // Two partitions' worth of one disk that do not meet are not refused
+    // for it: the image beside the device's backing file is its own.
+    let apart = env.run(&[
+        "write",
+        &other,
+        &partition,
+        "--manifest-dir",
+        "man",
+        "--size",
+        "4MiB",
+        "--force",
+    ]);
+    apart.assert_code(0);
+}

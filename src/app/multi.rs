@@ -133,44 +133,47 @@ fn names_for(targets: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// The same target twice would be written by two writers at once: refused
-/// when two targets are the same text, the same file (device and inode),
-/// the same block device, or the same path once made absolute.
+/// The same target twice would be written by two writers at once, each
+/// making the other's blocks look corrupt: refused when two targets are the
+/// same text, the same path once made absolute, or share storage (the same
+/// file or block device, a disk and one of its partitions, a loop device
+/// and its backing file).
 fn refuse_duplicates(targets: &[String]) -> Result<()> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    // (a block device?, its device number or the file's device, inode)
-    type Identity = Option<(bool, u64, u64)>;
-    let identity = |target: &str| -> Identity {
-        if crate::storage::is_nbd_uri(target) {
-            return None;
-        }
-        let meta = std::fs::metadata(target).ok()?;
-        Some(if meta.file_type().is_block_device() {
-            (true, meta.rdev(), 0)
-        } else {
-            (false, meta.dev(), meta.ino())
-        })
+    use crate::storage::blockdev::safety::Footprint;
+    let footprint = |target: &str| -> Option<Footprint> {
+        (!crate::storage::is_nbd_uri(target))
+            .then(|| Footprint::of(std::path::Path::new("/sys"), std::path::Path::new(target)))
+            .flatten()
     };
     let absolute = |target: &str| -> Option<PathBuf> {
         (!crate::storage::is_nbd_uri(target))
             .then(|| std::path::absolute(target).ok())
             .flatten()
     };
-    let seen: Vec<(Identity, Option<PathBuf>)> =
-        targets.iter().map(|t| (identity(t), absolute(t))).collect();
+    let seen: Vec<(Option<Footprint>, Option<PathBuf>)> = targets
+        .iter()
+        .map(|t| (footprint(t), absolute(t)))
+        .collect();
     for (i, target) in targets.iter().enumerate() {
         for (j, earlier) in targets[..i].iter().enumerate() {
-            let same = target == earlier
-                || (seen[i].0.is_some() && seen[i].0 == seen[j].0)
+            if target == earlier {
+                return Err(Error::usage(format!(
+                    "target {target} is given twice; name each target once"
+                )));
+            }
+            let same = seen[i].0.is_some() && seen[i].0 == seen[j].0
                 || (seen[i].1.is_some() && seen[i].1 == seen[j].1);
             if same {
-                return Err(Error::usage(if target == earlier {
-                    format!("target {target} is given twice; name each target once")
-                } else {
-                    format!(
-                        "targets {earlier} and {target} are the same target; name each target once"
-                    )
-                }));
+                return Err(Error::usage(format!(
+                    "targets {earlier} and {target} are the same target; name each target once"
+                )));
+            }
+            if let (Some(a), Some(b)) = (&seen[i].0, &seen[j].0)
+                && a.overlaps(b)
+            {
+                return Err(Error::usage(format!(
+                    "targets {earlier} and {target} share storage (a partition of a disk, or a loop device and its backing file); writing both at once would make each one's blocks look corrupt in the other; give one of them"
+                )));
             }
         }
     }

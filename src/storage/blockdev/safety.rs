@@ -113,6 +113,123 @@ impl SysBlock {
     }
 }
 
+/// Where a target's bytes live, as far as this host can tell: a byte range
+/// of a file (by filesystem device and inode) or of a whole disk (by its
+/// device number). A partition is a range of its disk, and a loop device a
+/// range of its backing file, so two targets that share storage under two
+/// names are found out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Footprint {
+    File {
+        dev: u64,
+        ino: u64,
+        start: u64,
+        end: u64,
+    },
+    Disk {
+        disk: DeviceNumber,
+        start: u64,
+        end: u64,
+    },
+}
+
+impl Footprint {
+    /// Some byte is in both.
+    pub fn overlaps(&self, other: &Footprint) -> bool {
+        let meet = |a: (u64, u64), b: (u64, u64)| a.0 < b.1 && b.0 < a.1;
+        match (*self, *other) {
+            (
+                Footprint::File {
+                    dev,
+                    ino,
+                    start,
+                    end,
+                },
+                Footprint::File {
+                    dev: dev2,
+                    ino: ino2,
+                    start: start2,
+                    end: end2,
+                },
+            ) => dev == dev2 && ino == ino2 && meet((start, end), (start2, end2)),
+            (
+                Footprint::Disk { disk, start, end },
+                Footprint::Disk {
+                    disk: disk2,
+                    start: start2,
+                    end: end2,
+                },
+            ) => disk == disk2 && meet((start, end), (start2, end2)),
+            _ => false,
+        }
+    }
+
+    /// The footprint of the file or block device at `path` (`None`: neither,
+    /// or not there). `sys_root` is `/sys`.
+    pub fn of(sys_root: &Path, path: &Path) -> Option<Footprint> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let meta = fs::metadata(path).ok()?;
+        if !meta.file_type().is_block_device() {
+            return meta.is_file().then(|| Footprint::File {
+                dev: meta.dev(),
+                ino: meta.ino(),
+                start: 0,
+                end: u64::MAX,
+            });
+        }
+        Some(Footprint::of_device(
+            sys_root,
+            DeviceNumber::from_rdev(meta.rdev()),
+        ))
+    }
+
+    /// The footprint of block device `number`, from sysfs: all of it when
+    /// sysfs does not say more.
+    pub fn of_device(sys_root: &Path, number: DeviceNumber) -> Footprint {
+        use std::os::unix::fs::MetadataExt;
+        let whole = |start, end| Footprint::Disk {
+            disk: number,
+            start,
+            end,
+        };
+        let Some(device) = SysBlock::locate(sys_root, number) else {
+            return whole(0, u64::MAX);
+        };
+        let sectors = |dir: &Path, name: &str| -> Option<u64> {
+            fs::read_to_string(dir.join(name)).ok()?.trim().parse().ok()
+        };
+        let disk_dir = device.disk_dir();
+        let (disk, start) = if device.is_partition() {
+            let disk = fs::read_to_string(disk_dir.join("dev"))
+                .ok()
+                .and_then(|text| DeviceNumber::parse(&text));
+            match (disk, sectors(&device.dir, "start")) {
+                (Some(disk), Some(start)) => (disk, start * 512),
+                _ => return whole(0, u64::MAX),
+            }
+        } else {
+            (number, 0)
+        };
+        let end = sectors(&device.dir, "size").map_or(u64::MAX, |size| start + size * 512);
+        // A loop device's bytes are its backing file's, from its offset.
+        let backing = fs::read_to_string(disk_dir.join("loop/backing_file"))
+            .ok()
+            .and_then(|name| fs::metadata(name.trim_end()).ok());
+        let offset = fs::read_to_string(disk_dir.join("loop/offset"))
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok());
+        match (backing, offset) {
+            (Some(file), Some(offset)) => Footprint::File {
+                dev: file.dev(),
+                ino: file.ino(),
+                start: offset + start,
+                end: end.saturating_add(offset),
+            },
+            _ => Footprint::Disk { disk, start, end },
+        }
+    }
+}
+
 /// One line of /proc/self/mountinfo, the parts that say what is mounted where.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MountEntry {
@@ -259,6 +376,69 @@ mod tests {
             ("loop0".to_string(), LOOP0),
             ("loop0p1".to_string(), LOOP0P1),
         ]
+    }
+
+    /// A sysfs tree under `root` with loop0 (backed by `backing` from
+    /// `offset`, 64 MiB) and its partition loop0p1 (1 MiB in, 8 MiB).
+    fn fake_loop_sysfs(root: &Path, backing: &Path, offset: u64) {
+        let disk = root.join("devices/virtual/block/loop0");
+        let part = disk.join("loop0p1");
+        fs::create_dir_all(part.clone()).unwrap();
+        fs::create_dir_all(disk.join("loop")).unwrap();
+        fs::write(disk.join("dev"), "7:0\n").unwrap();
+        fs::write(disk.join("size"), format!("{}\n", 64 << 11)).unwrap();
+        fs::write(
+            disk.join("loop/backing_file"),
+            format!("{}\n", backing.display()),
+        )
+        .unwrap();
+        fs::write(disk.join("loop/offset"), format!("{offset}\n")).unwrap();
+        fs::write(part.join("dev"), "259:3\n").unwrap();
+        fs::write(part.join("partition"), "1\n").unwrap();
+        fs::write(part.join("start"), "2048\n").unwrap();
+        fs::write(part.join("size"), format!("{}\n", 8 << 11)).unwrap();
+        fs::create_dir_all(root.join("dev/block")).unwrap();
+        std::os::unix::fs::symlink(&disk, root.join("dev/block/7:0")).unwrap();
+        std::os::unix::fs::symlink(&part, root.join("dev/block/259:3")).unwrap();
+    }
+
+    #[test]
+    fn a_loop_device_and_its_partition_are_ranges_of_the_backing_file() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let backing = dir.path().join("disk.img");
+        fs::write(&backing, b"").unwrap();
+        let root = dir.path().join("sys");
+        fake_loop_sysfs(&root, &backing, 4096);
+        let meta = fs::metadata(&backing).unwrap();
+        let file = |start, end| Footprint::File {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            start,
+            end,
+        };
+        let of_image = Footprint::of(&root, &backing).unwrap();
+        assert_eq!(of_image, file(0, u64::MAX));
+        let of_partition = Footprint::of_device(&root, LOOP0P1);
+        assert_eq!(of_partition, file(4096 + (1 << 20), 4096 + (9 << 20)));
+        let of_disk = Footprint::of_device(&root, LOOP0);
+        assert_eq!(of_disk, file(4096, 4096 + (64 << 20)));
+        assert!(of_image.overlaps(&of_partition) && of_disk.overlaps(&of_partition));
+        // Ranges that only touch do not overlap; another file never does.
+        assert!(!file(0, 10).overlaps(&file(10, 20)));
+        let other = Footprint::File {
+            dev: meta.dev(),
+            ino: meta.ino() + 1,
+            start: 0,
+            end: u64::MAX,
+        };
+        assert!(!other.overlaps(&of_image));
+        let disk = |start, end| Footprint::Disk {
+            disk: LOOP0,
+            start,
+            end,
+        };
+        assert!(disk(0, 100).overlaps(&disk(99, 200)) && !disk(0, 100).overlaps(&file(0, 100)));
     }
 
     #[test]
