@@ -136,31 +136,23 @@ pub enum Footprint {
 impl Footprint {
     /// Some byte is in both.
     pub fn overlaps(&self, other: &Footprint) -> bool {
-        let meet = |a: (u64, u64), b: (u64, u64)| a.0 < b.1 && b.0 < a.1;
-        match (*self, *other) {
-            (
-                Footprint::File {
-                    dev,
-                    ino,
-                    start,
-                    end,
-                },
-                Footprint::File {
-                    dev: dev2,
-                    ino: ino2,
-                    start: start2,
-                    end: end2,
-                },
-            ) => dev == dev2 && ino == ino2 && meet((start, end), (start2, end2)),
-            (
-                Footprint::Disk { disk, start, end },
-                Footprint::Disk {
-                    disk: disk2,
-                    start: start2,
-                    end: end2,
-                },
-            ) => disk == disk2 && meet((start, end), (start2, end2)),
-            _ => false,
+        let (what, (start, end)) = self.parts();
+        let (other_what, (other_start, other_end)) = other.parts();
+        what == other_what && start < other_end && other_start < end
+    }
+
+    /// Which storage (a file, or a disk), and which bytes of it.
+    fn parts(&self) -> ((bool, u64, u64), (u64, u64)) {
+        match *self {
+            Footprint::File {
+                dev,
+                ino,
+                start,
+                end,
+            } => ((true, dev, ino), (start, end)),
+            Footprint::Disk { disk, start, end } => {
+                ((false, disk.major.into(), disk.minor.into()), (start, end))
+            }
         }
     }
 
