@@ -3,7 +3,9 @@
 //! The writer hands an engine whole bursts: `submit` queues, `kick` sends
 //! what is queued together (one io_uring_enter for a burst), `complete`
 //! collects finished IOs. Buffers travel with their IO and come back in the
-//! completion so the writer can reuse them. An engine never reorders its
+//! completion so the writer can reuse them; a write's stamps travel with it
+//! too, and the engine builds them into its buffer in the thread that sends
+//! it (with `--jobs`, each job's thread). An engine never reorders its
 //! caller's guarantees: the writer never submits two writes touching one
 //! block while either is in flight, so completion order does not matter.
 
