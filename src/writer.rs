@@ -1,5 +1,6 @@
-//! The write phase: takes bursts from a workload, stamps every block of
-//! every IO, carries them through an engine and records each completed
+//! The write phase: takes bursts from a workload, decides the stamp of
+//! every block of every IO (the engine builds it in the thread that sends
+//! the IO), carries them through an engine and records each completed
 //! write in the manifest.
 //!
 //! Two invariants are defended here:
