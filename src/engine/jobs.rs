@@ -447,6 +447,17 @@ mod tests {
         }
     }
 
+    /// A new image file of `blocks` blocks at `path`, as a target.
+    fn image(path: &std::path::Path, blocks: u64) -> Arc<dyn Target> {
+        let request = OpenRequest {
+            write: true,
+            create_size: Some(blocks * BLOCK),
+            direct: false,
+            force: false,
+        };
+        Arc::new(FileTarget::open(path, "img", &request).unwrap())
+    }
+
     /// An engine that notes which thread built each write's stamps.
     struct Noting {
         inner: InlineEngine,
@@ -483,19 +494,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("img");
         let blocks = 64u64;
-        let target: Arc<dyn Target> = Arc::new(
-            FileTarget::open(
-                &path,
-                "img",
-                &OpenRequest {
-                    write: true,
-                    create_size: Some(blocks * BLOCK),
-                    direct: false,
-                    force: false,
-                },
-            )
-            .unwrap(),
-        );
+        let target = image(&path, blocks);
         let stamped_on = Arc::new(Mutex::new(HashMap::new()));
         let engines: Vec<Box<dyn Engine + Send>> = (0..2)
             .map(|_| {
@@ -582,19 +581,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("img");
         let blocks = 256u64;
-        let target: Arc<dyn Target> = Arc::new(
-            FileTarget::open(
-                &path,
-                "img",
-                &OpenRequest {
-                    write: true,
-                    create_size: Some(blocks * BLOCK),
-                    direct: false,
-                    force: false,
-                },
-            )
-            .unwrap(),
-        );
+        let target = image(&path, blocks);
         let engines: Vec<Box<dyn Engine + Send>> = (0..3)
             .map(|_| Box::new(InlineEngine::new(Arc::clone(&target), 16)) as Box<dyn Engine + Send>)
             .collect();

@@ -586,6 +586,18 @@ mod tests {
         (file, bytes)
     }
 
+    /// The journal in `file`, appending through an O_DSYNC descriptor of
+    /// its own on its background thread, as a manifest's does.
+    fn with_its_thread(file: &tempfile::NamedTempFile, bytes: u64) -> Journal {
+        let appender = std::fs::OpenOptions::new()
+            .write(true)
+            .open(file.path())
+            .unwrap();
+        Journal::load(file.as_file(), 100, bytes)
+            .unwrap()
+            .with_appender(Some(appender), file.path())
+    }
+
     #[test]
     fn pending_entries_survive_reload_and_releases_drop_them() {
         let (file, bytes) = journal_file(16);
@@ -629,13 +641,7 @@ mod tests {
     fn background_appends_are_on_disk_once_waited_for_and_keep_their_order() {
         let (file, bytes) = journal_file(8);
         let f = file.as_file();
-        let appender = std::fs::OpenOptions::new()
-            .write(true)
-            .open(file.path())
-            .unwrap();
-        let mut journal = Journal::load(f, 100, bytes)
-            .unwrap()
-            .with_appender(Some(appender), file.path());
+        let mut journal = with_its_thread(&file, bytes);
         let mut expected = Vec::new();
         let mut ends = Vec::new();
         // Three laps' worth, released as they go, so the ring wraps.
@@ -665,13 +671,7 @@ mod tests {
     fn releases_made_in_the_background_store_the_newest_head_once_settled() {
         let (file, bytes) = journal_file(16);
         let f = file.as_file();
-        let appender = std::fs::OpenOptions::new()
-            .write(true)
-            .open(file.path())
-            .unwrap();
-        let mut journal = Journal::load(f, 100, bytes)
-            .unwrap()
-            .with_appender(Some(appender), file.path());
+        let mut journal = with_its_thread(&file, bytes);
         let end = journal
             .append_in_background(f, &[(1, 1), (2, 1), (3, 1), (4, 1)])
             .unwrap();
@@ -698,13 +698,7 @@ mod tests {
     fn a_clean_close_releases_every_intent_and_waits_for_the_thread_first() {
         let (file, bytes) = journal_file(16);
         let f = file.as_file();
-        let appender = std::fs::OpenOptions::new()
-            .write(true)
-            .open(file.path())
-            .unwrap();
-        let mut journal = Journal::load(f, 100, bytes)
-            .unwrap()
-            .with_appender(Some(appender), file.path());
+        let mut journal = with_its_thread(&file, bytes);
         let end = journal
             .append_in_background(f, &[(1, 1), (2, 1), (3, 1)])
             .unwrap();
